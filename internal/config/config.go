@@ -1,0 +1,242 @@
+// Package config reads GitSec's settings from GITSEC_* environment variables. Every variable the
+// code reads is declared in Variables, and a test checks that README.md documents each one.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Variable describes one environment variable. Secret values are never echoed in errors.
+type Variable struct {
+	Name    string
+	Default string
+	Secret  bool
+	Help    string
+}
+
+// Variables lists every environment variable GitSec reads, in README order.
+var Variables = []Variable{
+	{Name: "GITSEC_DATABASE_URL", Secret: true, Help: "Postgres connection URL (postgres://user:pass@host:5432/db?sslmode=...). Required."},
+	{Name: "GITSEC_TEMPORAL_ADDRESS", Default: "127.0.0.1:7233", Help: "Temporal frontend host:port."},
+	{Name: "GITSEC_TEMPORAL_NAMESPACE", Default: "default", Help: "Temporal namespace."},
+	{Name: "GITSEC_TASK_QUEUE", Default: "gitsec", Help: "Shared Temporal task queue polled by every worker."},
+	{Name: "GITSEC_STORAGE_URL", Default: "file://.gitsec/storage", Help: "Backup storage as a gocloud.dev/blob URL: file://DIR, s3://BUCKET?region=..., gs://BUCKET, azblob://CONTAINER."},
+	{Name: "GITSEC_HTTP_ADDR", Default: "127.0.0.1:8080", Help: "Listen address of `gitsec api`."},
+	{Name: "GITSEC_PUBLIC_URL", Default: "http://127.0.0.1:8080", Help: "Externally reachable base URL of the API (OAuth callback and webhook URLs are built from it)."},
+	{Name: "GITSEC_SECRETS_KEY_URL", Secret: true, Help: "gocloud.dev/secrets keeper URL that encrypts OAuth tokens and webhook secrets at rest (base64key://... locally; awskms://, gcpkms://, hashivault:// in production). Required by api, worker and dev."},
+	{Name: "GITSEC_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error."},
+	{Name: "GITSEC_LOG_FORMAT", Default: "text", Help: "text or json."},
+	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
+	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
+}
+
+// Config is the validated configuration shared by every subcommand.
+type Config struct {
+	DatabaseURL        string
+	TemporalAddress    string
+	TemporalNamespace  string
+	TaskQueue          string
+	StorageURL         string
+	HTTPAddr           string
+	PublicURL          string
+	SecretsKeyURL      string
+	LogLevel           slog.Level
+	LogFormat          string
+	HousekeepingEvery  time.Duration
+	WebhookDedupWindow time.Duration
+}
+
+// Getenv is the lookup function Load uses; tests pass a map-backed one.
+type Getenv func(string) (string, bool)
+
+// Load reads and validates the configuration from the process environment.
+func Load() (Config, error) { return LoadFrom(os.LookupEnv) }
+
+// LoadFrom reads and validates the configuration. All problems are reported together, each
+// naming its variable, so that one failed start tells the operator everything to fix.
+func LoadFrom(getenv Getenv) (Config, error) {
+	r := reader{getenv: getenv}
+	c := Config{
+		DatabaseURL:        r.databaseURL("GITSEC_DATABASE_URL"),
+		TemporalAddress:    r.hostPort("GITSEC_TEMPORAL_ADDRESS"),
+		TemporalNamespace:  r.nonEmpty("GITSEC_TEMPORAL_NAMESPACE"),
+		TaskQueue:          r.nonEmpty("GITSEC_TASK_QUEUE"),
+		StorageURL:         r.storageURL("GITSEC_STORAGE_URL"),
+		HTTPAddr:           r.hostPort("GITSEC_HTTP_ADDR"),
+		PublicURL:          r.httpURL("GITSEC_PUBLIC_URL"),
+		SecretsKeyURL:      r.secretsURL("GITSEC_SECRETS_KEY_URL"),
+		LogLevel:           r.logLevel("GITSEC_LOG_LEVEL"),
+		LogFormat:          r.oneOf("GITSEC_LOG_FORMAT", "text", "json"),
+		HousekeepingEvery:  r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
+		WebhookDedupWindow: r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
+	}
+	if err := errors.Join(r.errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// RequireSecretsKey fails when GITSEC_SECRETS_KEY_URL is unset.
+func (c Config) RequireSecretsKey() error {
+	if c.SecretsKeyURL == "" {
+		return errors.New("GITSEC_SECRETS_KEY_URL: is required but not set (generate one with `gitsec admin new-secrets-key`)")
+	}
+	return nil
+}
+
+type reader struct {
+	getenv Getenv
+	errs   []error
+}
+
+func lookupVariable(name string) Variable {
+	for _, v := range Variables {
+		if v.Name == name {
+			return v
+		}
+	}
+	panic("config: variable " + name + " is read but not declared in config.Variables")
+}
+
+// raw returns the value or the declared default; required variables have no default.
+func (r *reader) raw(name string) (string, Variable) {
+	v := lookupVariable(name)
+	if val, ok := r.getenv(name); ok && strings.TrimSpace(val) != "" {
+		return strings.TrimSpace(val), v
+	}
+	return v.Default, v
+}
+
+func (r *reader) fail(name, problem string) {
+	r.errs = append(r.errs, fmt.Errorf("%s: %s", name, problem))
+}
+
+func (r *reader) nonEmpty(name string) string {
+	val, _ := r.raw(name)
+	if val == "" {
+		r.fail(name, "is required but not set")
+	}
+	return val
+}
+
+func (r *reader) databaseURL(name string) string {
+	val := r.nonEmpty(name)
+	if val == "" {
+		return ""
+	}
+	u, err := url.Parse(val)
+	if err != nil {
+		// url.Parse errors quote the input, which may hold a password.
+		r.fail(name, "is not a valid URL")
+		return ""
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		r.fail(name, fmt.Sprintf("must be a postgres:// URL, got scheme %q", u.Scheme))
+	}
+	return val
+}
+
+func (r *reader) hostPort(name string) string {
+	val := r.nonEmpty(name)
+	if val == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(val)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("must be host:port, got %q", val))
+		return val
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		r.fail(name, fmt.Sprintf("port %q is not a number between 0 and 65535", port))
+	}
+	_ = host
+	return val
+}
+
+func (r *reader) httpURL(name string) string {
+	val := r.nonEmpty(name)
+	if val == "" {
+		return ""
+	}
+	u, err := url.Parse(val)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.fail(name, fmt.Sprintf("must be an absolute http(s) URL, got %q", val))
+		return val
+	}
+	return strings.TrimRight(val, "/")
+}
+
+func (r *reader) storageURL(name string) string {
+	val := r.nonEmpty(name)
+	if val == "" {
+		return ""
+	}
+	u, err := url.Parse(val)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("is not a valid URL: %q", val))
+		return val
+	}
+	switch u.Scheme {
+	case "file", "s3", "gs", "azblob":
+	default:
+		r.fail(name, fmt.Sprintf("scheme %q is not supported (use file://, s3://, gs:// or azblob://)", u.Scheme))
+	}
+	return val
+}
+
+// secretsURL is optional at load time: only the processes that touch credentials (api, worker,
+// dev) need it, and they call RequireSecretsKey.
+func (r *reader) secretsURL(name string) string {
+	val, _ := r.raw(name)
+	if val == "" {
+		return ""
+	}
+	scheme, _, ok := strings.Cut(val, "://")
+	if !ok {
+		r.fail(name, "must be a secrets keeper URL such as base64key://KEY")
+		return ""
+	}
+	switch scheme {
+	case "base64key", "stringkey", "awskms", "gcpkms", "azurekeyvault", "hashivault":
+	default:
+		r.fail(name, fmt.Sprintf("keeper scheme %q is not supported", scheme))
+	}
+	return val
+}
+
+func (r *reader) logLevel(name string) slog.Level {
+	val, _ := r.raw(name)
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(val)); err != nil {
+		r.fail(name, fmt.Sprintf("must be debug, info, warn or error, got %q", val))
+	}
+	return lvl
+}
+
+func (r *reader) oneOf(name string, allowed ...string) string {
+	val, _ := r.raw(name)
+	for _, a := range allowed {
+		if val == a {
+			return val
+		}
+	}
+	r.fail(name, fmt.Sprintf("must be one of %s, got %q", strings.Join(allowed, ", "), val))
+	return val
+}
+
+func (r *reader) duration(name string) time.Duration {
+	val, _ := r.raw(name)
+	d, err := time.ParseDuration(val)
+	if err != nil || d <= 0 {
+		r.fail(name, fmt.Sprintf("must be a positive duration such as 30m or 24h, got %q", val))
+	}
+	return d
+}

@@ -1,0 +1,49 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// PurgeResult counts what one housekeeping pass removed.
+type PurgeResult struct {
+	OAuthStates       int64 `json:"oauth_states"`
+	WebhookDeliveries int64 `json:"webhook_deliveries"`
+	TenantsAudited    int64 `json:"tenants_audited"`
+}
+
+// PurgeExpired deletes OAuth states that expired or were used before now, and webhook delivery
+// rows received before dedupBefore, and records per tenant what it removed in audit_events.
+// It runs as one statement so the audit trail and the deletion cannot disagree.
+func (s *Store) PurgeExpired(ctx context.Context, now, dedupBefore time.Time) (PurgeResult, error) {
+	var r PurgeResult
+	err := s.pool.QueryRow(ctx, `
+		WITH states AS (
+			DELETE FROM oauth_states WHERE expires_at < $1 OR used_at IS NOT NULL
+			RETURNING tenant_id
+		), deliveries AS (
+			DELETE FROM webhook_deliveries WHERE received_at < $2 AND processed_at IS NOT NULL
+			RETURNING tenant_id
+		), removed AS (
+			SELECT tenant_id, 'oauth_states' AS kind FROM states
+			UNION ALL
+			SELECT tenant_id, 'webhook_deliveries' FROM deliveries
+		), audited AS (
+			INSERT INTO audit_events (tenant_id, actor, action, details)
+			SELECT tenant_id, 'system:housekeeping', 'housekeeping.purged',
+			       jsonb_build_object(
+			         'oauth_states', count(*) FILTER (WHERE kind = 'oauth_states'),
+			         'webhook_deliveries', count(*) FILTER (WHERE kind = 'webhook_deliveries'),
+			         'dedup_before', $2::timestamptz)
+			  FROM removed GROUP BY tenant_id
+			RETURNING 1
+		)
+		SELECT (SELECT count(*) FROM states), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM audited)`,
+		now, dedupBefore,
+	).Scan(&r.OAuthStates, &r.WebhookDeliveries, &r.TenantsAudited)
+	if err != nil {
+		return PurgeResult{}, fmt.Errorf("purge expired rows: %w", err)
+	}
+	return r, nil
+}

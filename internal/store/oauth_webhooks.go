@@ -1,0 +1,87 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// CreateOAuthState stores a single-use OAuth state nonce bound to the tenant.
+func (s *Store) CreateOAuthState(ctx context.Context, tenantID uuid.UUID, nonce, provider string, expiresAt time.Time) error {
+	_, err := s.pool.Exec(ctx,
+		`INSERT INTO oauth_states (nonce, tenant_id, provider, expires_at) VALUES ($1, $2, $3, $4)`,
+		nonce, tenantID, provider, expiresAt)
+	if err != nil {
+		return fmt.Errorf("create oauth state: %w", err)
+	}
+	return nil
+}
+
+// ConsumeOAuthState marks the state used and returns its tenant; a used, expired or unknown
+// state is ErrNotFound, so a replayed callback creates nothing.
+func (s *Store) ConsumeOAuthState(ctx context.Context, nonce, provider string, now time.Time) (uuid.UUID, error) {
+	var tenantID uuid.UUID
+	err := s.pool.QueryRow(ctx,
+		`UPDATE oauth_states SET used_at = $3
+		  WHERE nonce = $1 AND provider = $2 AND used_at IS NULL AND expires_at >= $3
+		 RETURNING tenant_id`, nonce, provider, now,
+	).Scan(&tenantID)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("consume oauth state: %w", notFound(err))
+	}
+	return tenantID, nil
+}
+
+// CreateInstallation inserts a pending installation for the tenant.
+func (s *Store) CreateInstallation(ctx context.Context, tenantID uuid.UUID, provider string) (uuid.UUID, error) {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx,
+		`INSERT INTO installations (tenant_id, provider) VALUES ($1, $2) RETURNING id`, tenantID, provider,
+	).Scan(&id)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("create installation: %w", err)
+	}
+	return id, nil
+}
+
+// WebhookDelivery is one received webhook, kept for de-duplication and as an outbox row.
+type WebhookDelivery struct {
+	TenantID       uuid.UUID
+	InstallationID uuid.UUID
+	DeliveryUUID   uuid.UUID
+	EventKey       string
+	HookUUID       string
+	ReceivedAt     time.Time
+}
+
+// RecordWebhookDelivery stores a delivery; inserted is false when Bitbucket redelivered one
+// already recorded (same X-Request-UUID).
+func (s *Store) RecordWebhookDelivery(ctx context.Context, d WebhookDelivery) (inserted bool, err error) {
+	if d.ReceivedAt.IsZero() {
+		d.ReceivedAt = time.Now()
+	}
+	tag, err := s.pool.Exec(ctx,
+		`INSERT INTO webhook_deliveries (tenant_id, installation_id, delivery_uuid, event_key, hook_uuid, received_at)
+		 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_uuid) DO NOTHING`,
+		d.TenantID, d.InstallationID, d.DeliveryUUID, d.EventKey, d.HookUUID, d.ReceivedAt)
+	if err != nil {
+		return false, fmt.Errorf("record webhook delivery: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// MarkWebhookDeliveryProcessed records that the delivery's work was handed to Temporal.
+func (s *Store) MarkWebhookDeliveryProcessed(ctx context.Context, tenantID, deliveryUUID uuid.UUID, at time.Time) error {
+	tag, err := s.pool.Exec(ctx,
+		`UPDATE webhook_deliveries SET processed_at = $3 WHERE tenant_id = $1 AND delivery_uuid = $2`,
+		tenantID, deliveryUUID, at)
+	if err != nil {
+		return fmt.Errorf("mark webhook delivery processed: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("webhook delivery %s: %w", deliveryUUID, ErrNotFound)
+	}
+	return nil
+}

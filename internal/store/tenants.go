@@ -1,0 +1,80 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Tenant is one customer account; API tokens, installations and backups belong to it.
+type Tenant struct {
+	ID        uuid.UUID `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateTenant inserts a tenant; ErrConflict when the name is taken.
+func (s *Store) CreateTenant(ctx context.Context, name string) (Tenant, error) {
+	var t Tenant
+	err := s.pool.QueryRow(ctx,
+		`INSERT INTO tenants (name) VALUES ($1) RETURNING id, name, created_at`, name,
+	).Scan(&t.ID, &t.Name, &t.CreatedAt)
+	if isUniqueViolation(err) {
+		return Tenant{}, fmt.Errorf("tenant %q: %w", name, ErrConflict)
+	}
+	if err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	return t, nil
+}
+
+// TenantByName finds a tenant by its unique name.
+func (s *Store) TenantByName(ctx context.Context, name string) (Tenant, error) {
+	var t Tenant
+	err := s.pool.QueryRow(ctx,
+		`SELECT id, name, created_at FROM tenants WHERE name = $1`, name,
+	).Scan(&t.ID, &t.Name, &t.CreatedAt)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("tenant %q: %w", name, notFound(err))
+	}
+	return t, nil
+}
+
+// APIToken is the stored form of a token: its hash and a display prefix, never the token.
+type APIToken struct {
+	ID            uuid.UUID
+	TenantID      uuid.UUID
+	DisplayPrefix string
+	CreatedAt     time.Time
+}
+
+// CreateAPIToken stores the SHA-256 of a new token for the tenant.
+func (s *Store) CreateAPIToken(ctx context.Context, tenantID uuid.UUID, tokenSHA256 []byte, displayPrefix string) (APIToken, error) {
+	tok := APIToken{TenantID: tenantID, DisplayPrefix: displayPrefix}
+	err := s.pool.QueryRow(ctx,
+		`INSERT INTO api_tokens (tenant_id, token_sha256, display_prefix) VALUES ($1, $2, $3)
+		 RETURNING id, created_at`, tenantID, tokenSHA256, displayPrefix,
+	).Scan(&tok.ID, &tok.CreatedAt)
+	if err != nil {
+		return APIToken{}, fmt.Errorf("create api token: %w", err)
+	}
+	return tok, nil
+}
+
+// TenantByTokenHash resolves a bearer token's hash to its tenant and stamps last use.
+// Revoked tokens resolve to ErrNotFound.
+func (s *Store) TenantByTokenHash(ctx context.Context, tokenSHA256 []byte) (Tenant, error) {
+	var t Tenant
+	err := s.pool.QueryRow(ctx,
+		`UPDATE api_tokens k SET last_used_at = now()
+		   FROM tenants t
+		  WHERE k.token_sha256 = $1 AND k.revoked_at IS NULL AND t.id = k.tenant_id
+		 RETURNING t.id, t.name, t.created_at`, tokenSHA256,
+	).Scan(&t.ID, &t.Name, &t.CreatedAt)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("resolve api token: %w", notFound(err))
+	}
+	return t, nil
+}
