@@ -35,6 +35,10 @@ func newRootCmd() *cobra.Command {
 	// Each subcommand lives in its own file as newXxxCmd.
 	root.AddCommand(
 		newVersionCmd(),
+		newAPICmd(),
+		newWorkerCmd(),
+		newMigrateCmd(),
+		newAdminCmd(),
 	)
 	return root
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -179,17 +180,48 @@ func (r *reader) storageURL(name string) string {
 	if val == "" {
 		return ""
 	}
-	u, err := url.Parse(val)
+	norm, err := NormalizeStorageURL(val)
 	if err != nil {
-		r.fail(name, fmt.Sprintf("is not a valid URL: %q", val))
+		r.fail(name, err.Error())
 		return val
 	}
-	switch u.Scheme {
-	case "file", "s3", "gs", "azblob":
-	default:
-		r.fail(name, fmt.Sprintf("scheme %q is not supported (use file://, s3://, gs:// or azblob://)", u.Scheme))
+	return norm
+}
+
+// NormalizeStorageURL checks a gocloud.dev/blob URL and turns a relative file URL such as
+// file://.gitsec/storage (which gocloud would read as host ".gitsec") into an absolute one that
+// creates its directory on first use. Every command that takes a storage URL goes through it.
+func NormalizeStorageURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("is not a valid URL: %q", raw)
 	}
-	return val
+	switch u.Scheme {
+	case "s3", "gs", "azblob":
+		if u.Host == "" {
+			return "", fmt.Errorf("%q names no bucket", raw)
+		}
+		return raw, nil
+	case "file":
+	default:
+		return "", fmt.Errorf("scheme %q is not supported (use file://, s3://, gs:// or azblob://)", u.Scheme)
+	}
+	p := u.Path
+	if u.Host != "" {
+		p = u.Host + u.Path // file://relative/dir
+	}
+	if p == "" {
+		return "", fmt.Errorf("%q names no directory", raw)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("resolve %q: %v", p, err)
+	}
+	q := u.Query()
+	if q.Get("create_dir") == "" {
+		q.Set("create_dir", "true")
+	}
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}).String(), nil
 }
 
 // secretsURL is optional at load time: only the processes that touch credentials (api, worker,

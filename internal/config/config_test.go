@@ -133,3 +133,24 @@ func TestEveryVariableIsDocumentedInREADME(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestNormalizeStorageURL(t *testing.T) {
+	wd, _ := os.Getwd()
+	cases := map[string]string{
+		"file://.gitsec/storage":     "file://" + filepath.ToSlash(filepath.Join(wd, ".gitsec/storage")) + "?create_dir=true",
+		"file:///var/backups":        "file:///var/backups?create_dir=true",
+		"s3://bkt?region=us-east-1":  "s3://bkt?region=us-east-1",
+		"file:///x?create_dir=false": "file:///x?create_dir=false",
+	}
+	for in, want := range cases {
+		got, err := NormalizeStorageURL(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeStorageURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"s3://", "http://x", "file://"} {
+		if _, err := NormalizeStorageURL(bad); err == nil {
+			t.Errorf("NormalizeStorageURL(%q) accepted", bad)
+		}
+	}
+}

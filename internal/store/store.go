@@ -35,16 +35,12 @@ type Store struct {
 
 // Open connects to Postgres and checks the connection.
 func Open(ctx context.Context, databaseURL string) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
+	s, err := OpenLazy(databaseURL)
 	if err != nil {
-		// pgx's parse errors can quote the URL, password included.
-		return nil, errors.New("parse GITSEC_DATABASE_URL: invalid connection string")
+		return nil, err
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to postgres: %w", err)
-	}
-	s := &Store{pool: pool}
+	cfg := s.pool.Config()
+	pool := s.pool
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.Ping(pingCtx); err != nil {
@@ -52,6 +48,20 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 		return nil, fmt.Errorf("connect to postgres at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	return s, nil
+}
+
+// OpenLazy prepares a pool without connecting; the first query connects.
+func OpenLazy(databaseURL string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		// pgx's parse errors can quote the URL, password included.
+		return nil, errors.New("parse GITSEC_DATABASE_URL: invalid connection string")
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create postgres pool: %w", err)
+	}
+	return &Store{pool: pool}, nil
 }
 
 // Close releases the connection pool.

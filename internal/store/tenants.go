@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/gitsec/gitsec/internal/apitoken"
 )
 
 // Tenant is one customer account; API tokens, installations and backups belong to it.
@@ -47,15 +49,16 @@ type APIToken struct {
 	ID            uuid.UUID
 	TenantID      uuid.UUID
 	DisplayPrefix string
+	Name          string
 	CreatedAt     time.Time
 }
 
 // CreateAPIToken stores the SHA-256 of a new token for the tenant.
-func (s *Store) CreateAPIToken(ctx context.Context, tenantID uuid.UUID, tokenSHA256 []byte, displayPrefix string) (APIToken, error) {
-	tok := APIToken{TenantID: tenantID, DisplayPrefix: displayPrefix}
+func (s *Store) CreateAPIToken(ctx context.Context, tenantID uuid.UUID, tokenSHA256 []byte, displayPrefix, name string) (APIToken, error) {
+	tok := APIToken{TenantID: tenantID, DisplayPrefix: displayPrefix, Name: name}
 	err := s.pool.QueryRow(ctx,
-		`INSERT INTO api_tokens (tenant_id, token_sha256, display_prefix) VALUES ($1, $2, $3)
-		 RETURNING id, created_at`, tenantID, tokenSHA256, displayPrefix,
+		`INSERT INTO api_tokens (tenant_id, token_sha256, display_prefix, name) VALUES ($1, $2, $3, $4)
+		 RETURNING id, created_at`, tenantID, tokenSHA256, displayPrefix, name,
 	).Scan(&tok.ID, &tok.CreatedAt)
 	if err != nil {
 		return APIToken{}, fmt.Errorf("create api token: %w", err)
@@ -77,4 +80,18 @@ func (s *Store) TenantByTokenHash(ctx context.Context, tokenSHA256 []byte) (Tena
 		return Tenant{}, fmt.Errorf("resolve api token: %w", notFound(err))
 	}
 	return t, nil
+}
+
+// IssueAPIToken creates a new random token for the tenant and stores its hash. The returned
+// token is the only copy: show it once.
+func (s *Store) IssueAPIToken(ctx context.Context, tenantID uuid.UUID, name string) (string, APIToken, error) {
+	token, sha, prefix, err := apitoken.New()
+	if err != nil {
+		return "", APIToken{}, err
+	}
+	rec, err := s.CreateAPIToken(ctx, tenantID, sha, prefix, name)
+	if err != nil {
+		return "", APIToken{}, err
+	}
+	return token, rec, nil
 }

@@ -12,6 +12,7 @@ CREATE TABLE api_tokens (
     tenant_id     uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     token_sha256  bytea NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
     display_prefix text NOT NULL,
+    name          text NOT NULL DEFAULT '',
     created_at    timestamptz NOT NULL DEFAULT now(),
     last_used_at  timestamptz,
     revoked_at    timestamptz

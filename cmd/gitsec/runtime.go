@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/azureblob"
+	_ "gocloud.dev/blob/fileblob"
+	_ "gocloud.dev/blob/gcsblob"
+	_ "gocloud.dev/blob/s3blob"
+
+	"github.com/gitsec/gitsec/activities"
+	"github.com/gitsec/gitsec/api"
+	"github.com/gitsec/gitsec/internal/config"
+	"github.com/gitsec/gitsec/internal/logging"
+	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/worker"
+)
+
+// loadConfig reads the configuration and builds the logger every subcommand uses.
+func loadConfig() (config.Config, *slog.Logger, error) {
+	cfg, err := config.Load()
+	if err != nil {
+		return config.Config{}, nil, fmt.Errorf("configuration:\n%w", err)
+	}
+	log := logging.New(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	slog.SetDefault(log)
+	return cfg, log, nil
+}
+
+func temporalOptions(cfg config.Config, log *slog.Logger) client.Options {
+	return client.Options{
+		HostPort:  cfg.TemporalAddress,
+		Namespace: cfg.TemporalNamespace,
+		Logger:    sdklog.NewStructuredLogger(log.With("component", "temporal")),
+	}
+}
+
+// readinessChecks are the dependencies /readyz reports on.
+func readinessChecks(st *store.Store, tc client.Client, bucket *blob.Bucket) []api.Check {
+	return []api.Check{
+		{Name: "postgres", Fn: st.Ping},
+		{Name: "temporal", Fn: func(ctx context.Context) error {
+			_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+			return err
+		}},
+		{Name: "storage", Fn: func(ctx context.Context) error {
+			ok, err := bucket.IsAccessible(ctx)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errors.New("bucket is not accessible")
+			}
+			return nil
+		}},
+	}
+}
+
+// serveAPI runs the HTTP API until ctx is cancelled. Temporal is dialled lazily so that the API
+// starts (and /readyz says why it is not ready) while Temporal is still coming up.
+func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store) error {
+	tc, err := client.NewLazyClient(temporalOptions(cfg, log))
+	if err != nil {
+		return fmt.Errorf("temporal client for %s: %w", cfg.TemporalAddress, err)
+	}
+	defer tc.Close()
+	bucket, err := blob.OpenBucket(ctx, cfg.StorageURL)
+	if err != nil {
+		return fmt.Errorf("open GITSEC_STORAGE_URL: %w", err)
+	}
+	defer bucket.Close()
+
+	handler := api.NewHandler(api.Deps{
+		Store:   st,
+		Checks:  readinessChecks(st, tc, bucket),
+		Logger:  log,
+		Version: version,
+	})
+	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("api listening", "addr", cfg.HTTPAddr, "public_url", cfg.PublicURL)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api server on %s: %w", cfg.HTTPAddr, err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// runWorker runs the Temporal worker until ctx is cancelled.
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store) error {
+	tc, err := client.DialContext(ctx, temporalOptions(cfg, log))
+	if err != nil {
+		return fmt.Errorf("connect to temporal at %s (GITSEC_TEMPORAL_ADDRESS): %w", cfg.TemporalAddress, err)
+	}
+	defer tc.Close()
+	return worker.Run(ctx, worker.Options{
+		Client:             tc,
+		TaskQueue:          cfg.TaskQueue,
+		Activities:         &activities.Activities{Store: st, Logger: log},
+		HousekeepingEvery:  cfg.HousekeepingEvery,
+		WebhookDedupWindow: cfg.WebhookDedupWindow,
+		Logger:             log,
+	})
+}

@@ -1,0 +1,100 @@
+// Package worker runs GitSec's Temporal worker: it registers every workflow and activity and
+// makes sure the schedules GitSec relies on exist.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/activities"
+	"github.com/gitsec/gitsec/workflows"
+)
+
+// HousekeepingScheduleID is the fixed ID of the housekeeping schedule, so creating it is idempotent.
+const HousekeepingScheduleID = "gitsec-housekeeping"
+
+// Options configure a worker process.
+type Options struct {
+	Client             client.Client
+	TaskQueue          string
+	Activities         *activities.Activities
+	HousekeepingEvery  time.Duration
+	WebhookDedupWindow time.Duration
+	Logger             *slog.Logger
+}
+
+// New creates a worker with every workflow and activity registered.
+func New(o Options) sdkworker.Worker {
+	w := sdkworker.New(o.Client, o.TaskQueue, sdkworker.Options{})
+	Register(w, o.Activities)
+	return w
+}
+
+// Register registers GitSec's workflows and activities on any worker (tests use it too).
+func Register(w sdkworker.Registry, acts *activities.Activities) {
+	w.RegisterWorkflowWithOptions(workflows.Housekeeping, workflow.RegisterOptions{Name: workflows.HousekeepingWorkflowName})
+	w.RegisterActivity(acts)
+}
+
+// EnsureSchedules creates the housekeeping schedule, or updates its interval and arguments when
+// it exists already, so every worker start converges on the configured state.
+func EnsureSchedules(ctx context.Context, o Options) error {
+	spec := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: o.HousekeepingEvery}}}
+	action := &client.ScheduleWorkflowAction{
+		ID:        "housekeeping",
+		Workflow:  workflows.HousekeepingWorkflowName,
+		TaskQueue: o.TaskQueue,
+		Args:      []any{workflows.HousekeepingInput{WebhookDedupWindow: o.WebhookDedupWindow}},
+	}
+	sc := o.Client.ScheduleClient()
+	_, err := sc.Create(ctx, client.ScheduleOptions{
+		ID:      HousekeepingScheduleID,
+		Spec:    spec,
+		Action:  action,
+		Overlap: 0, // skip a run while the previous one still runs
+		Memo:    map[string]any{"purpose": "delete expired OAuth states and old webhook deliveries"},
+	})
+	if err == nil {
+		o.Logger.Info("created schedule", "schedule_id", HousekeepingScheduleID, "every", o.HousekeepingEvery.String())
+		return nil
+	}
+	if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
+		return fmt.Errorf("create schedule %s: %w", HousekeepingScheduleID, err)
+	}
+	err = sc.GetHandle(ctx, HousekeepingScheduleID).Update(ctx, client.ScheduleUpdateOptions{
+		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+			s := in.Description.Schedule
+			s.Spec = &spec
+			s.Action = action
+			return &client.ScheduleUpdate{Schedule: &s}, nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("update schedule %s: %w", HousekeepingScheduleID, err)
+	}
+	o.Logger.Info("schedule up to date", "schedule_id", HousekeepingScheduleID, "every", o.HousekeepingEvery.String())
+	return nil
+}
+
+// Run ensures the schedules and runs the worker until ctx is cancelled.
+func Run(ctx context.Context, o Options) error {
+	if err := EnsureSchedules(ctx, o); err != nil {
+		return err
+	}
+	w := New(o)
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start worker on task queue %s: %w", o.TaskQueue, err)
+	}
+	o.Logger.Info("worker started", "task_queue", o.TaskQueue)
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}
