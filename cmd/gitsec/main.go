@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		newWorkerCmd(),
 		newMigrateCmd(),
 		newAdminCmd(),
+		newDevCmd(),
 	)
 	return root
 }

@@ -35,6 +35,11 @@ var Variables = []Variable{
 	{Name: "GITSEC_SECRETS_KEY_URL", Secret: true, Help: "gocloud.dev/secrets keeper URL that encrypts OAuth tokens and webhook secrets at rest (base64key://... locally; awskms://, gcpkms://, hashivault:// in production). Required by api, worker and dev."},
 	{Name: "GITSEC_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error."},
 	{Name: "GITSEC_LOG_FORMAT", Default: "text", Help: "text or json."},
+	{Name: "GITSEC_BITBUCKET_API_URL", Default: "https://api.bitbucket.org", Help: "Bitbucket REST API base URL (the emulator's in `make dev`)."},
+	{Name: "GITSEC_BITBUCKET_OAUTH_URL", Default: "https://bitbucket.org/site/oauth2", Help: "Bitbucket OAuth 2.0 base URL (authorize and access_token live under it)."},
+	{Name: "GITSEC_BITBUCKET_GIT_URL", Default: "https://bitbucket.org", Help: "Base URL that repositories are cloned from over HTTPS."},
+	{Name: "GITSEC_BITBUCKET_CLIENT_ID", Help: "OAuth consumer key of the read-only backup app. When set, `make dev` talks to real Bitbucket instead of the emulator."},
+	{Name: "GITSEC_BITBUCKET_CLIENT_SECRET", Secret: true, Help: "OAuth consumer secret of the backup app."},
 	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
 	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
 }
@@ -51,8 +56,18 @@ type Config struct {
 	SecretsKeyURL      string
 	LogLevel           slog.Level
 	LogFormat          string
+	Bitbucket          Bitbucket
 	HousekeepingEvery  time.Duration
 	WebhookDedupWindow time.Duration
+}
+
+// Bitbucket holds the Bitbucket Cloud endpoints and the backup app's OAuth consumer.
+type Bitbucket struct {
+	APIURL       string
+	OAuthURL     string
+	GitURL       string
+	ClientID     string
+	ClientSecret string
 }
 
 // Getenv is the lookup function Load uses; tests pass a map-backed one.
@@ -66,16 +81,23 @@ func Load() (Config, error) { return LoadFrom(os.LookupEnv) }
 func LoadFrom(getenv Getenv) (Config, error) {
 	r := reader{getenv: getenv}
 	c := Config{
-		DatabaseURL:        r.databaseURL("GITSEC_DATABASE_URL"),
-		TemporalAddress:    r.hostPort("GITSEC_TEMPORAL_ADDRESS"),
-		TemporalNamespace:  r.nonEmpty("GITSEC_TEMPORAL_NAMESPACE"),
-		TaskQueue:          r.nonEmpty("GITSEC_TASK_QUEUE"),
-		StorageURL:         r.storageURL("GITSEC_STORAGE_URL"),
-		HTTPAddr:           r.hostPort("GITSEC_HTTP_ADDR"),
-		PublicURL:          r.httpURL("GITSEC_PUBLIC_URL"),
-		SecretsKeyURL:      r.secretsURL("GITSEC_SECRETS_KEY_URL"),
-		LogLevel:           r.logLevel("GITSEC_LOG_LEVEL"),
-		LogFormat:          r.oneOf("GITSEC_LOG_FORMAT", "text", "json"),
+		DatabaseURL:       r.databaseURL("GITSEC_DATABASE_URL"),
+		TemporalAddress:   r.hostPort("GITSEC_TEMPORAL_ADDRESS"),
+		TemporalNamespace: r.nonEmpty("GITSEC_TEMPORAL_NAMESPACE"),
+		TaskQueue:         r.nonEmpty("GITSEC_TASK_QUEUE"),
+		StorageURL:        r.storageURL("GITSEC_STORAGE_URL"),
+		HTTPAddr:          r.hostPort("GITSEC_HTTP_ADDR"),
+		PublicURL:         r.httpURL("GITSEC_PUBLIC_URL"),
+		SecretsKeyURL:     r.secretsURL("GITSEC_SECRETS_KEY_URL"),
+		LogLevel:          r.logLevel("GITSEC_LOG_LEVEL"),
+		LogFormat:         r.oneOf("GITSEC_LOG_FORMAT", "text", "json"),
+		Bitbucket: Bitbucket{
+			APIURL:       r.httpURL("GITSEC_BITBUCKET_API_URL"),
+			OAuthURL:     r.httpURL("GITSEC_BITBUCKET_OAUTH_URL"),
+			GitURL:       r.httpURL("GITSEC_BITBUCKET_GIT_URL"),
+			ClientID:     r.optional("GITSEC_BITBUCKET_CLIENT_ID"),
+			ClientSecret: r.optional("GITSEC_BITBUCKET_CLIENT_SECRET"),
+		},
 		HousekeepingEvery:  r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
 		WebhookDedupWindow: r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
 	}
@@ -118,6 +140,11 @@ func (r *reader) raw(name string) (string, Variable) {
 
 func (r *reader) fail(name, problem string) {
 	r.errs = append(r.errs, fmt.Errorf("%s: %s", name, problem))
+}
+
+func (r *reader) optional(name string) string {
+	val, _ := r.raw(name)
+	return val
 }
 
 func (r *reader) nonEmpty(name string) string {

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gitsec/gitsec/internal/devstack"
+	"github.com/gitsec/gitsec/internal/logging"
+	"github.com/gitsec/gitsec/internal/secretbox"
+	"github.com/gitsec/gitsec/internal/store"
+)
+
+func newDevCmd() *cobra.Command {
+	var o devstack.Options
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole local stack in the foreground: Postgres, Temporal (UI on :8233), API and worker",
+		Long: `Runs GitSec on this machine with embedded defaults and no Docker: a private Postgres
+cluster under .gitsec/pg, the Temporal dev server (history in .gitsec/temporal.db, Web UI on
+:8233), file:// storage in .gitsec/storage, the API and the worker. The stack's settings are
+written to .gitsec/dev.env and a token of the "demo" tenant to .gitsec/dev-token. Ctrl-C stops
+everything; the next start reuses the data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Dir, "dir", ".gitsec", "directory holding all local state")
+	f.StringVar(&o.TemporalBinary, "temporal-binary", filepath.Join("bin", "temporal"), "path of the Temporal CLI")
+	f.IntVar(&o.PostgresPort, "postgres-port", devstack.DefaultPostgresPort, "port of the private Postgres cluster")
+	f.IntVar(&o.TemporalPort, "temporal-port", devstack.DefaultTemporalPort, "Temporal frontend port")
+	f.IntVar(&o.TemporalUIPort, "temporal-ui-port", devstack.DefaultTemporalUIPort, "Temporal Web UI port")
+	f.StringVar(&o.HTTPAddr, "http-addr", devstack.DefaultHTTPAddr, "API listen address")
+	return cmd
+}
+
+func runDev(ctx context.Context, o devstack.Options) error {
+	started := time.Now()
+	o.Logger = logging.New(os.Stderr, levelFromEnv(), "text")
+	if _, err := os.Stat(o.TemporalBinary); err != nil {
+		return fmt.Errorf("temporal CLI not found at %s: run `make dev` (it installs it) or pass --temporal-binary", o.TemporalBinary)
+	}
+	stack, err := devstack.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer stack.Stop(context.Background())
+
+	envPath, err := stack.WriteEnvFile()
+	if err != nil {
+		return err
+	}
+	// The stack's own settings win over the caller's environment; the rest (log level, ...) is inherited.
+	for k, v := range stack.Env {
+		os.Setenv(k, v)
+	}
+	cfg, log, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	box, err := secretbox.Open(ctx, cfg.SecretsKeyURL)
+	if err != nil {
+		return err
+	}
+	defer box.Close()
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveAPI(gctx, cfg, log, st) })
+	g.Go(func() error { return runWorker(gctx, cfg, log, st) })
+
+	fmt.Printf(`
+GitSec dev stack is up (%s)
+  API          http://%s   (try: curl http://%s/readyz)
+  Temporal UI  %s
+  Temporal     %s  namespace %s
+  Postgres     %s
+  Storage      %s
+  Settings     %s   (set -a; . %s; set +a)
+  API token    %s   (saved in %s)
+  Try:         curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/me
+Press Ctrl-C to stop everything.
+`, time.Since(started).Round(100*time.Millisecond), cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
+		redactedDatabaseURL(stack), cfg.StorageURL, envPath, envPath, stack.Token, filepath.Join(stack.Dir, "dev-token"),
+		filepath.Join(stack.Dir, "dev-token"), cfg.HTTPAddr)
+
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	fmt.Println("stopping the dev stack ...")
+	return err
+}
+
+func redactedDatabaseURL(s *devstack.Stack) string {
+	return fmt.Sprintf("127.0.0.1:%d (data in %s)", s.Postgres.Port(), s.Postgres.Dir())
+}
+
+func levelFromEnv() slog.Level {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(os.Getenv("GITSEC_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return lvl
+}
