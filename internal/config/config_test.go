@@ -25,8 +25,8 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTPAddr != "127.0.0.1:8080" || c.TemporalNamespace != "default" || c.StorageURL != "file://.gitsec/storage" {
-		t.Fatalf("unexpected defaults: %+v", c)
+	if c.HTTPAddr != "127.0.0.1:8080" || c.TemporalNamespace != "default" || !strings.HasSuffix(c.StorageURL, "/.gitsec/storage?create_dir=true") {
+		t.Fatalf("unexpected defaults: http=%q namespace=%q storage=%q", c.HTTPAddr, c.TemporalNamespace, c.StorageURL)
 	}
 	if c.HousekeepingEvery.String() != "1h0m0s" {
 		t.Fatalf("housekeeping interval = %v", c.HousekeepingEvery)
