@@ -1,10 +1,13 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/gitsec/gitsec/internal/store"
 )
 
 func (h *handlers) me(c *gin.Context) {
@@ -52,4 +55,40 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+type createTokenRequest struct {
+	Name string `json:"name"`
+}
+
+// createToken issues another API token for the caller's tenant; the response is the only time
+// the token is shown.
+func (h *handlers) createToken(c *gin.Context) {
+	var req createTokenRequest
+	if !decodeJSON(c, &req) {
+		return
+	}
+	if len(req.Name) > 100 {
+		abortError(c, http.StatusBadRequest, "invalid_field", "field \"name\" must be at most 100 characters")
+		return
+	}
+	ctx := c.Request.Context()
+	t := tenantOf(c)
+	token, rec, err := h.deps.Store.IssueAPIToken(ctx, t.ID, req.Name)
+	if err != nil {
+		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not create the token")
+		return
+	}
+	details, _ := json.Marshal(map[string]string{"token_id": rec.ID.String(), "name": rec.Name, "display_prefix": rec.DisplayPrefix})
+	if err := h.deps.Store.RecordAudit(ctx, store.AuditEvent{TenantID: t.ID, Actor: "api_token:" + tokenPrefixOf(c), Action: "api_token.created", TargetType: "api_token", TargetID: rec.ID.String(), Details: details}); err != nil {
+		h.deps.Logger.Error("record audit event", "action", "api_token.created", "error", err)
+	}
+	c.JSON(http.StatusCreated, gin.H{
+		"token":          token,
+		"id":             rec.ID,
+		"name":           rec.Name,
+		"display_prefix": rec.DisplayPrefix,
+		"created_at":     rec.CreatedAt,
+		"note":           "store this token now: it is not shown again",
+	})
 }

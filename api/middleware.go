@@ -15,8 +15,9 @@ import (
 )
 
 const (
-	ctxRequestID = "request_id"
-	ctxTenant    = "tenant"
+	ctxRequestID   = "request_id"
+	ctxTenant      = "tenant"
+	ctxTokenPrefix = "token_prefix"
 )
 
 func requestID() gin.HandlerFunc {
@@ -94,6 +95,7 @@ func authenticate(s Store) gin.HandlerFunc {
 			return
 		}
 		c.Set(ctxTenant, tenant)
+		c.Set(ctxTokenPrefix, apitoken.DisplayPrefix(token))
 		c.Next()
 	}
 }
@@ -101,3 +103,6 @@ func authenticate(s Store) gin.HandlerFunc {
 func tenantOf(c *gin.Context) store.Tenant {
 	return c.MustGet(ctxTenant).(store.Tenant)
 }
+
+// tokenPrefixOf names the calling token in audit events without revealing it.
+func tokenPrefixOf(c *gin.Context) string { return c.GetString(ctxTokenPrefix) }

@@ -18,6 +18,8 @@ import (
 type Store interface {
 	TenantByTokenHash(ctx context.Context, tokenSHA256 []byte) (store.Tenant, error)
 	ListAuditEvents(ctx context.Context, tenantID uuid.UUID, beforeID int64, limit int) ([]store.AuditEvent, error)
+	RecordAudit(ctx context.Context, ev store.AuditEvent) error
+	IssueAPIToken(ctx context.Context, tenantID uuid.UUID, name string) (string, store.APIToken, error)
 }
 
 // Check is one dependency that /readyz reports on.
@@ -59,6 +61,7 @@ func NewHandler(d Deps) http.Handler {
 	v1 := r.Group("/api/v1", authenticate(d.Store))
 	v1.GET("/me", h.me)
 	v1.GET("/audit-events", h.listAuditEvents)
+	v1.POST("/tokens", h.createToken)
 	return r
 }
 

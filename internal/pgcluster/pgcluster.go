@@ -1,0 +1,520 @@
+// Package pgcluster runs a private Postgres cluster from the locally installed Postgres binaries:
+// a throw-away one for tests and a long-lived one under .gitsec/ for `gitsec dev`.
+//
+// The postmaster runs as a direct child (not daemonised through pg_ctl) in its own process group,
+// so that it shuts down with its parent instead of outliving a killed test binary or dev stack.
+package pgcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Options configure a cluster. Dir is required.
+type Options struct {
+	// Dir is the data directory. It is created and initialised when it holds no cluster yet; an
+	// existing cluster is reused with its data.
+	Dir string
+	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
+	Port int
+	// SkipFsync trades safety against OS crashes for speed (initdb --no-sync, fsync=off): for
+	// throw-away clusters only.
+	SkipFsync bool
+	// BinDir holds initdb and postgres; empty means found on PATH or under /usr/lib/postgresql.
+	BinDir string
+	// LogFile receives the server's output; empty means server.log inside Dir.
+	LogFile string
+	Logger  *slog.Logger
+}
+
+// Cluster is a running Postgres server owned by this process.
+type Cluster struct {
+	dir        string
+	port       int
+	logFile    string
+	socketDir  string
+	ownSockDir bool // socketDir was created by Start (the data dir path was too long for a socket)
+	logger     *slog.Logger
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	exitErr    error
+}
+
+// superuser is the role initdb creates; trust auth makes it password-less on loopback only.
+const superuser = "postgres"
+
+// maxSocketPath is the usable length of sockaddr_un.sun_path on Linux (108 bytes with the NUL).
+const maxSocketPath = 107
+
+// Start initialises Dir when needed and starts the server, returning once it accepts connections.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("start postgres: no data directory given")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	binDir := opts.BinDir
+	if binDir == "" {
+		if binDir, err = FindBinDir(); err != nil {
+			return nil, fmt.Errorf("start postgres: %w", err)
+		}
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	if err := prepareDataDir(ctx, dir, binDir, cred, opts.SkipFsync, logger); err != nil {
+		return nil, fmt.Errorf("start postgres in %s: %w", dir, err)
+	}
+	if err := waitForPreviousPostmaster(ctx, dir); err != nil {
+		return nil, fmt.Errorf("start postgres in %s: %w", dir, err)
+	}
+	logFile := opts.LogFile
+	if logFile == "" {
+		logFile = filepath.Join(dir, "server.log")
+	}
+
+	// A free port can be taken between picking and binding, and a killed previous server's
+	// children can hold its shared memory for a moment: both are worth a few retries.
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port := opts.Port
+		if port == 0 {
+			if port, err = freePort(); err != nil {
+				return nil, fmt.Errorf("start postgres: %w", err)
+			}
+		}
+		c := &Cluster{dir: dir, port: port, logFile: logFile, logger: logger}
+		if err := c.chooseSocketDir(cred); err != nil {
+			return nil, fmt.Errorf("start postgres: %w", err)
+		}
+		err := c.run(ctx, binDir, cred, opts.SkipFsync)
+		if err == nil {
+			logger.Info("postgres started", "dir", dir, "port", port)
+			return c, nil
+		}
+		c.removeOwnSocketDir()
+		lastErr = err
+		tail := logTail(logFile)
+		retryable := (opts.Port == 0 && strings.Contains(tail, "Address already in use")) ||
+			strings.Contains(tail, "pre-existing shared memory block")
+		if !retryable || ctx.Err() != nil {
+			break
+		}
+		logger.Warn("postgres start failed, retrying", "dir", dir, "port", port, "err", err)
+		if err := sleep(ctx, time.Second); err != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("start postgres in %s: %w\n%s", dir, lastErr, logTail(logFile))
+}
+
+// run starts the postmaster and waits until it accepts connections, or stops it again.
+func (c *Cluster) run(ctx context.Context, binDir string, cred *syscall.Credential, skipFsync bool) error {
+	logOut, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open server log: %w", err)
+	}
+	defer logOut.Close()
+	args := []string{
+		"-D", c.dir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "port=" + strconv.Itoa(c.port),
+		"-c", "unix_socket_directories=" + c.socketDir,
+		"-c", "logging_collector=off",
+	}
+	if skipFsync {
+		// Commits still reach the OS before returning, so killing the server loses nothing;
+		// only an OS crash can.
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(binDir, "postgres"), args...)
+	cmd.Stdout = logOut
+	cmd.Stderr = logOut
+	// SIGINT is Postgres's fast shutdown: sent if this process dies without calling Stop.
+	cmd.SysProcAttr = childProcAttr(cred, syscall.SIGINT)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run postgres: %w", err)
+	}
+	c.cmd = cmd
+	c.exited = make(chan struct{})
+	go func() {
+		c.exitErr = cmd.Wait()
+		close(c.exited)
+	}()
+	if err := c.waitReady(ctx); err != nil {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.stopProcess(stopCtx)
+		return err
+	}
+	return nil
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	for {
+		select {
+		case <-c.exited:
+			return fmt.Errorf("postgres exited during startup: %v", c.exitErr)
+		default:
+		}
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.checkServesDir(pingCtx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for postgres on port %d: %w (last error: %v)", c.port, ctx.Err(), err)
+		case <-c.exited:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// checkServesDir connects and makes sure the server answering is ours: with a fixed port, another
+// server may be listening there while ours fails to bind.
+func (c *Cluster) checkServesDir(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var dataDir string
+	if err := conn.QueryRow(ctx, "SHOW data_directory").Scan(&dataDir); err != nil {
+		return err
+	}
+	if dataDir != c.dir {
+		return fmt.Errorf("port %d is served by another postgres (data directory %s)", c.port, dataDir)
+	}
+	return nil
+}
+
+// URL returns a connection URL for database dbname as the superuser over TCP.
+func (c *Cluster) URL(dbname string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.User(superuser),
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)),
+		Path:     "/" + dbname,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// Port returns the TCP port the server listens on.
+func (c *Cluster) Port() int { return c.port }
+
+// Dir returns the absolute data directory.
+func (c *Cluster) Dir() string { return c.dir }
+
+// SocketDir returns the directory holding the server's unix socket (for psql -h).
+func (c *Cluster) SocketDir() string { return c.socketDir }
+
+// LogFile returns the path of the server log.
+func (c *Cluster) LogFile() string { return c.logFile }
+
+// CreateDatabase creates an empty database owned by the superuser.
+func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
+	return c.exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+}
+
+// DropDatabase drops a database if it exists, disconnecting its remaining sessions.
+func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
+	return c.exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+}
+
+func (c *Cluster) exec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return fmt.Errorf("connect to postgres on port %d: %w", c.port, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
+
+// Stop shuts the server down (fast shutdown: open sessions are disconnected) and waits for it.
+// When ctx ends first the server is killed.
+func (c *Cluster) Stop(ctx context.Context) error {
+	if c == nil || c.cmd == nil {
+		return nil
+	}
+	err := c.stopProcess(ctx)
+	c.removeOwnSocketDir()
+	if err != nil {
+		return fmt.Errorf("stop postgres in %s: %w", c.dir, err)
+	}
+	c.logger.Info("postgres stopped", "dir", c.dir, "port", c.port)
+	return nil
+}
+
+func (c *Cluster) stopProcess(ctx context.Context) error {
+	select {
+	case <-c.exited:
+		return nil
+	default:
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal postgres: %w", err)
+	}
+	select {
+	case <-c.exited:
+		return nil
+	case <-ctx.Done():
+	}
+	// The whole group: backends of a wedged postmaster must not keep the port and shared memory.
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.exited
+	return fmt.Errorf("postgres did not shut down in time, killed: %w", ctx.Err())
+}
+
+func (c *Cluster) chooseSocketDir(cred *syscall.Credential) error {
+	if len(filepath.Join(c.dir, ".s.PGSQL."+strconv.Itoa(c.port))) <= maxSocketPath {
+		c.socketDir = c.dir
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "pgsock-")
+	if err != nil {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	if err := chownTo(dir, cred); err != nil {
+		os.Remove(dir)
+		return err
+	}
+	c.socketDir, c.ownSockDir = dir, true
+	return nil
+}
+
+func (c *Cluster) removeOwnSocketDir() {
+	if c.ownSockDir {
+		os.RemoveAll(c.socketDir)
+	}
+}
+
+// prepareDataDir creates the directory and runs initdb unless it already holds a cluster.
+func prepareDataDir(ctx context.Context, dir, binDir string, cred *syscall.Credential, skipFsync bool, logger *slog.Logger) error {
+	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := chownTo(dir, cred); err != nil {
+		return err
+	}
+	if err := checkReachable(dir, cred); err != nil {
+		return err
+	}
+	args := []string{"-D", dir, "-U", superuser, "--auth=trust", "--encoding=UTF8", "--no-locale"}
+	if skipFsync {
+		args = append(args, "--no-sync")
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	logger.Info("initialising postgres cluster", "dir", dir)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, tailLines(out.String(), 30))
+	}
+	// initdb's defaults already allow trust only for local sockets and loopback addresses.
+	return nil
+}
+
+// waitForPreviousPostmaster gives a postmaster that is still shutting down on dir (its parent
+// was killed) time to exit. A postmaster.pid naming a dead process is stale and Postgres
+// itself removes it on start.
+func waitForPreviousPostmaster(ctx context.Context, dir string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		pid, alive := livePostmaster(dir)
+		if !alive {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another postgres (PID %d) is running on this data directory; stop it with `pg_ctl stop -D %s`", pid, dir)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return fmt.Errorf("wait for postgres PID %d to exit: %w", pid, err)
+		}
+	}
+}
+
+func livePostmaster(dir string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	firstLine, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(firstLine))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	// The PID may have been reused by an unrelated process since the cluster was killed.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return pid, false
+		}
+		// No /proc (not Linux): fall back to asking whether the PID exists.
+		return pid, syscall.Kill(pid, 0) == nil
+	}
+	return pid, bytes.Contains(cmdline, []byte("postgres")) && bytes.Contains(cmdline, []byte(dir))
+}
+
+// checkReachable fails early with a clear message when the server's OS user could not even
+// reach the data directory (e.g. a checkout under /root while running as root).
+func checkReachable(dir string, cred *syscall.Credential) error {
+	if cred == nil {
+		return nil
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		info, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("check data dir parents: %w", err)
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		mode := info.Mode().Perm()
+		searchable := mode&0o001 != 0 ||
+			(ok && st.Gid == cred.Gid && mode&0o010 != 0) ||
+			(ok && st.Uid == cred.Uid && mode&0o100 != 0)
+		if !searchable {
+			return fmt.Errorf("the postgres OS user cannot reach %s: %s (mode %v) is not searchable by it; use a data directory outside it", dir, p, mode)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
+}
+
+// serverCredential returns the OS user to run Postgres as: Postgres refuses to run as root, so
+// root delegates to the `postgres` user; anyone else runs it as themselves (nil).
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a `postgres` OS user to run the server: %w", err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("uid of postgres user: %w", err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("gid of postgres user: %w", err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+func chownTo(path string, cred *syscall.Credential) error {
+	if cred == nil {
+		return nil
+	}
+	if err := os.Chown(path, int(cred.Uid), int(cred.Gid)); err != nil {
+		return fmt.Errorf("hand %s to the postgres user: %w", path, err)
+	}
+	return nil
+}
+
+// FindBinDir locates the directory holding initdb and postgres: the one initdb on PATH resolves
+// to, else the highest version under /usr/lib/postgresql.
+func FindBinDir() (string, error) {
+	if initdb, err := exec.LookPath("initdb"); err == nil {
+		if resolved, err := filepath.EvalSymlinks(initdb); err == nil {
+			dir := filepath.Dir(resolved)
+			if isFile(filepath.Join(dir, "postgres")) {
+				return dir, nil
+			}
+		}
+	}
+	candidates, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(candidates, func(i, j int) bool {
+		return pgVersion(candidates[i]) > pgVersion(candidates[j])
+	})
+	for _, dir := range candidates {
+		if isFile(filepath.Join(dir, "initdb")) && isFile(filepath.Join(dir, "postgres")) {
+			return dir, nil
+		}
+	}
+	return "", errors.New("no Postgres binaries found (initdb on PATH or /usr/lib/postgresql/*/bin); install postgresql")
+}
+
+func pgVersion(binDir string) float64 {
+	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+	return v
+}
+
+func isFile(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && !info.IsDir()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// logTail returns the end of the server log for error messages.
+func logTail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(no server log: %v)", err)
+	}
+	defer f.Close()
+	const maxBytes = 8 << 10
+	if info, err := f.Stat(); err == nil && info.Size() > maxBytes {
+		_, _ = f.Seek(info.Size()-maxBytes, io.SeekStart)
+	}
+	data, _ := io.ReadAll(f)
+	return "server log " + path + ":\n" + tailLines(string(data), 30)
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
