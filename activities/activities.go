@@ -3,20 +3,60 @@
 package activities
 
 import (
-	"context"
+	"errors"
+	"fmt"
 	"log/slog"
-	"time"
 
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/providerclient"
+	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/workflows"
 )
-
-// Store is what the activities need from the metadata store.
-type Store interface {
-	PurgeExpired(ctx context.Context, now, dedupBefore time.Time) (store.PurgeResult, error)
-}
 
 // Activities bundles every activity with its dependencies.
 type Activities struct {
-	Store  Store
-	Logger *slog.Logger
+	Store   *store.Store
+	Clients *providerclient.Factory
+	Box     *secretbox.Box
+	// PublicURL is GitSec's externally reachable base URL; webhook URLs are built from it.
+	PublicURL string
+	Logger    *slog.Logger
+}
+
+// parseRef turns the IDs of a workflow input into UUIDs; a malformed one is a bug upstream,
+// so it fails without retries.
+func parseRef(ref workflows.InstallationRef) (tenantID, installationID uuid.UUID, err error) {
+	if tenantID, err = uuid.Parse(ref.TenantID); err != nil {
+		return uuid.Nil, uuid.Nil, temporal.NewNonRetryableApplicationError("invalid tenant ID "+ref.TenantID, "InvalidInput", nil)
+	}
+	if installationID, err = uuid.Parse(ref.InstallationID); err != nil {
+		return uuid.Nil, uuid.Nil, temporal.NewNonRetryableApplicationError("invalid installation ID "+ref.InstallationID, "InvalidInput", nil)
+	}
+	return tenantID, installationID, nil
+}
+
+// classify marks errors that retrying cannot fix as non-retryable, with stable type names the
+// workflows react to. Bitbucket errors never carry tokens (the client guarantees it).
+func classify(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	wrapped := fmt.Errorf("%s: %w", what, err)
+	switch {
+	case errors.Is(err, bitbucket.ErrCredentialsRevoked):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeCredentialsRevoked, nil)
+	case errors.Is(err, bitbucket.ErrForbidden):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeForbidden, nil)
+	case errors.Is(err, bitbucket.ErrGone):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error()+" (Bitbucket removed this endpoint: GitSec must be updated)", workflows.ErrTypeEndpointGone, nil)
+	case errors.Is(err, bitbucket.ErrNotFound):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeNotFound, nil)
+	case errors.Is(err, store.ErrNotFound):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeInstallationNotFound, nil)
+	}
+	return wrapped
 }

@@ -73,7 +73,7 @@ func recoverer(log *slog.Logger) gin.HandlerFunc {
 }
 
 // authenticate resolves "Authorization: Bearer gsk_..." to a tenant.
-func authenticate(s Store) gin.HandlerFunc {
+func authenticate(s *store.Store) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {

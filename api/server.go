@@ -7,20 +7,15 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
+	"golang.org/x/oauth2"
 
+	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 )
-
-// Store is what the API needs from the metadata store.
-type Store interface {
-	TenantByTokenHash(ctx context.Context, tokenSHA256 []byte) (store.Tenant, error)
-	ListAuditEvents(ctx context.Context, tenantID uuid.UUID, beforeID int64, limit int) ([]store.AuditEvent, error)
-	RecordAudit(ctx context.Context, ev store.AuditEvent) error
-	IssueAPIToken(ctx context.Context, tenantID uuid.UUID, name string) (string, store.APIToken, error)
-}
 
 // Check is one dependency that /readyz reports on.
 type Check struct {
@@ -30,10 +25,21 @@ type Check struct {
 
 // Deps are the API's collaborators.
 type Deps struct {
-	Store   Store
+	Store   *store.Store
 	Checks  []Check
 	Logger  *slog.Logger
 	Version string
+	// Temporal starts and queries workflows; TaskQueue is where they run.
+	Temporal  client.Client
+	TaskQueue string
+	// Box encrypts OAuth tokens before they are stored.
+	Box *secretbox.Box
+	// BitbucketOAuth is the read-only backup app; nil when no consumer is configured.
+	BitbucketOAuth *oauth2.Config
+	// OAuthHTTPClient is used for the code exchange (tests and the emulator); nil = default.
+	OAuthHTTPClient *http.Client
+	// OAuthStateTTL bounds how long a connect link stays valid (default 15 minutes).
+	OAuthStateTTL time.Duration
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -43,7 +49,10 @@ func NewHandler(d Deps) http.Handler {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	h := &handlers{deps: d}
+	if d.OAuthStateTTL == 0 {
+		d.OAuthStateTTL = 15 * time.Minute
+	}
+	h := &handlers{deps: d, states: &stateSigner{store: d.Store, box: d.Box}}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -62,9 +71,21 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/me", h.me)
 	v1.GET("/audit-events", h.listAuditEvents)
 	v1.POST("/tokens", h.createToken)
+
+	r.GET("/oauth/bitbucket/callback", h.bitbucketCallback)
+	v1.POST("/installations/bitbucket/connect", h.connectBitbucket)
+	v1.GET("/installations", h.listInstallations)
+	v1.GET("/installations/:id", h.getInstallation)
+	v1.DELETE("/installations/:id", h.deleteInstallation)
+	v1.POST("/installations/:id/sync", h.syncInstallation)
+	v1.POST(`/installations/:id/repositories\:bulk`, h.bulkSetIncluded)
+	v1.GET("/repositories", h.listRepositories)
+	v1.GET("/repositories/:id", h.getRepository)
+	v1.PATCH("/repositories/:id", h.patchRepository)
 	return r
 }
 
 type handlers struct {
-	deps Deps
+	deps   Deps
+	states *stateSigner
 }

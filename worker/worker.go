@@ -41,6 +41,8 @@ func New(o Options) sdkworker.Worker {
 // Register registers GitSec's workflows and activities on any worker (tests use it too).
 func Register(w sdkworker.Registry, acts *activities.Activities) {
 	w.RegisterWorkflowWithOptions(workflows.Housekeeping, workflow.RegisterOptions{Name: workflows.HousekeepingWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.OnboardInstallation, workflow.RegisterOptions{Name: workflows.OnboardInstallationWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.UninstallInstallation, workflow.RegisterOptions{Name: workflows.UninstallInstallationWorkflowName})
 	w.RegisterActivity(acts)
 }
 

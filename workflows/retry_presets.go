@@ -22,3 +22,35 @@ func DatabaseActivity(ctx workflow.Context) workflow.Context {
 		},
 	})
 }
+
+// ProviderActivity suits calls to Bitbucket's REST API. The client already retries 429 and 5xx
+// a bounded number of times with jittered backoff inside one attempt, so Temporal's retry is
+// the slow outer loop: few attempts, long intervals, and never for errors marked
+// non-retryable (CredentialsRevoked, Forbidden, NotFound, EndpointGone).
+func ProviderActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Minute,
+		HeartbeatTimeout:    2 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        30 * time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        10 * time.Minute,
+			MaximumAttempts:        6,
+			NonRetryableErrorTypes: NonRetryableProviderErrors,
+		},
+	})
+}
+
+// Stable error type names that activities use with temporal.NewNonRetryableApplicationError.
+const (
+	ErrTypeCredentialsRevoked   = "CredentialsRevoked"
+	ErrTypeForbidden            = "Forbidden"
+	ErrTypeNotFound             = "NotFound"
+	ErrTypeEndpointGone         = "EndpointGone"
+	ErrTypeInstallationNotFound = "InstallationNotFound"
+)
+
+// NonRetryableProviderErrors are never worth retrying: a person has to act first.
+var NonRetryableProviderErrors = []string{
+	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
+}

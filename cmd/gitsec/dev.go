@@ -38,12 +38,18 @@ everything; the next start reuses the data.`,
 	f.IntVar(&o.TemporalPort, "temporal-port", devstack.DefaultTemporalPort, "Temporal frontend port")
 	f.IntVar(&o.TemporalUIPort, "temporal-ui-port", devstack.DefaultTemporalUIPort, "Temporal Web UI port")
 	f.StringVar(&o.HTTPAddr, "http-addr", devstack.DefaultHTTPAddr, "API listen address")
+	f.StringVar(&o.EmulatorAddr, "emulator-addr", devstack.DefaultEmulatorAddr, `Bitbucket emulator listen address ("off" to disable)`)
 	return cmd
 }
 
 func runDev(ctx context.Context, o devstack.Options) error {
 	started := time.Now()
 	o.Logger = logging.New(os.Stderr, levelFromEnv(), "text")
+	o.EmulatorSeedFile = os.Getenv("GITSEC_EMULATOR_SEED")
+	if os.Getenv("GITSEC_BITBUCKET_CLIENT_ID") != "" {
+		// Real Bitbucket credentials are configured: talk to Bitbucket, not the emulator.
+		o.EmulatorAddr = "off"
+	}
 	if _, err := os.Stat(o.TemporalBinary); err != nil {
 		return fmt.Errorf("temporal CLI not found at %s: run `make dev` (it installs it) or pass --temporal-binary", o.TemporalBinary)
 	}
@@ -57,7 +63,8 @@ func runDev(ctx context.Context, o devstack.Options) error {
 	if err != nil {
 		return err
 	}
-	// The stack's own settings win over the caller's environment; the rest (log level, ...) is inherited.
+	// The stack's own settings win over the caller's environment; the rest (log level, real
+	// Bitbucket credentials, ...) is inherited.
 	for k, v := range stack.Env {
 		os.Setenv(k, v)
 	}
@@ -77,8 +84,8 @@ func runDev(ctx context.Context, o devstack.Options) error {
 	defer st.Close()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveAPI(gctx, cfg, log, st) })
-	g.Go(func() error { return runWorker(gctx, cfg, log, st) })
+	g.Go(func() error { return serveAPI(gctx, cfg, log, st, box) })
+	g.Go(func() error { return runWorker(gctx, cfg, log, st, box) })
 
 	fmt.Printf(`
 GitSec dev stack is up (%s)
@@ -90,10 +97,11 @@ GitSec dev stack is up (%s)
   Settings     %s   (set -a; . %s; set +a)
   API token    %s   (saved in %s)
   Try:         curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/me
+  Bitbucket    %s
 Press Ctrl-C to stop everything.
 `, time.Since(started).Round(100*time.Millisecond), cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
 		redactedDatabaseURL(stack), cfg.StorageURL, envPath, envPath, stack.Token, filepath.Join(stack.Dir, "dev-token"),
-		filepath.Join(stack.Dir, "dev-token"), cfg.HTTPAddr)
+		filepath.Join(stack.Dir, "dev-token"), cfg.HTTPAddr, bitbucketLine(stack, cfg.Bitbucket.APIURL))
 
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -113,4 +121,11 @@ func levelFromEnv() slog.Level {
 		return slog.LevelInfo
 	}
 	return lvl
+}
+
+func bitbucketLine(s *devstack.Stack, apiURL string) string {
+	if s.Emulator == nil {
+		return apiURL + " (real Bitbucket: GITSEC_BITBUCKET_CLIENT_ID is set)"
+	}
+	return s.Emulator.URL() + " (emulator, demo seed; connect the demo account as shown in README \"Connect Bitbucket\")"
 }

@@ -16,11 +16,15 @@ import (
 	_ "gocloud.dev/blob/fileblob"
 	_ "gocloud.dev/blob/gcsblob"
 	_ "gocloud.dev/blob/s3blob"
+	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/api"
+	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/config"
 	"github.com/gitsec/gitsec/internal/logging"
+	"github.com/gitsec/gitsec/internal/providerclient"
+	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/worker"
 )
@@ -65,9 +69,17 @@ func readinessChecks(st *store.Store, tc client.Client, bucket *blob.Bucket) []a
 	}
 }
 
+// bitbucketOAuth is the backup app's OAuth consumer; nil when none is configured.
+func bitbucketOAuth(cfg config.Config) *oauth2.Config {
+	if cfg.Bitbucket.ClientID == "" {
+		return nil
+	}
+	return bitbucket.OAuthConfig(cfg.Bitbucket.ClientID, cfg.Bitbucket.ClientSecret, cfg.Bitbucket.OAuthURL, cfg.PublicURL+"/oauth/bitbucket/callback")
+}
+
 // serveAPI runs the HTTP API until ctx is cancelled. Temporal is dialled lazily so that the API
 // starts (and /readyz says why it is not ready) while Temporal is still coming up.
-func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store) error {
+func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box) error {
 	tc, err := client.NewLazyClient(temporalOptions(cfg, log))
 	if err != nil {
 		return fmt.Errorf("temporal client for %s: %w", cfg.TemporalAddress, err)
@@ -80,10 +92,14 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	defer bucket.Close()
 
 	handler := api.NewHandler(api.Deps{
-		Store:   st,
-		Checks:  readinessChecks(st, tc, bucket),
-		Logger:  log,
-		Version: version,
+		Store:          st,
+		Checks:         readinessChecks(st, tc, bucket),
+		Logger:         log,
+		Version:        version,
+		Temporal:       tc,
+		TaskQueue:      cfg.TaskQueue,
+		Box:            box,
+		BitbucketOAuth: bitbucketOAuth(cfg),
 	})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
@@ -100,16 +116,31 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 }
 
 // runWorker runs the Temporal worker until ctx is cancelled.
-func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store) error {
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box) error {
 	tc, err := client.DialContext(ctx, temporalOptions(cfg, log))
 	if err != nil {
 		return fmt.Errorf("connect to temporal at %s (GITSEC_TEMPORAL_ADDRESS): %w", cfg.TemporalAddress, err)
 	}
 	defer tc.Close()
 	return worker.Run(ctx, worker.Options{
-		Client:             tc,
-		TaskQueue:          cfg.TaskQueue,
-		Activities:         &activities.Activities{Store: st, Logger: log},
+		Client:    tc,
+		TaskQueue: cfg.TaskQueue,
+		Activities: &activities.Activities{
+			Store: st,
+			Box:   box,
+			Clients: &providerclient.Factory{
+				Store:        st,
+				Box:          box,
+				OAuth:        bitbucketOAuth(cfg),
+				APIURL:       cfg.Bitbucket.APIURL,
+				GitURL:       cfg.Bitbucket.GitURL,
+				RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
+				GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst),
+				Logger:       log,
+			},
+			PublicURL: cfg.PublicURL,
+			Logger:    log,
+		},
 		HousekeepingEvery:  cfg.HousekeepingEvery,
 		WebhookDedupWindow: cfg.WebhookDedupWindow,
 		Logger:             log,

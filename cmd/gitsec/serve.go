@@ -31,7 +31,7 @@ func newAPICmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			return serveAPI(ctx, cfg, log, st)
+			return serveAPI(ctx, cfg, log, st, box)
 		},
 	}
 }
@@ -60,7 +60,7 @@ func newWorkerCmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			return runWorker(ctx, cfg, log, st)
+			return runWorker(ctx, cfg, log, st, box)
 		},
 	}
 }

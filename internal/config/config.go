@@ -40,6 +40,8 @@ var Variables = []Variable{
 	{Name: "GITSEC_BITBUCKET_GIT_URL", Default: "https://bitbucket.org", Help: "Base URL that repositories are cloned from over HTTPS."},
 	{Name: "GITSEC_BITBUCKET_CLIENT_ID", Help: "OAuth consumer key of the read-only backup app. When set, `make dev` talks to real Bitbucket instead of the emulator."},
 	{Name: "GITSEC_BITBUCKET_CLIENT_SECRET", Secret: true, Help: "OAuth consumer secret of the backup app."},
+	{Name: "GITSEC_BITBUCKET_REST_PER_HOUR", Default: "1000", Help: "REST requests per hour per connected account (Bitbucket's documented limit); shared by all goroutines of a process."},
+	{Name: "GITSEC_BITBUCKET_GIT_PER_HOUR", Default: "60000", Help: "git-over-HTTPS operations per hour per connected account."},
 	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
 	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
 }
@@ -68,6 +70,8 @@ type Bitbucket struct {
 	GitURL       string
 	ClientID     string
 	ClientSecret string
+	RESTPerHour  int
+	GitPerHour   int
 }
 
 // Getenv is the lookup function Load uses; tests pass a map-backed one.
@@ -97,6 +101,8 @@ func LoadFrom(getenv Getenv) (Config, error) {
 			GitURL:       r.httpURL("GITSEC_BITBUCKET_GIT_URL"),
 			ClientID:     r.optional("GITSEC_BITBUCKET_CLIENT_ID"),
 			ClientSecret: r.optional("GITSEC_BITBUCKET_CLIENT_SECRET"),
+			RESTPerHour:  r.positiveInt("GITSEC_BITBUCKET_REST_PER_HOUR"),
+			GitPerHour:   r.positiveInt("GITSEC_BITBUCKET_GIT_PER_HOUR"),
 		},
 		HousekeepingEvery:  r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
 		WebhookDedupWindow: r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
@@ -289,6 +295,15 @@ func (r *reader) oneOf(name string, allowed ...string) string {
 	}
 	r.fail(name, fmt.Sprintf("must be one of %s, got %q", strings.Join(allowed, ", "), val))
 	return val
+}
+
+func (r *reader) positiveInt(name string) int {
+	val, _ := r.raw(name)
+	n, err := strconv.Atoi(val)
+	if err != nil || n <= 0 {
+		r.fail(name, fmt.Sprintf("must be a positive integer, got %q", val))
+	}
+	return n
 }
 
 func (r *reader) duration(name string) time.Duration {

@@ -7,6 +7,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gitsec/gitsec/internal/apitoken"
+	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/pgcluster"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
@@ -36,7 +39,12 @@ type Options struct {
 	TemporalPort   int
 	TemporalUIPort int
 	HTTPAddr       string
-	Logger         *slog.Logger
+	// EmulatorAddr is where the Bitbucket emulator listens; "off" runs without it (real
+	// Bitbucket credentials configured).
+	EmulatorAddr string
+	// EmulatorSeedFile replaces the default demo seed (GITSEC_EMULATOR_SEED).
+	EmulatorSeedFile string
+	Logger           *slog.Logger
 }
 
 // Default ports of the dev stack, documented in the README.
@@ -45,13 +53,19 @@ const (
 	DefaultTemporalPort   = 7233
 	DefaultTemporalUIPort = 8233
 	DefaultHTTPAddr       = "127.0.0.1:8080"
+	DefaultEmulatorAddr   = "127.0.0.1:7990"
 )
+
+// EmulatorConsumerKey is the OAuth consumer `gitsec dev` registers in the emulator.
+const EmulatorConsumerKey = "gitsec-dev"
 
 // Stack is the running set of dependencies.
 type Stack struct {
 	Dir      string
 	Postgres *pgcluster.Cluster
 	Temporal *temporaldev.Server
+	// Emulator is the Bitbucket emulator; nil when real Bitbucket is configured.
+	Emulator *emulator.Server
 	// Env holds the GITSEC_* settings of the running stack, as written to dev.env.
 	Env map[string]string
 	// Token is a valid API token of the demo tenant.
@@ -108,6 +122,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.EmulatorAddr != "off" {
+		if err := s.startEmulator(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	s.Env["GITSEC_DATABASE_URL"] = s.Postgres.URL("gitsec")
 	s.Env["GITSEC_TEMPORAL_ADDRESS"] = s.Temporal.HostPort()
 	s.Env["GITSEC_TEMPORAL_NAMESPACE"] = "default"
@@ -129,6 +148,58 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// startEmulator runs the Bitbucket emulator with GitSec's own OAuth consumer, so the two
+// always match, and points the stack's Bitbucket settings at it.
+func (s *Stack) startEmulator(ctx context.Context, o Options) error {
+	seed := emulator.DefaultDemoSeed()
+	if o.EmulatorSeedFile != "" {
+		var err error
+		if seed, err = emulator.LoadSeed(o.EmulatorSeedFile); err != nil {
+			return fmt.Errorf("GITSEC_EMULATOR_SEED: %w", err)
+		}
+	}
+	secret, err := persistentRandom(filepath.Join(s.Dir, "emulator-consumer-secret"))
+	if err != nil {
+		return err
+	}
+	publicURL := "http://" + o.HTTPAddr
+	o.Logger.Info("starting bitbucket emulator", "addr", o.EmulatorAddr, "data", filepath.Join(s.Dir, "emulator"))
+	emu, err := emulator.Start(ctx, emulator.Options{
+		Listen:  o.EmulatorAddr,
+		DataDir: filepath.Join(s.Dir, "emulator"),
+		Seed:    seed,
+		Consumers: []emulator.Consumer{{
+			Key: EmulatorConsumerKey, Secret: secret, Name: "GitSec (make dev)",
+			CallbackURL: publicURL + "/oauth/bitbucket/callback",
+		}},
+		Logger: o.Logger.With("component", "emulator"),
+	})
+	if err != nil {
+		return fmt.Errorf("start bitbucket emulator on %s: %w", o.EmulatorAddr, err)
+	}
+	s.Emulator = emu
+	s.stops = append(s.stops, func(context.Context) error { return emu.Close() })
+	s.Env["GITSEC_BITBUCKET_API_URL"] = emu.URL()
+	s.Env["GITSEC_BITBUCKET_OAUTH_URL"] = emu.URL() + "/site/oauth2"
+	s.Env["GITSEC_BITBUCKET_GIT_URL"] = emu.URL()
+	s.Env["GITSEC_BITBUCKET_CLIENT_ID"] = EmulatorConsumerKey
+	s.Env["GITSEC_BITBUCKET_CLIENT_SECRET"] = secret
+	return nil
+}
+
+// persistentRandom returns the hex secret stored at path, creating it on first use.
+func persistentRandom(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	v := hex.EncodeToString(buf)
+	return v, writeFileAtomic(path, []byte(v+"\n"), 0o600)
 }
 
 // SetEnv adds settings (an emulator's URLs, say) to the stack's environment before WriteEnvFile.
@@ -186,6 +257,9 @@ func withDefaults(o Options) Options {
 	}
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = DefaultHTTPAddr
+	}
+	if o.EmulatorAddr == "" {
+		o.EmulatorAddr = DefaultEmulatorAddr
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

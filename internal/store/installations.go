@@ -1,0 +1,284 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Installation statuses.
+const (
+	InstallationPending       = "pending"
+	InstallationOnboarding    = "onboarding"
+	InstallationActive        = "active"
+	InstallationActivePartial = "active_partial"
+	InstallationNoWorkspace   = "no_workspace"
+	InstallationNeedsReauth   = "needs_reauth"
+	InstallationRemoving      = "removing"
+	InstallationRemoved       = "removed"
+	InstallationFailed        = "failed"
+)
+
+// Installation is one connected provider account.
+type Installation struct {
+	ID              uuid.UUID       `json:"id"`
+	TenantID        uuid.UUID       `json:"-"`
+	Provider        string          `json:"provider"`
+	AccountUUID     string          `json:"account_uuid"`
+	AccountName     string          `json:"account_name"`
+	Status          string          `json:"status"`
+	StatusMessage   string          `json:"status_message"`
+	DefaultIncluded bool            `json:"default_included"`
+	Progress        json.RawMessage `json:"progress"`
+	CreatedAt       time.Time       `json:"created_at"`
+	UpdatedAt       time.Time       `json:"updated_at"`
+	Repositories    RepositoryCount `json:"repositories"`
+}
+
+// RepositoryCount summarises an installation's repositories.
+type RepositoryCount struct {
+	Total    int64 `json:"total"`
+	Included int64 `json:"included"`
+	Deleted  int64 `json:"deleted_upstream"`
+}
+
+// CreateInstallationWithCredentials inserts a pending installation holding encrypted tokens.
+func (s *Store) CreateInstallationWithCredentials(ctx context.Context, tenantID uuid.UUID, provider string, credentialsEncrypted []byte) (uuid.UUID, error) {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx,
+		`INSERT INTO installations (tenant_id, provider, credentials_encrypted) VALUES ($1, $2, $3) RETURNING id`,
+		tenantID, provider, credentialsEncrypted,
+	).Scan(&id)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("create installation: %w", err)
+	}
+	return id, nil
+}
+
+// InstallationCredentials returns the encrypted tokens of an installation.
+func (s *Store) InstallationCredentials(ctx context.Context, tenantID, id uuid.UUID) ([]byte, error) {
+	var enc []byte
+	err := s.pool.QueryRow(ctx,
+		`SELECT credentials_encrypted FROM installations WHERE tenant_id = $1 AND id = $2`, tenantID, id,
+	).Scan(&enc)
+	if err != nil {
+		return nil, fmt.Errorf("installation %s credentials: %w", id, notFound(err))
+	}
+	if len(enc) == 0 {
+		return nil, fmt.Errorf("installation %s has no credentials: %w", id, ErrNotFound)
+	}
+	return enc, nil
+}
+
+// UpdateInstallationCredentials replaces the encrypted tokens (after a refresh).
+func (s *Store) UpdateInstallationCredentials(ctx context.Context, tenantID, id uuid.UUID, enc []byte) error {
+	return s.execOne(ctx, "update installation credentials",
+		`UPDATE installations SET credentials_encrypted = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, enc)
+}
+
+// SetInstallationAccount records which provider account the installation is.
+func (s *Store) SetInstallationAccount(ctx context.Context, tenantID, id uuid.UUID, accountUUID, accountName string) error {
+	return s.execOne(ctx, "set installation account",
+		`UPDATE installations SET account_uuid = $3, account_name = $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, accountUUID, accountName)
+}
+
+// SetInstallationStatus sets status and message; removing the installation also drops its
+// credentials, which nothing needs any more.
+func (s *Store) SetInstallationStatus(ctx context.Context, tenantID, id uuid.UUID, status, message string) error {
+	return s.execOne(ctx, "set installation status",
+		`UPDATE installations SET status = $3, status_message = $4, updated_at = now(),
+		        credentials_encrypted = CASE WHEN $3 = 'removed' THEN NULL ELSE credentials_encrypted END
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, status, message)
+}
+
+// SetInstallationProgress stores the onboarding progress document for the API.
+func (s *Store) SetInstallationProgress(ctx context.Context, tenantID, id uuid.UUID, progress json.RawMessage) error {
+	return s.execOne(ctx, "set installation progress",
+		`UPDATE installations SET progress = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, progress)
+}
+
+// SetInstallationDefaultIncluded decides whether repositories discovered later are backed up.
+func (s *Store) SetInstallationDefaultIncluded(ctx context.Context, tenantID, id uuid.UUID, included bool) error {
+	return s.execOne(ctx, "set installation default",
+		`UPDATE installations SET default_included = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, included)
+}
+
+const installationColumns = `i.id, i.tenant_id, i.provider, coalesce(i.account_uuid, ''), coalesce(i.account_name, ''),
+	i.status, i.status_message, i.default_included, i.progress, i.created_at, i.updated_at,
+	(SELECT count(*) FROM repositories r WHERE r.installation_id = i.id),
+	(SELECT count(*) FROM repositories r WHERE r.installation_id = i.id AND r.included AND r.status = 'active'),
+	(SELECT count(*) FROM repositories r WHERE r.installation_id = i.id AND r.status = 'deleted_upstream')`
+
+func scanInstallation(row pgx.Row) (Installation, error) {
+	var i Installation
+	err := row.Scan(&i.ID, &i.TenantID, &i.Provider, &i.AccountUUID, &i.AccountName, &i.Status, &i.StatusMessage,
+		&i.DefaultIncluded, &i.Progress, &i.CreatedAt, &i.UpdatedAt,
+		&i.Repositories.Total, &i.Repositories.Included, &i.Repositories.Deleted)
+	return i, err
+}
+
+// GetInstallation returns one installation of the tenant.
+func (s *Store) GetInstallation(ctx context.Context, tenantID, id uuid.UUID) (Installation, error) {
+	i, err := scanInstallation(s.pool.QueryRow(ctx,
+		`SELECT `+installationColumns+` FROM installations i WHERE i.tenant_id = $1 AND i.id = $2`, tenantID, id))
+	if err != nil {
+		return Installation{}, fmt.Errorf("installation %s: %w", id, notFound(err))
+	}
+	return i, nil
+}
+
+// ListInstallations returns the tenant's installations, newest first.
+func (s *Store) ListInstallations(ctx context.Context, tenantID uuid.UUID) ([]Installation, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT `+installationColumns+` FROM installations i WHERE i.tenant_id = $1 ORDER BY i.created_at DESC, i.id`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("list installations: %w", err)
+	}
+	defer rows.Close()
+	var out []Installation
+	for rows.Next() {
+		i, err := scanInstallation(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan installation: %w", err)
+		}
+		out = append(out, i)
+	}
+	return out, rows.Err()
+}
+
+// Workspace statuses.
+const (
+	WorkspaceWebhookRegistered = "webhook_registered"
+	WorkspaceNoAdmin           = "no_admin"
+	WorkspaceWebhookFailed     = "webhook_failed"
+	WorkspaceGone              = "gone"
+)
+
+// Workspace is a provider workspace seen through one installation.
+type Workspace struct {
+	ID                uuid.UUID `json:"id"`
+	TenantID          uuid.UUID `json:"-"`
+	InstallationID    uuid.UUID `json:"-"`
+	ProviderUUID      string    `json:"uuid"`
+	Slug              string    `json:"slug"`
+	Name              string    `json:"name"`
+	IsAdmin           bool      `json:"admin"`
+	Status            string    `json:"status"`
+	StatusReason      string    `json:"status_reason,omitempty"`
+	WebhookUUID       string    `json:"webhook_uuid,omitempty"`
+	WebhookRegistered bool      `json:"webhook_registered"`
+	UpdatedAt         time.Time `json:"updated_at"`
+}
+
+// UpsertWorkspace records a workspace by provider UUID (slugs can change) and returns its ID.
+func (s *Store) UpsertWorkspace(ctx context.Context, w Workspace) (uuid.UUID, error) {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx,
+		`INSERT INTO workspaces (tenant_id, installation_id, provider_uuid, slug, name, is_admin)
+		 VALUES ($1, $2, $3, $4, $5, $6)
+		 ON CONFLICT (installation_id, provider_uuid) DO UPDATE
+		   SET slug = excluded.slug, name = excluded.name, is_admin = excluded.is_admin, updated_at = now()
+		 WHERE workspaces.tenant_id = excluded.tenant_id
+		 RETURNING id`,
+		w.TenantID, w.InstallationID, w.ProviderUUID, w.Slug, w.Name, w.IsAdmin,
+	).Scan(&id)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("upsert workspace %s: %w", w.Slug, err)
+	}
+	return id, nil
+}
+
+// SetWorkspaceStatus records the outcome of webhook registration for a workspace.
+func (s *Store) SetWorkspaceStatus(ctx context.Context, tenantID, id uuid.UUID, status, reason string) error {
+	return s.execOne(ctx, "set workspace status",
+		`UPDATE workspaces SET status = $3, status_reason = $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, status, reason)
+}
+
+// SetWorkspaceWebhook stores the registered hook and its encrypted secret.
+func (s *Store) SetWorkspaceWebhook(ctx context.Context, tenantID, id uuid.UUID, hookUUID string, secretEncrypted []byte) error {
+	return s.execOne(ctx, "set workspace webhook",
+		`UPDATE workspaces SET webhook_uuid = $3, webhook_secret_encrypted = $4, status = 'webhook_registered',
+		        status_reason = '', updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, hookUUID, secretEncrypted)
+}
+
+// ClearWorkspaceWebhook forgets a hook after it was deleted upstream.
+func (s *Store) ClearWorkspaceWebhook(ctx context.Context, tenantID, id uuid.UUID, status, reason string) error {
+	return s.execOne(ctx, "clear workspace webhook",
+		`UPDATE workspaces SET webhook_uuid = NULL, webhook_secret_encrypted = NULL, status = $3, status_reason = $4, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, status, reason)
+}
+
+// WorkspaceWebhookSecret returns the encrypted secret of the workspace hook whose UUID is given
+// (the receiver verifies deliveries with it).
+func (s *Store) WorkspaceWebhookSecret(ctx context.Context, tenantID, installationID uuid.UUID, hookUUID string) ([]byte, error) {
+	var enc []byte
+	err := s.pool.QueryRow(ctx,
+		`SELECT webhook_secret_encrypted FROM workspaces
+		  WHERE tenant_id = $1 AND installation_id = $2 AND webhook_uuid = $3 AND webhook_secret_encrypted IS NOT NULL`,
+		tenantID, installationID, hookUUID,
+	).Scan(&enc)
+	if err != nil {
+		return nil, fmt.Errorf("webhook %s secret: %w", hookUUID, notFound(err))
+	}
+	return enc, nil
+}
+
+// ListWorkspaces returns an installation's workspaces by slug.
+func (s *Store) ListWorkspaces(ctx context.Context, tenantID, installationID uuid.UUID) ([]Workspace, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT id, tenant_id, installation_id, provider_uuid, slug, name, is_admin, status, status_reason,
+		        coalesce(webhook_uuid, ''), updated_at
+		   FROM workspaces WHERE tenant_id = $1 AND installation_id = $2 ORDER BY slug, id`,
+		tenantID, installationID)
+	if err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	defer rows.Close()
+	var out []Workspace
+	for rows.Next() {
+		var w Workspace
+		if err := rows.Scan(&w.ID, &w.TenantID, &w.InstallationID, &w.ProviderUUID, &w.Slug, &w.Name, &w.IsAdmin,
+			&w.Status, &w.StatusReason, &w.WebhookUUID, &w.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("scan workspace: %w", err)
+		}
+		w.WebhookRegistered = w.WebhookUUID != ""
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// MarkWorkspacesGone flags workspaces the account no longer sees.
+func (s *Store) MarkWorkspacesGone(ctx context.Context, tenantID, installationID uuid.UUID, seenUUIDs []string) (int64, error) {
+	tag, err := s.pool.Exec(ctx,
+		`UPDATE workspaces SET status = 'gone', status_reason = 'the account no longer sees this workspace', updated_at = now()
+		  WHERE tenant_id = $1 AND installation_id = $2 AND NOT (provider_uuid = ANY($3)) AND status <> 'gone'`,
+		tenantID, installationID, seenUUIDs)
+	if err != nil {
+		return 0, fmt.Errorf("mark workspaces gone: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (s *Store) execOne(ctx context.Context, what, sql string, args ...any) error {
+	tag, err := s.pool.Exec(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return nil
+}
