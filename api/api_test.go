@@ -20,7 +20,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Main(m, testenv.Needs{Postgres: true}))
+	os.Exit(testenv.Main(m, testenv.Needs{Postgres: true, Temporal: true}))
 }
 
 // lockedBuffer collects log output written from handler goroutines.

@@ -35,6 +35,7 @@ func newRootCmd() *cobra.Command {
 	// Each subcommand lives in its own file as newXxxCmd.
 	root.AddCommand(
 		newVersionCmd(),
+		newEmulatorCmd(),
 		newAPICmd(),
 		newWorkerCmd(),
 		newMigrateCmd(),

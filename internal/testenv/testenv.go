@@ -102,6 +102,14 @@ func startServers(needs Needs) error {
 	if err != nil {
 		return err
 	}
+	for _, need := range []struct {
+		wanted bool
+		name   string
+	}{{needs.Temporal, "temporal"}, {needs.S3, "versitygw"}} {
+		if _, err := os.Stat(filepath.Join(root, "bin", need.name)); need.wanted && err != nil {
+			return fmt.Errorf("bin/%s is missing: run scripts/install-tools.sh (%w)", need.name, err)
+		}
+	}
 	dir, err := os.MkdirTemp("", tempDirPrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return fmt.Errorf("create test server dir: %w", err)
@@ -160,7 +168,7 @@ func startServers(needs Needs) error {
 	wg.Wait()
 	env.cluster, env.temporal, env.s3, env.pgAdminURL = cluster, temporal, s3, pgAdminURL
 	if err := errors.Join(pgErr, tErr, s3Err); err != nil {
-		return fmt.Errorf("cannot start the test servers (install them with scripts/install-tools.sh):\n%w", err)
+		return fmt.Errorf("cannot start the test servers:\n%w", err)
 	}
 	if s3 != nil {
 		// gocloud's s3blob signs with the AWS default credential chain: the environment comes first.

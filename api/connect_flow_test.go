@@ -1,0 +1,573 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gitsec/gitsec/activities"
+	"github.com/gitsec/gitsec/api"
+	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/emulator"
+	"github.com/gitsec/gitsec/internal/providerclient"
+	"github.com/gitsec/gitsec/internal/secretbox"
+	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/testenv"
+	"github.com/gitsec/gitsec/worker"
+	"github.com/gitsec/gitsec/workflows"
+)
+
+// connectEnv is the whole connect stack on real servers: Postgres, the Temporal dev server with
+// a worker on this test's task queue, the Bitbucket emulator, and the API over HTTP.
+type connectEnv struct {
+	t                *testing.T
+	api              *httptest.Server
+	emu              *emulator.Server
+	store            *store.Store
+	box              *secretbox.Box
+	temporal         client.Client
+	logs             *lockedBuffer
+	tokens           map[string]string // tenant name -> API token
+	bodies           *lockedBuffer     // every API response body, for the secret scan
+	taskQueue        string
+	lastInstallation string
+}
+
+func newConnectEnv(t *testing.T) *connectEnv {
+	t.Helper()
+	ctx := context.Background()
+	e := &connectEnv{t: t, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}}
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	var err error
+	if e.store, err = store.Open(ctx, testenv.Postgres(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.store.Close)
+	if _, err := e.store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keyURL, _ := secretbox.NewLocalKeyURL()
+	if e.box, err = secretbox.Open(ctx, keyURL); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"acme-corp", "other-corp"} {
+		ten, err := e.store.CreateTenant(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.tokens[name], _, err = e.store.IssueAPIToken(ctx, ten.ID, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The API's address must be known before the emulator registers the consumer's callback.
+	e.api = httptest.NewUnstartedServer(nil)
+	apiURL := "http://" + e.api.Listener.Addr().String()
+	e.emu, err = emulator.Start(ctx, emulator.Options{
+		Listen:  "127.0.0.1:0",
+		DataDir: t.TempDir(),
+		Seed: &emulator.Seed{
+			Users: []emulator.SeedUser{{Username: "alice"}, {Username: "bob"}, {Username: "carol"}},
+			Workspaces: []emulator.SeedWorkspace{
+				{Slug: "acme", Admins: []string{"alice"}, Members: []string{"bob"}, Repositories: []emulator.SeedRepository{
+					{Slug: "api", Generate: &emulator.Generate{Commits: 3}},
+					{Slug: "web", Generate: &emulator.Generate{Commits: 2, Branches: 1}},
+					{Slug: "empty"},
+				}},
+				{Slug: "acme-labs", Admins: []string{"alice"}, Repositories: []emulator.SeedRepository{
+					{Slug: "lab-1"}, {Slug: "lab-2"},
+				}},
+			},
+		},
+		Consumers: []emulator.Consumer{{Key: "gitsec-test", Secret: "consumer-secret-value", CallbackURL: apiURL + "/oauth/bitbucket/callback"}},
+		Logger:    log.With("component", "emulator"),
+	})
+	if err != nil {
+		t.Fatalf("start emulator: %v", err)
+	}
+	t.Cleanup(func() { e.emu.Close() })
+
+	tenv := testenv.Temporal(t)
+	e.taskQueue = tenv.TaskQueue
+	if e.temporal, err = client.DialContext(ctx, client.Options{HostPort: tenv.HostPort, Namespace: tenv.Namespace}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.temporal.Close)
+	oauth := bitbucket.OAuthConfig("gitsec-test", "consumer-secret-value", e.emu.URL()+"/site/oauth2", apiURL+"/oauth/bitbucket/callback")
+	acts := &activities.Activities{
+		Store: e.store, Box: e.box, PublicURL: apiURL, Logger: log,
+		Clients: &providerclient.Factory{
+			Store: e.store, Box: e.box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
+			Logger: log,
+		},
+	}
+	w := worker.New(worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, Activities: acts, Logger: log})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+
+	e.api.Config.Handler = api.NewHandler(api.Deps{
+		Store: e.store, Logger: log, Version: "test", Temporal: e.temporal, TaskQueue: tenv.TaskQueue,
+		Box: e.box, BitbucketOAuth: oauth,
+	})
+	e.api.Start()
+	t.Cleanup(e.api.Close)
+	return e
+}
+
+// call makes an API request and decodes the JSON answer; every body is kept for the secret scan.
+func (e *connectEnv) call(method, path, tenant, body string) (int, map[string]any) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	u := path
+	if !strings.HasPrefix(path, "http") {
+		u = e.api.URL + path
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if tenant != "" {
+		req.Header.Set("Authorization", "Bearer "+e.tokens[tenant])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	e.bodies.Write(raw)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		e.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
+	}
+	return resp.StatusCode, out
+}
+
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// consent asks for a connect link and answers the emulator's consent form; it returns the
+// callback URL the emulator redirects to (not yet followed).
+func (e *connectEnv) consent(tenant, user, decision string) string {
+	e.t.Helper()
+	status, body := e.call("POST", "/api/v1/installations/bitbucket/connect", tenant, "")
+	if status != 200 {
+		e.t.Fatalf("connect = %d %v", status, body)
+	}
+	authURL := body["authorize_url"].(string)
+	if !strings.HasPrefix(authURL, e.emu.URL()+"/site/oauth2/authorize?") {
+		e.t.Fatalf("authorize_url = %s", authURL)
+	}
+	resp, err := noRedirect.PostForm(authURL, url.Values{"user": {user}, "decision": {decision}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		e.t.Fatalf("consent form = %d", resp.StatusCode)
+	}
+	return resp.Header.Get("Location")
+}
+
+// connect walks the whole OAuth flow for a Bitbucket user and waits for onboarding to finish.
+func (e *connectEnv) connect(tenant, user string) (string, workflows.OnboardResult) {
+	e.t.Helper()
+	status, body := e.call("GET", e.consent(tenant, user, "grant"), "", "")
+	if status != 201 {
+		e.t.Fatalf("callback = %d %v", status, body)
+	}
+	id := body["installation_id"].(string)
+	e.lastInstallation = id
+	var res workflows.OnboardResult
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := e.temporal.GetWorkflow(ctx, body["workflow_id"].(string), "").Get(ctx, &res); err != nil {
+		e.t.Fatalf("onboarding %s: %v", id, err)
+	}
+	return id, res
+}
+
+// emulatorGET reads the emulator's REST API as user (token from its admin endpoint).
+func (e *connectEnv) emulatorGET(user, path string) map[string]any {
+	e.t.Helper()
+	resp, err := http.Post(e.emu.URL()+"/_emulator/tokens", "application/json", strings.NewReader(fmt.Sprintf(`{"user":%q,"scopes":["account","repository","webhook"]}`, user)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var tok map[string]any
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	req, _ := http.NewRequest("GET", e.emu.URL()+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out
+}
+
+func (e *connectEnv) hooksOf(workspace string) []any {
+	page := e.emulatorGET("alice", "/2.0/workspaces/"+workspace+"/hooks")
+	v, _ := page["values"].([]any)
+	return v
+}
+
+func TestConnectBitbucketEndToEnd(t *testing.T) {
+	e := newConnectEnv(t)
+	instID, res := e.connect("acme-corp", "alice")
+	if res.Status != "active" {
+		t.Fatalf("alice's installation ended %+v, want active", res)
+	}
+
+	// The installations table shows both admin workspaces with their webhook.
+	_, list := e.call("GET", "/api/v1/installations", "acme-corp", "")
+	insts := list["installations"].([]any)
+	if len(insts) != 1 {
+		t.Fatalf("installations = %v", list)
+	}
+	inst := insts[0].(map[string]any)
+	if inst["status"] != "active" || inst["account"].(map[string]any)["name"] != "alice" {
+		t.Fatalf("installation = %v", inst)
+	}
+	if repos := inst["repositories"].(map[string]any); repos["total"].(float64) != 5 {
+		t.Fatalf("repository counts = %v", repos)
+	}
+	for _, w := range inst["workspaces"].([]any) {
+		ws := w.(map[string]any)
+		if ws["admin"] != true || ws["webhook_registered"] != true {
+			t.Fatalf("workspace = %v", ws)
+		}
+	}
+	for _, ws := range []string{"acme", "acme-labs"} {
+		hooks := e.hooksOf(ws)
+		if len(hooks) != 1 {
+			t.Fatalf("%s has %d hooks in the emulator, want 1", ws, len(hooks))
+		}
+		h := hooks[0].(map[string]any)
+		if h["url"] != e.api.URL+"/webhooks/bitbucket/"+instID || h["secret_set"] != true {
+			t.Fatalf("%s hook = %v", ws, h)
+		}
+	}
+
+	// A second discovery (sync) updates the hook in place: still one per workspace.
+	if status, body := e.call("POST", "/api/v1/installations/"+instID+"/sync", "acme-corp", ""); status != 202 {
+		t.Fatalf("sync = %d %v", status, body)
+	}
+	waitWorkflow(t, e, workflows.OnboardWorkflowID(instID))
+	for _, ws := range []string{"acme", "acme-labs"} {
+		if n := len(e.hooksOf(ws)); n != 1 {
+			t.Fatalf("after sync %s has %d hooks, want 1", ws, n)
+		}
+	}
+
+	// Detail with progress.
+	status, detail := e.call("GET", "/api/v1/installations/"+instID, "acme-corp", "")
+	if status != 200 {
+		t.Fatalf("detail = %d %v", status, detail)
+	}
+	prog := detail["installation"].(map[string]any)["progress"].(map[string]any)
+	if prog["repositories_found"].(float64) != 5 || prog["done"] != true {
+		t.Fatalf("progress = %v", prog)
+	}
+
+	// Repositories: paging with a stable cursor, filters, include/exclude.
+	var names []string
+	cursor := ""
+	for page := 0; page < 10; page++ {
+		_, body := e.call("GET", "/api/v1/repositories?limit=2&installation="+instID+"&cursor="+cursor, "acme-corp", "")
+		for _, r := range body["repositories"].([]any) {
+			names = append(names, r.(map[string]any)["full_name"].(string))
+		}
+		next, _ := body["next_cursor"].(string)
+		if next == "" {
+			break
+		}
+		cursor = url.QueryEscape(next)
+	}
+	want := "acme-labs/lab-1,acme-labs/lab-2,acme/api,acme/empty,acme/web"
+	if strings.Join(names, ",") != want {
+		t.Fatalf("paged repositories = %v, want %s", names, want)
+	}
+	_, body := e.call("GET", "/api/v1/repositories?workspace=acme&q=ap", "acme-corp", "")
+	repos := body["repositories"].([]any)
+	if len(repos) != 1 {
+		t.Fatalf("filtered = %v", body)
+	}
+	apiRepo := repos[0].(map[string]any)
+	if apiRepo["last_backup_status"] != "pending_backup" || apiRepo["included"] != true || !strings.HasPrefix(apiRepo["uuid"].(string), "{") {
+		t.Fatalf("repository = %v", apiRepo)
+	}
+	repoID := apiRepo["id"].(string)
+	if status, body := e.call("PATCH", "/api/v1/repositories/"+repoID, "acme-corp", `{"included":false}`); status != 200 || body["repository"].(map[string]any)["included"] != false {
+		t.Fatalf("exclude = %d %v", status, body)
+	}
+	if status, body := e.call("POST", "/api/v1/installations/"+instID+"/repositories:bulk", "acme-corp", `{"exclude":["acme-labs/*"],"include":["acme/*"],"default_included":false}`); status != 200 ||
+		body["matched_exclude"].(float64) != 2 || body["changed_to_included"].(float64) != 1 {
+		t.Fatalf("bulk = %d %v", status, body)
+	}
+	_, body = e.call("GET", "/api/v1/repositories?included=false", "acme-corp", "")
+	if n := len(body["repositories"].([]any)); n != 2 {
+		t.Fatalf("excluded repositories = %d, want the two acme-labs ones", n)
+	}
+	for _, bad := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/installations/" + instID + "/repositories:bulk", `{"include":["[bad"]}`},
+		{"POST", "/api/v1/installations/" + instID + "/repositories:bulk", `{}`},
+		{"PATCH", "/api/v1/repositories/" + repoID, `{"included":"yes"}`},
+		{"PATCH", "/api/v1/repositories/" + repoID, `{}`},
+		{"GET", "/api/v1/repositories?included=maybe", ""},
+		{"GET", "/api/v1/repositories?cursor=bm9wZQ", ""},
+	} {
+		if status, body := e.call(bad.method, bad.path, "acme-corp", bad.body); status != 400 {
+			t.Fatalf("%s %s %s = %d %v, want 400", bad.method, bad.path, bad.body, status, body)
+		}
+	}
+
+	// Another tenant sees none of it: 404, never 403.
+	for _, p := range []string{"/api/v1/installations/" + instID, "/api/v1/repositories/" + repoID} {
+		if status, _ := e.call("GET", p, "other-corp", ""); status != 404 {
+			t.Fatalf("other tenant GET %s = %d, want 404", p, status)
+		}
+	}
+	if status, _ := e.call("PATCH", "/api/v1/repositories/"+repoID, "other-corp", `{"included":true}`); status != 404 {
+		t.Fatalf("other tenant PATCH = %d, want 404", status)
+	}
+	if status, _ := e.call("DELETE", "/api/v1/installations/"+instID, "other-corp", ""); status != 404 {
+		t.Fatalf("other tenant DELETE = %d, want 404", status)
+	}
+	_, other := e.call("GET", "/api/v1/repositories", "other-corp", "")
+	if n := len(other["repositories"].([]any)); n != 0 {
+		t.Fatalf("other tenant lists %d repositories", n)
+	}
+
+	// Every change is audited.
+	_, audit := e.call("GET", "/api/v1/audit-events", "acme-corp", "")
+	var actions []string
+	for _, ev := range audit["audit_events"].([]any) {
+		actions = append(actions, ev.(map[string]any)["action"].(string))
+	}
+	for _, want := range []string{"installation.connected", "installation.sync_requested", "repository.excluded", "repositories.bulk_inclusion"} {
+		if !strings.Contains(strings.Join(actions, " "), want) {
+			t.Fatalf("audit actions %v lack %s", actions, want)
+		}
+	}
+
+	// Collect the secrets before uninstall drops the credentials.
+	secrets := e.secretsOf(instID)
+
+	// Uninstall removes the hooks GitSec registered and keeps backups.
+	status, del := e.call("DELETE", "/api/v1/installations/"+instID, "acme-corp", "")
+	if status != 202 || !strings.Contains(del["backups"].(string), "kept") {
+		t.Fatalf("uninstall = %d %v", status, del)
+	}
+	waitWorkflow(t, e, workflows.UninstallWorkflowID(instID))
+	for _, ws := range []string{"acme", "acme-labs"} {
+		if n := len(e.hooksOf(ws)); n != 0 {
+			t.Fatalf("after uninstall %s has %d hooks", ws, n)
+		}
+	}
+	_, detail = e.call("GET", "/api/v1/installations/"+instID, "acme-corp", "")
+	if st := detail["installation"].(map[string]any)["status"]; st != "removed" {
+		t.Fatalf("status after uninstall = %v", st)
+	}
+
+	e.assertNoSecretLeaks(secrets)
+}
+
+func TestConnectAccountsWithoutAdminOrWorkspace(t *testing.T) {
+	e := newConnectEnv(t)
+	bobInst, res := e.connect("acme-corp", "bob")
+	if res.Status != "active_partial" {
+		t.Fatalf("bob's installation = %+v, want active_partial", res)
+	}
+	_, detail := e.call("GET", "/api/v1/installations/"+bobInst, "acme-corp", "")
+	wss := detail["installation"].(map[string]any)["workspaces"].([]any)
+	if len(wss) != 1 {
+		t.Fatalf("bob's workspaces = %v", wss)
+	}
+	ws := wss[0].(map[string]any)
+	if ws["slug"] != "acme" || ws["status"] != "no_admin" || ws["webhook_registered"] != false || !strings.Contains(ws["status_reason"].(string), "not an administrator") {
+		t.Fatalf("bob's workspace = %v", ws)
+	}
+	if n := len(e.hooksOf("acme")); n != 0 {
+		t.Fatalf("a hook was registered for a non-admin: %d", n)
+	}
+	if n := detail["installation"].(map[string]any)["repositories"].(map[string]any)["total"].(float64); n != 3 {
+		t.Fatalf("bob's repositories = %v, want acme's 3 (listed for scheduled backups)", n)
+	}
+
+	carolInst, res := e.connect("acme-corp", "carol")
+	if res.Status != "no_workspace" || res.Message != "No Bitbucket Workspace" {
+		t.Fatalf("carol's installation = %+v", res)
+	}
+	_, detail = e.call("GET", "/api/v1/installations/"+carolInst, "acme-corp", "")
+	inst := detail["installation"].(map[string]any)
+	if inst["status"] != "no_workspace" || inst["status_message"] != "No Bitbucket Workspace" {
+		t.Fatalf("carol's installation = %v", inst)
+	}
+}
+
+func TestCallbackRejectsBadStatesAndDenials(t *testing.T) {
+	e := newConnectEnv(t)
+	count := func() int {
+		_, list := e.call("GET", "/api/v1/installations", "acme-corp", "")
+		return len(list["installations"].([]any))
+	}
+
+	// Denied at the consent page: shown, nothing created.
+	denied := e.consent("acme-corp", "alice", "deny")
+	if status, body := e.call("GET", denied, "", ""); status != 400 || errorCode(t, body) != "access_denied" {
+		t.Fatalf("denied callback = %d %v", status, body)
+	}
+
+	callback := e.consent("acme-corp", "alice", "grant")
+	u, _ := url.Parse(callback)
+	state := u.Query().Get("state")
+	tampered := *u
+	q := u.Query()
+	q.Set("state", state[:len(state)-2]+"xx")
+	tampered.RawQuery = q.Encode()
+	foreign := *u
+	q = u.Query()
+	q.Set("state", "Zm9yZ2Vk.c2lnbmF0dXJl")
+	foreign.RawQuery = q.Encode()
+	for name, cb := range map[string]string{"tampered": tampered.String(), "foreign": foreign.String()} {
+		if status, body := e.call("GET", cb, "", ""); status != 400 || errorCode(t, body) != "invalid_state" {
+			t.Fatalf("%s state = %d %v", name, status, body)
+		}
+	}
+	if status, _ := e.call("GET", callback, "", ""); status != 201 {
+		t.Fatalf("genuine callback = %d", status)
+	}
+	// Replayed: the state was used.
+	if status, body := e.call("GET", callback, "", ""); status != 400 || errorCode(t, body) != "invalid_state" {
+		t.Fatalf("replayed state = %d %v", status, body)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("installations = %d, want exactly the one genuine callback", n)
+	}
+	if status, _ := e.call("GET", e.api.URL+"/oauth/bitbucket/callback?code=x", "", ""); status != 400 {
+		t.Fatalf("callback without state = %d", status)
+	}
+}
+
+func waitWorkflow(t *testing.T, e *connectEnv, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := e.temporal.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
+		t.Fatalf("workflow %s: %v", id, err)
+	}
+}
+
+// secretsOf decrypts what GitSec stores for an installation: the OAuth tokens and the webhook
+// secrets. None of them may appear anywhere else.
+func (e *connectEnv) secretsOf(instID string) []string {
+	e.t.Helper()
+	ctx := context.Background()
+	ten, err := e.store.TenantByName(ctx, "acme-corp")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	id := uuid.MustParse(instID)
+	enc, err := e.store.InstallationCredentials(ctx, ten.ID, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tok, err := providerclient.OpenToken(ctx, e.box, enc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	secrets := []string{tok.AccessToken, tok.RefreshToken, "consumer-secret-value"}
+	wss, err := e.store.ListWorkspaces(ctx, ten.ID, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, w := range wss {
+		enc, err := e.store.WorkspaceWebhookSecret(ctx, ten.ID, id, w.WebhookUUID)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		s, err := e.box.Decrypt(ctx, enc)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		secrets = append(secrets, string(s))
+	}
+	for _, s := range secrets {
+		if len(s) < 8 {
+			e.t.Fatalf("implausible secret %q", s)
+		}
+	}
+	return secrets
+}
+
+// assertNoSecretLeaks scans every workflow history of the test's task queue, the captured logs
+// and every API response for the secrets.
+func (e *connectEnv) assertNoSecretLeaks(secrets []string) {
+	e.t.Helper()
+	ctx := context.Background()
+	var histories bytes.Buffer
+	nWorkflows := 0
+	var next []byte
+	for {
+		resp, err := e.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: fmt.Sprintf("TaskQueue = %q", e.taskQueue), NextPageToken: next,
+		})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, wf := range resp.Executions {
+			it := e.temporal.GetWorkflowHistory(ctx, wf.Execution.WorkflowId, wf.Execution.RunId, false, 0)
+			for it.HasNext() {
+				ev, err := it.Next()
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				// The wire encoding keeps payload bytes verbatim (JSON would base64 them).
+				raw, err := proto.Marshal(ev)
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				histories.Write(raw)
+			}
+			nWorkflows++
+		}
+		if next = resp.NextPageToken; len(next) == 0 {
+			break
+		}
+	}
+	if nWorkflows < 3 {
+		e.t.Fatalf("scanned %d workflow histories, want at least onboarding, sync and uninstall", nWorkflows)
+	}
+	// The scan must be able to see payloads at all: the installation ID is in every input.
+	if !strings.Contains(histories.String(), e.lastInstallation) {
+		e.t.Fatal("workflow payloads are not readable by the scan; it would miss secrets too")
+	}
+	for _, s := range secrets {
+		for where, text := range map[string]string{"workflow histories": histories.String(), "logs": e.logs.String(), "API responses": e.bodies.String()} {
+			if strings.Contains(text, s) {
+				e.t.Errorf("a secret (%s...) appears in the %s", s[:4], where)
+			}
+		}
+	}
+}
