@@ -35,6 +35,9 @@ func newRootCmd() *cobra.Command {
 	// Each subcommand lives in its own file as newXxxCmd.
 	root.AddCommand(
 		newVersionCmd(),
+		newSnapshotsCmd(),
+		newRestoreCmd(),
+		newExportBundlesCmd(),
 		newEmulatorCmd(),
 		newAPICmd(),
 		newWorkerCmd(),

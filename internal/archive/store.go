@@ -1,0 +1,432 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gocloud.dev/blob"
+	// The storage schemes an operator may configure; linking them all in
+	// keeps the choice a matter of URL.
+	_ "gocloud.dev/blob/azureblob"
+	_ "gocloud.dev/blob/fileblob"
+	_ "gocloud.dev/blob/gcsblob"
+	_ "gocloud.dev/blob/s3blob"
+	"gocloud.dev/gcerrors"
+
+	"github.com/gitsec/gitsec/internal/gitmirror"
+)
+
+// sha256MetadataKey stores each object's SHA-256 with it, so that a re-upload
+// can tell an intact object from a damaged one of the same size.
+const sha256MetadataKey = "sha256"
+
+// Store reads and writes backups in one bucket.
+type Store struct {
+	bucket *blob.Bucket
+}
+
+// Open opens the bucket named by a gocloud.dev URL: file:///path (add
+// ?create_dir=1 to create it), s3://bucket?region=..., gs://bucket,
+// azblob://container.
+func Open(ctx context.Context, storageURL string) (*Store, error) {
+	u, err := url.Parse(storageURL)
+	if err != nil || u.Scheme == "" {
+		return nil, fmt.Errorf("invalid storage URL %q: want a URL such as file:///var/lib/gitsec/backups or s3://bucket", storageURL)
+	}
+	bucket, err := blob.OpenBucket(ctx, storageURL)
+	if err != nil {
+		// The URL itself is not echoed: it may carry credentials in its query.
+		return nil, fmt.Errorf("open %s:// storage: %w", u.Scheme, err)
+	}
+	return &Store{bucket: bucket}, nil
+}
+
+// NewStore wraps an already opened bucket.
+func NewStore(bucket *blob.Bucket) *Store { return &Store{bucket: bucket} }
+
+// Close closes the bucket.
+func (s *Store) Close() error { return s.bucket.Close() }
+
+// PutPack uploads a pack and its idx unless identical objects are already
+// stored (a crashed run uploaded them), and returns the manifest entry with
+// Snapshot, Prerequisites and UnnamedTips left for the caller. uploaded is the
+// number of bytes actually sent.
+func (s *Store) PutPack(ctx context.Context, repo RepoKey, p gitmirror.PackFiles) (entry Pack, uploaded int64, err error) {
+	if !gitmirror.ValidPackName(p.Name) {
+		return Pack{}, 0, fmt.Errorf("invalid pack name %q", p.Name)
+	}
+	packInfo, n, err := s.putFile(ctx, repo.PackKey(p.Name), p.PackPath)
+	if err != nil {
+		return Pack{}, 0, err
+	}
+	uploaded += n
+	// The idx goes second so that a stored idx implies a stored pack.
+	idxInfo, n, err := s.putFile(ctx, repo.IdxKey(p.Name), p.IdxPath)
+	if err != nil {
+		return Pack{}, 0, err
+	}
+	uploaded += n
+	return Pack{Name: p.Name, Pack: packInfo, Idx: idxInfo, Objects: p.Objects}, uploaded, nil
+}
+
+func (s *Store) putFile(ctx context.Context, key, path string) (FileInfo, int64, error) {
+	local, err := hashFile(path)
+	if err != nil {
+		return FileInfo{}, 0, err
+	}
+	attrs, err := s.bucket.Attributes(ctx, key)
+	switch {
+	case err == nil:
+		stored := attrs.Metadata[sha256MetadataKey]
+		if attrs.Size == local.Size && (stored == "" || stored == local.SHA256) {
+			return local, 0, nil
+		}
+	case gcerrors.Code(err) != gcerrors.NotFound:
+		return FileInfo{}, 0, fmt.Errorf("stat %s: %w", key, err)
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", filepath.Base(path), err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // aborts the upload when returning early
+	w, err := s.bucket.NewWriter(ctx, key, &blob.WriterOptions{
+		ContentType: "application/octet-stream",
+		Metadata:    map[string]string{sha256MetadataKey: local.SHA256},
+	})
+	if err != nil {
+		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(w, io.TeeReader(f, h))
+	if err != nil {
+		cancel()
+		w.Close()
+		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
+	}
+	if err := w.Close(); err != nil {
+		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
+	}
+	if n != local.Size || hex.EncodeToString(h.Sum(nil)) != local.SHA256 {
+		return FileInfo{}, 0, fmt.Errorf("upload %s: %s changed while it was uploaded", key, path)
+	}
+	attrs, err = s.bucket.Attributes(ctx, key)
+	if err != nil {
+		return FileInfo{}, 0, fmt.Errorf("verify %s: %w", key, err)
+	}
+	if attrs.Size != local.Size {
+		return FileInfo{}, 0, fmt.Errorf("verify %s: stored %d bytes, sent %d: %w", key, attrs.Size, local.Size, ErrCorrupt)
+	}
+	return local, n, nil
+}
+
+func hashFile(path string) (FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return FileInfo{}, fmt.Errorf("hash %s: %w", filepath.Base(path), err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return FileInfo{}, fmt.Errorf("hash %s: %w", filepath.Base(path), err)
+	}
+	return FileInfo{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// CommitSnapshot stores the manifest, which makes the snapshot exist. It must
+// be the last write of a backup run. Totals are computed here. It returns the
+// manifest's size in bytes, and ErrSnapshotExists when a manifest with the
+// same id is already stored.
+func (s *Store) CommitSnapshot(ctx context.Context, m *Manifest) (int64, error) {
+	if m.Exports == nil {
+		m.Exports = []Export{}
+	}
+	if m.Refs == nil {
+		m.Refs = gitmirror.RefMap{}
+	}
+	if m.Packs == nil {
+		m.Packs = []Pack{}
+	}
+	for i := range m.Packs {
+		if m.Packs[i].Prerequisites == nil {
+			m.Packs[i].Prerequisites = []string{}
+		}
+	}
+	m.computeTotals()
+	if err := m.Validate(); err != nil {
+		return 0, fmt.Errorf("commit snapshot: %w", err)
+	}
+	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
+	if err != nil {
+		return 0, err
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return 0, fmt.Errorf("encode manifest: %w", err)
+	}
+	data = append(data, '\n')
+	key := repo.ManifestKey(m.ID)
+	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
+		ContentType: "application/json",
+		IfNotExist:  true,
+	})
+	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, ErrSnapshotExists)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, err)
+	}
+	return int64(len(data)), nil
+}
+
+// ListSnapshots returns the ids of a repository's snapshots, newest first.
+func (s *Store) ListSnapshots(ctx context.Context, repo RepoKey) ([]string, error) {
+	prefix := repo.prefix() + "snapshots/"
+	var ids []string
+	iter := s.bucket.List(&blob.ListOptions{Prefix: prefix})
+	for {
+		obj, err := iter.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots of %s: %w", repo, err)
+		}
+		id, ok := strings.CutSuffix(strings.TrimPrefix(obj.Key, prefix), ".json")
+		if ok && ValidSnapshotID(id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	return ids, nil
+}
+
+// LoadManifest reads one snapshot's manifest; id "latest" (or "") means the
+// newest one. It returns ErrNotFound when there is no such snapshot.
+func (s *Store) LoadManifest(ctx context.Context, repo RepoKey, id string) (*Manifest, error) {
+	if id == "" || id == "latest" {
+		ids, err := s.ListSnapshots(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("repository %s has no snapshot: %w", repo, ErrNotFound)
+		}
+		id = ids[0]
+	}
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("invalid snapshot id %q: want an id such as 20260101T120000.000Z-0123abcd, or latest", id)
+	}
+	data, err := s.bucket.ReadAll(ctx, repo.ManifestKey(id))
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, fmt.Errorf("snapshot %s of repository %s: %w", id, repo, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot %s: %w", id, err)
+	}
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("decode snapshot %s: %w", id, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	if m.ID != id || m.Tenant != repo.Tenant || m.Repository.UUID != repo.UUID {
+		return nil, fmt.Errorf("snapshot %s is stored under %s but describes %s/%s", id, repo, m.Tenant, m.ID)
+	}
+	return &m, nil
+}
+
+// ListTenants returns the tenant ids that have backups.
+func (s *Store) ListTenants(ctx context.Context) ([]string, error) {
+	return s.listDirs(ctx, "tenants/")
+}
+
+// ListRepositories returns the repositories of one tenant that have backups.
+func (s *Store) ListRepositories(ctx context.Context, tenant string) ([]RepoKey, error) {
+	if _, err := NewRepoKey(tenant, "x"); err != nil {
+		return nil, err
+	}
+	uuids, err := s.listDirs(ctx, "tenants/"+tenant+"/repositories/")
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]RepoKey, 0, len(uuids))
+	for _, u := range uuids {
+		if k, err := NewRepoKey(tenant, u); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+func (s *Store) listDirs(ctx context.Context, prefix string) ([]string, error) {
+	var names []string
+	iter := s.bucket.List(&blob.ListOptions{Prefix: prefix, Delimiter: "/"})
+	for {
+		obj, err := iter.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		if obj.IsDir {
+			names = append(names, strings.TrimSuffix(strings.TrimPrefix(obj.Key, prefix), "/"))
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// TransferEvent reports one file of a download, before and after it moves.
+type TransferEvent struct {
+	// Name is the file's name (pack-<sha1>.pack, 0001.bundle, ...).
+	Name string
+	Size int64
+	// Index counts from 1 up to Count.
+	Index, Count int
+	Done         bool
+}
+
+// download streams key into path, verifying size and SHA-256 against want.
+func (s *Store) download(ctx context.Context, key string, want FileInfo, w io.Writer) error {
+	r, err := s.bucket.NewReader(ctx, key, nil)
+	if err != nil {
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			return fmt.Errorf("download %s: missing from storage: %w", key, ErrCorrupt)
+		}
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), r)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	return checkDigest(key, want, n, h)
+}
+
+func checkDigest(key string, want FileInfo, n int64, h hash.Hash) error {
+	got := hex.EncodeToString(h.Sum(nil))
+	if n != want.Size || got != want.SHA256 {
+		return fmt.Errorf("%s: got %d bytes with sha256 %s, manifest says %d bytes with sha256 %s: %w",
+			key, n, got, want.Size, want.SHA256, ErrCorrupt)
+	}
+	return nil
+}
+
+func (s *Store) downloadFile(ctx context.Context, key string, want FileInfo, path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	if err := s.download(ctx, key, want, f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	return nil
+}
+
+// DownloadPacks downloads the listed packs and idx files into dir, verifying
+// each against the manifest, and returns them ready for gitmirror.Hydrate.
+// progress may be nil.
+func (s *Store) DownloadPacks(ctx context.Context, repo RepoKey, packs []Pack, dir string, progress func(TransferEvent)) ([]gitmirror.PackFiles, error) {
+	if progress == nil {
+		progress = func(TransferEvent) {}
+	}
+	out := make([]gitmirror.PackFiles, 0, len(packs))
+	for i, p := range packs {
+		if !gitmirror.ValidPackName(p.Name) {
+			return nil, fmt.Errorf("invalid pack name %q", p.Name)
+		}
+		files := gitmirror.PackFiles{
+			Name:     p.Name,
+			PackPath: filepath.Join(dir, p.Name+".pack"),
+			IdxPath:  filepath.Join(dir, p.Name+".idx"),
+			Objects:  p.Objects,
+		}
+		ev := TransferEvent{Name: p.Name, Size: p.Pack.Size + p.Idx.Size, Index: i + 1, Count: len(packs)}
+		progress(ev)
+		if err := s.downloadFile(ctx, repo.PackKey(p.Name), p.Pack, files.PackPath); err != nil {
+			return nil, err
+		}
+		if err := s.downloadFile(ctx, repo.IdxKey(p.Name), p.Idx, files.IdxPath); err != nil {
+			return nil, err
+		}
+		ev.Done = true
+		progress(ev)
+		out = append(out, files)
+	}
+	return out, nil
+}
+
+// Hydrate rebuilds a bare repository (a worker's lost mirror, or a restore
+// target) at dir from a snapshot: packs and idx files are downloaded next to
+// dir and moved into place, then the references and HEAD are written.
+func (s *Store) Hydrate(ctx context.Context, m *Manifest, dir string, progress func(TransferEvent)) (*gitmirror.Mirror, error) {
+	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
+	if err != nil {
+		return nil, err
+	}
+	if exists, err := gitmirror.Exists(dir); err != nil {
+		return nil, err
+	} else if exists {
+		return nil, fmt.Errorf("%s already holds a repository", dir)
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, fmt.Errorf("hydrate %s: %w", dir, err)
+	}
+	// Same filesystem as dir, so that moving the packs is a rename.
+	staging, err := os.MkdirTemp(parent, ".gitsec-download-")
+	if err != nil {
+		return nil, fmt.Errorf("hydrate %s: %w", dir, err)
+	}
+	defer os.RemoveAll(staging)
+	packs, err := s.DownloadPacks(ctx, repo, m.Packs, staging, progress)
+	if err != nil {
+		return nil, err
+	}
+	return gitmirror.Hydrate(dir, packs, m.Refs, m.Head)
+}
+
+// Restore writes snapshot id ("latest" for the newest) of a repository as a
+// bare repository at dir, which must not exist or be empty. Its references
+// and HEAD equal the manifest's.
+func (s *Store) Restore(ctx context.Context, repo RepoKey, id, dir string, progress func(TransferEvent)) (*Manifest, error) {
+	m, err := s.LoadManifest(ctx, repo, id)
+	if err != nil {
+		return nil, err
+	}
+	mirror, err := s.Hydrate(ctx, m, dir, progress)
+	if err != nil {
+		return nil, fmt.Errorf("restore snapshot %s: %w", m.ID, err)
+	}
+	if err := mirror.Close(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
