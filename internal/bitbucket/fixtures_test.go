@@ -33,8 +33,44 @@ func referenceDir(tb testing.TB) string {
 			break
 		}
 	}
-	tb.Fatalf("shared/reference/fixtures not found above %s (set GITSEC_REFERENCE_DIR); the Bitbucket fixture tests cannot run without it", start)
+	// A clone without shared/ beside it uses the copy kept in testdata (TestFixtureCopyInSync
+	// keeps the two equal wherever both exist).
+	if info, err := os.Stat(filepath.Join(start, "testdata", "reference", "fixtures")); err == nil && info.IsDir() {
+		return filepath.Join(start, "testdata", "reference")
+	}
+	tb.Fatalf("shared/reference/fixtures not found above %s and no testdata copy (set GITSEC_REFERENCE_DIR); the Bitbucket fixture tests cannot run without it", start)
 	return ""
+}
+
+// TestFixtureCopyInSync checks that testdata/reference/fixtures equals shared/reference/fixtures
+// when the latter is present, so the copy never drifts from the recorded ground truth.
+func TestFixtureCopyInSync(t *testing.T) {
+	ref := referenceDir(t)
+	local, _ := filepath.Abs(filepath.Join("testdata", "reference"))
+	if abs, _ := filepath.Abs(ref); abs == local {
+		t.Log("shared/reference is not beside this checkout; the testdata copy is the reference")
+		return
+	}
+	shared := map[string][]byte{}
+	root := filepath.Join(ref, "fixtures")
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(root, p)
+		shared[rel] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, want := range shared {
+		got, err := os.ReadFile(filepath.Join(local, "fixtures", rel))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("testdata/reference/fixtures/%s differs from shared/reference (copy it again: cp -r ../shared/reference/fixtures internal/bitbucket/testdata/reference/)", rel)
+		}
+	}
 }
 
 func readFixture(tb testing.TB, rel string) []byte {
