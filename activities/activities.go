@@ -8,8 +8,11 @@ import (
 	"log/slog"
 
 	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
@@ -25,6 +28,14 @@ type Activities struct {
 	// PublicURL is GitSec's externally reachable base URL; webhook URLs are built from it.
 	PublicURL string
 	Logger    *slog.Logger
+
+	// Backups: object storage, this worker's mirror directory and host task queue, and the
+	// Temporal client that wakes backup workflows.
+	Archive   *archive.Store
+	MirrorDir string
+	HostQueue string
+	Temporal  client.Client
+	Backups   backupqueue.Settings
 }
 
 // parseRef turns the IDs of a workflow input into UUIDs; a malformed one is a bug upstream,

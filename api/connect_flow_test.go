@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +18,16 @@ import (
 	"github.com/google/uuid"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"golang.org/x/oauth2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/api"
+	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/providerclient"
@@ -35,23 +42,63 @@ import (
 // a worker on this test's task queue, the Bitbucket emulator, and the API over HTTP.
 type connectEnv struct {
 	t                *testing.T
+	opts             connectOptions
 	api              *httptest.Server
+	apiURL           string
 	emu              *emulator.Server
 	store            *store.Store
 	box              *secretbox.Box
 	temporal         client.Client
+	oauth            *oauth2.Config
+	log              *slog.Logger
+	worker           sdkworker.Worker // nil while stopped
 	logs             *lockedBuffer
 	tokens           map[string]string // tenant name -> API token
 	bodies           *lockedBuffer     // every API response body, for the secret scan
 	taskQueue        string
+	backupDir        string // object storage and mirrors of the backups onboarding starts
 	lastInstallation string
+}
+
+// connectOptions vary the connect stack for the fault tests; the zero value is the default world.
+type connectOptions struct {
+	seed           *emulator.Seed // nil: defaultConnectSeed
+	emulatorDir    string         // "": a fresh t.TempDir()
+	accessTokenTTL time.Duration  // the emulator's; 0 keeps its two hours
+	// retryInterval, when set, replaces the interval between activity attempts (30 s for
+	// provider calls in production) so that a test can watch Temporal's retry happen. The
+	// attempt limits and non-retryable error types stay those of the workflow's presets.
+	retryInterval time.Duration
+}
+
+// defaultConnectSeed: alice administers acme and acme-labs, bob is a member of acme, carol has
+// no workspace.
+func defaultConnectSeed() *emulator.Seed {
+	return &emulator.Seed{
+		Users: []emulator.SeedUser{{Username: "alice"}, {Username: "bob"}, {Username: "carol"}},
+		Workspaces: []emulator.SeedWorkspace{
+			{Slug: "acme", Admins: []string{"alice"}, Members: []string{"bob"}, Repositories: []emulator.SeedRepository{
+				{Slug: "api", Generate: &emulator.Generate{Commits: 3}},
+				{Slug: "web", Generate: &emulator.Generate{Commits: 2, Branches: 1}},
+				{Slug: "empty"},
+			}},
+			{Slug: "acme-labs", Admins: []string{"alice"}, Repositories: []emulator.SeedRepository{
+				{Slug: "lab-1"}, {Slug: "lab-2"},
+			}},
+		},
+	}
 }
 
 func newConnectEnv(t *testing.T) *connectEnv {
 	t.Helper()
+	return newConnectEnvWith(t, connectOptions{})
+}
+
+func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
+	t.Helper()
 	ctx := context.Background()
-	e := &connectEnv{t: t, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}}
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := &connectEnv{t: t, opts: opts, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}}
+	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	var err error
 	if e.store, err = store.Open(ctx, testenv.Postgres(t)); err != nil {
@@ -77,25 +124,21 @@ func newConnectEnv(t *testing.T) *connectEnv {
 
 	// The API's address must be known before the emulator registers the consumer's callback.
 	e.api = httptest.NewUnstartedServer(nil)
-	apiURL := "http://" + e.api.Listener.Addr().String()
+	e.apiURL = "http://" + e.api.Listener.Addr().String()
+	seed, dataDir := opts.seed, opts.emulatorDir
+	if seed == nil {
+		seed = defaultConnectSeed()
+	}
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
 	e.emu, err = emulator.Start(ctx, emulator.Options{
-		Listen:  "127.0.0.1:0",
-		DataDir: t.TempDir(),
-		Seed: &emulator.Seed{
-			Users: []emulator.SeedUser{{Username: "alice"}, {Username: "bob"}, {Username: "carol"}},
-			Workspaces: []emulator.SeedWorkspace{
-				{Slug: "acme", Admins: []string{"alice"}, Members: []string{"bob"}, Repositories: []emulator.SeedRepository{
-					{Slug: "api", Generate: &emulator.Generate{Commits: 3}},
-					{Slug: "web", Generate: &emulator.Generate{Commits: 2, Branches: 1}},
-					{Slug: "empty"},
-				}},
-				{Slug: "acme-labs", Admins: []string{"alice"}, Repositories: []emulator.SeedRepository{
-					{Slug: "lab-1"}, {Slug: "lab-2"},
-				}},
-			},
-		},
-		Consumers: []emulator.Consumer{{Key: "gitsec-test", Secret: "consumer-secret-value", CallbackURL: apiURL + "/oauth/bitbucket/callback"}},
-		Logger:    log.With("component", "emulator"),
+		Listen:         "127.0.0.1:0",
+		DataDir:        dataDir,
+		Seed:           seed,
+		AccessTokenTTL: opts.accessTokenTTL,
+		Consumers:      []emulator.Consumer{{Key: "gitsec-test", Secret: "consumer-secret-value", CallbackURL: e.apiURL + "/oauth/bitbucket/callback"}},
+		Logger:         e.log.With("component", "emulator"),
 	})
 	if err != nil {
 		t.Fatalf("start emulator: %v", err)
@@ -108,28 +151,109 @@ func newConnectEnv(t *testing.T) *connectEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.temporal.Close)
-	oauth := bitbucket.OAuthConfig("gitsec-test", "consumer-secret-value", e.emu.URL()+"/site/oauth2", apiURL+"/oauth/bitbucket/callback")
-	acts := &activities.Activities{
-		Store: e.store, Box: e.box, PublicURL: apiURL, Logger: log,
-		Clients: &providerclient.Factory{
-			Store: e.store, Box: e.box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
-			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
-			Logger: log,
-		},
-	}
-	w := worker.New(worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, Activities: acts, Logger: log})
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Stop)
+	e.oauth = bitbucket.OAuthConfig("gitsec-test", "consumer-secret-value", e.emu.URL()+"/site/oauth2", e.apiURL+"/oauth/bitbucket/callback")
+	e.startWorker()
+	t.Cleanup(func() {
+		if e.worker != nil {
+			e.worker.Stop()
+		}
+	})
 
 	e.api.Config.Handler = api.NewHandler(api.Deps{
-		Store: e.store, Logger: log, Version: "test", Temporal: e.temporal, TaskQueue: tenv.TaskQueue,
-		Box: e.box, BitbucketOAuth: oauth,
+		Store: e.store, Logger: e.log, Version: "test", Temporal: e.temporal, TaskQueue: tenv.TaskQueue,
+		Box: e.box, BitbucketOAuth: e.oauth,
 	})
 	e.api.Start()
 	t.Cleanup(e.api.Close)
 	return e
+}
+
+// startWorker starts a worker on the test's task queue with fresh activities: a new client
+// factory, so nothing (cached clients, in-memory tokens) carries over from a stopped worker, as
+// with a new process.
+func (e *connectEnv) startWorker() {
+	e.t.Helper()
+	if e.worker != nil {
+		e.t.Fatal("startWorker: a worker is already running")
+	}
+	if e.backupDir == "" {
+		e.backupDir = e.t.TempDir()
+	}
+	arch, err := archive.Open(context.Background(), "file://"+filepath.Join(e.backupDir, "storage")+"?create_dir=true")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { arch.Close() })
+	acts := &activities.Activities{
+		Store: e.store, Box: e.box, PublicURL: e.apiURL, Logger: e.log,
+		Clients: &providerclient.Factory{
+			Store: e.store, Box: e.box, OAuth: e.oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
+			Logger: e.log,
+		},
+		// Onboarding starts the first backups; they run on this same worker (its task queue
+		// doubles as the host queue), so the connect tests exercise them too.
+		Archive: arch, MirrorDir: filepath.Join(e.backupDir, "mirrors"), HostQueue: e.taskQueue, Temporal: e.temporal,
+		Backups: backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second},
+	}
+	var w sdkworker.Worker
+	if e.opts.retryInterval > 0 {
+		w = sdkworker.New(e.temporal, e.taskQueue, sdkworker.Options{
+			Interceptors: []interceptor.WorkerInterceptor{&quickActivityRetries{interval: e.opts.retryInterval}},
+		})
+		worker.Register(w, acts)
+	} else {
+		w = worker.New(worker.Options{Client: e.temporal, TaskQueue: e.taskQueue, Activities: acts, Logger: e.log})
+	}
+	if err := w.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.worker = w
+}
+
+// stopWorker stops the worker: activities in flight see their context cancelled.
+func (e *connectEnv) stopWorker() {
+	e.t.Helper()
+	if e.worker == nil {
+		e.t.Fatal("stopWorker: no worker is running")
+	}
+	e.worker.Stop()
+	e.worker = nil
+}
+
+// quickActivityRetries shortens the wait between activity attempts of every workflow the worker
+// runs. Only the intervals change: attempt limits and non-retryable error types are the
+// workflow's own, so a test still sees which errors are retried at all.
+type quickActivityRetries struct {
+	interceptor.WorkerInterceptorBase
+	interval time.Duration
+}
+
+func (q *quickActivityRetries) InterceptWorkflow(_ workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
+	return &quickRetriesInbound{WorkflowInboundInterceptorBase: interceptor.WorkflowInboundInterceptorBase{Next: next}, interval: q.interval}
+}
+
+type quickRetriesInbound struct {
+	interceptor.WorkflowInboundInterceptorBase
+	interval time.Duration
+}
+
+func (i *quickRetriesInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
+	return i.Next.Init(&quickRetriesOutbound{WorkflowOutboundInterceptorBase: interceptor.WorkflowOutboundInterceptorBase{Next: outbound}, interval: i.interval})
+}
+
+type quickRetriesOutbound struct {
+	interceptor.WorkflowOutboundInterceptorBase
+	interval time.Duration
+}
+
+func (o *quickRetriesOutbound) ExecuteActivity(ctx workflow.Context, activityType string, args ...any) workflow.Future {
+	if rp := workflow.GetActivityOptions(ctx).RetryPolicy; rp != nil {
+		quick := *rp
+		quick.InitialInterval, quick.MaximumInterval = o.interval, o.interval
+		ctx = workflow.WithRetryPolicy(ctx, quick)
+	}
+	return o.Next.ExecuteActivity(ctx, activityType, args...)
 }
 
 // call makes an API request and decodes the JSON answer; every body is kept for the secret scan.
@@ -189,19 +313,26 @@ func (e *connectEnv) consent(tenant, user, decision string) string {
 // connect walks the whole OAuth flow for a Bitbucket user and waits for onboarding to finish.
 func (e *connectEnv) connect(tenant, user string) (string, workflows.OnboardResult) {
 	e.t.Helper()
+	id, wfID := e.startConnect(tenant, user)
+	var res workflows.OnboardResult
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := e.temporal.GetWorkflow(ctx, wfID, "").Get(ctx, &res); err != nil {
+		e.t.Fatalf("onboarding %s: %v", id, err)
+	}
+	return id, res
+}
+
+// startConnect walks the OAuth flow up to the callback, which starts onboarding; it returns the
+// installation and workflow IDs without waiting.
+func (e *connectEnv) startConnect(tenant, user string) (installationID, workflowID string) {
+	e.t.Helper()
 	status, body := e.call("GET", e.consent(tenant, user, "grant"), "", "")
 	if status != 201 {
 		e.t.Fatalf("callback = %d %v", status, body)
 	}
-	id := body["installation_id"].(string)
-	e.lastInstallation = id
-	var res workflows.OnboardResult
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := e.temporal.GetWorkflow(ctx, body["workflow_id"].(string), "").Get(ctx, &res); err != nil {
-		e.t.Fatalf("onboarding %s: %v", id, err)
-	}
-	return id, res
+	e.lastInstallation = body["installation_id"].(string)
+	return e.lastInstallation, body["workflow_id"].(string)
 }
 
 // emulatorGET reads the emulator's REST API as user (token from its admin endpoint).
@@ -227,8 +358,19 @@ func (e *connectEnv) emulatorGET(user, path string) map[string]any {
 }
 
 func (e *connectEnv) hooksOf(workspace string) []any {
-	page := e.emulatorGET("alice", "/2.0/workspaces/"+workspace+"/hooks")
-	v, _ := page["values"].([]any)
+	e.t.Helper()
+	return e.hooksOfAs("alice", workspace)
+}
+
+// hooksOfAs lists a workspace's hooks as user, who must administer it: anything but a page of
+// hooks fails the test, so a refused listing cannot pass for "no hooks".
+func (e *connectEnv) hooksOfAs(user, workspace string) []any {
+	e.t.Helper()
+	page := e.emulatorGET(user, "/2.0/workspaces/"+workspace+"/hooks")
+	v, ok := page["values"].([]any)
+	if !ok {
+		e.t.Fatalf("hooks of %s as %s: %v", workspace, user, page)
+	}
 	return v
 }
 

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"golang.org/x/oauth2"
 
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 )
@@ -38,6 +39,8 @@ type Deps struct {
 	BitbucketOAuth *oauth2.Config
 	// OAuthHTTPClient is used for the code exchange (tests and the emulator); nil = default.
 	OAuthHTTPClient *http.Client
+	// Backups configures the backup workflows the API wakes.
+	Backups backupqueue.Settings
 	// OAuthStateTTL bounds how long a connect link stays valid (default 15 minutes).
 	OAuthStateTTL time.Duration
 }
@@ -82,6 +85,10 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/repositories", h.listRepositories)
 	v1.GET("/repositories/:id", h.getRepository)
 	v1.PATCH("/repositories/:id", h.patchRepository)
+	v1.POST("/repositories/:id/backups", h.requestBackup)
+	v1.GET("/repositories/:id/snapshots", h.listSnapshots)
+	v1.GET("/repositories/:id/backup-status", h.backupStatus)
+	v1.GET("/snapshots/:id", h.getSnapshot)
 	return r
 }
 

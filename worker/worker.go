@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	sdkworker "go.temporal.io/sdk/worker"
@@ -29,6 +30,10 @@ type Options struct {
 	HousekeepingEvery  time.Duration
 	WebhookDedupWindow time.Duration
 	Logger             *slog.Logger
+	// HostQueue is this worker's own queue (mirror affinity); backups run there, at most
+	// MaxConcurrentBackups at once.
+	HostQueue            string
+	MaxConcurrentBackups int
 }
 
 // New creates a worker with every workflow and activity registered.
@@ -38,11 +43,24 @@ func New(o Options) sdkworker.Worker {
 	return w
 }
 
+// NewHost creates the worker of this process's host queue: it runs only the activities that
+// need the local mirror, bounded so a worker never runs more clones than its disk and CPU allow.
+func NewHost(o Options) sdkworker.Worker {
+	n := o.MaxConcurrentBackups
+	if n <= 0 {
+		n = 4
+	}
+	w := sdkworker.New(o.Client, o.HostQueue, sdkworker.Options{MaxConcurrentActivityExecutionSize: n, DisableWorkflowWorker: true})
+	w.RegisterActivityWithOptions(o.Activities.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
+	return w
+}
+
 // Register registers GitSec's workflows and activities on any worker (tests use it too).
 func Register(w sdkworker.Registry, acts *activities.Activities) {
 	w.RegisterWorkflowWithOptions(workflows.Housekeeping, workflow.RegisterOptions{Name: workflows.HousekeepingWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.OnboardInstallation, workflow.RegisterOptions{Name: workflows.OnboardInstallationWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.UninstallInstallation, workflow.RegisterOptions{Name: workflows.UninstallInstallationWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.BackupRepository, workflow.RegisterOptions{Name: workflows.BackupRepositoryWorkflowName})
 	w.RegisterActivity(acts)
 }
 
@@ -95,8 +113,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker on task queue %s: %w", o.TaskQueue, err)
 	}
-	o.Logger.Info("worker started", "task_queue", o.TaskQueue)
+	defer w.Stop()
+	hw := NewHost(o)
+	if err := hw.Start(); err != nil {
+		return fmt.Errorf("start worker on host task queue %s: %w", o.HostQueue, err)
+	}
+	defer hw.Stop()
+	o.Logger.Info("worker started", "task_queue", o.TaskQueue, "host_queue", o.HostQueue, "max_concurrent_backups", o.MaxConcurrentBackups)
 	<-ctx.Done()
-	w.Stop()
 	return nil
 }

@@ -42,6 +42,7 @@ const (
 	RecordWorkspaceStatusActivity    = "RecordWorkspaceStatus"
 	SyncRepositoriesActivity         = "SyncWorkspaceRepositories"
 	QueueInitialBackupsActivity      = "QueueInitialBackups"
+	StartBackupsActivity             = "StartBackups"
 	SetInstallationStatusActivity    = "SetInstallationStatus"
 	RecordOnboardingProgressActivity = "RecordOnboardingProgress"
 )
@@ -93,6 +94,13 @@ type InstallationStatusInput struct {
 	InstallationRef
 	Status  string
 	Message string
+}
+
+// StartBackupsInput wakes the backup workflows of an installation's included repositories.
+type StartBackupsInput struct {
+	InstallationRef
+	Trigger           string
+	OnlyNeverBackedUp bool
 }
 
 // OnboardingProgress is readable through the "progress" query and mirrored to Postgres.
@@ -223,6 +231,10 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	step("backups")
 	var queued int64
 	if err := workflow.ExecuteActivity(db, QueueInitialBackupsActivity, ref).Get(ctx, &queued); err != nil {
+		return OnboardResult{}, err
+	}
+	var started int
+	if err := workflow.ExecuteActivity(provider, StartBackupsActivity, StartBackupsInput{InstallationRef: ref, Trigger: TriggerInitial, OnlyNeverBackedUp: true}).Get(ctx, &started); err != nil {
 		return OnboardResult{}, err
 	}
 

@@ -54,3 +54,23 @@ const (
 var NonRetryableProviderErrors = []string{
 	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
 }
+
+// BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host
+// task queue). A clone of a big repository can take long, so the activity heartbeats progress;
+// ScheduleToStart is short so a dead host is noticed and another worker takes over (hydrating
+// the mirror from storage).
+func BackupHostActivity(ctx workflow.Context, hostQueue string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              hostQueue,
+		ScheduleToStartTimeout: 2 * time.Minute,
+		StartToCloseTimeout:    6 * time.Hour,
+		HeartbeatTimeout:       2 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        10 * time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        10 * time.Minute,
+			MaximumAttempts:        5,
+			NonRetryableErrorTypes: NonRetryableProviderErrors,
+		},
+	})
+}

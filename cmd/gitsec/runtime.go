@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/api"
+	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/config"
 	"github.com/gitsec/gitsec/internal/logging"
@@ -69,6 +72,10 @@ func readinessChecks(st *store.Store, tc client.Client, bucket *blob.Bucket) []a
 	}
 }
 
+func backupSettings(cfg config.Config) backupqueue.Settings {
+	return backupqueue.Settings{TaskQueue: cfg.TaskQueue, QuietPeriod: cfg.BackupQuietPeriod, MaxWait: cfg.BackupMaxWait}
+}
+
 // bitbucketOAuth is the backup app's OAuth consumer; nil when none is configured.
 func bitbucketOAuth(cfg config.Config) *oauth2.Config {
 	if cfg.Bitbucket.ClientID == "" {
@@ -100,6 +107,7 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		TaskQueue:      cfg.TaskQueue,
 		Box:            box,
 		BitbucketOAuth: bitbucketOAuth(cfg),
+		Backups:        backupSettings(cfg),
 	})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
@@ -122,6 +130,15 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 		return fmt.Errorf("connect to temporal at %s (GITSEC_TEMPORAL_ADDRESS): %w", cfg.TemporalAddress, err)
 	}
 	defer tc.Close()
+	arch, err := archive.Open(ctx, cfg.StorageURL)
+	if err != nil {
+		return fmt.Errorf("open GITSEC_STORAGE_URL: %w", err)
+	}
+	defer arch.Close()
+	mirrorDir, err := filepath.Abs(cfg.MirrorDir)
+	if err != nil {
+		return fmt.Errorf("GITSEC_MIRROR_DIR: %w", err)
+	}
 	return worker.Run(ctx, worker.Options{
 		Client:    tc,
 		TaskQueue: cfg.TaskQueue,
@@ -140,9 +157,16 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 			},
 			PublicURL: cfg.PublicURL,
 			Logger:    log,
+			Archive:   arch,
+			MirrorDir: mirrorDir,
+			HostQueue: cfg.HostQueue,
+			Temporal:  tc,
+			Backups:   backupSettings(cfg),
 		},
-		HousekeepingEvery:  cfg.HousekeepingEvery,
-		WebhookDedupWindow: cfg.WebhookDedupWindow,
-		Logger:             log,
+		HostQueue:            cfg.HostQueue,
+		MaxConcurrentBackups: cfg.MaxConcurrentBackups,
+		HousekeepingEvery:    cfg.HousekeepingEvery,
+		WebhookDedupWindow:   cfg.WebhookDedupWindow,
+		Logger:               log,
 	})
 }

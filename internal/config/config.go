@@ -42,25 +42,35 @@ var Variables = []Variable{
 	{Name: "GITSEC_BITBUCKET_CLIENT_SECRET", Secret: true, Help: "OAuth consumer secret of the backup app."},
 	{Name: "GITSEC_BITBUCKET_REST_PER_HOUR", Default: "1000", Help: "REST requests per hour per connected account (Bitbucket's documented limit); shared by all goroutines of a process."},
 	{Name: "GITSEC_BITBUCKET_GIT_PER_HOUR", Default: "60000", Help: "git-over-HTTPS operations per hour per connected account."},
+	{Name: "GITSEC_MIRROR_DIR", Default: "mirrors", Help: "Where a worker keeps its bare git mirrors (a cache: lost mirrors are rebuilt from storage)."},
+	{Name: "GITSEC_WORKER_HOST_QUEUE", Help: "This worker's own task queue for mirror affinity; default gitsec-host-HOSTNAME. Keep it stable across restarts of a worker with the same disk."},
+	{Name: "GITSEC_MAX_CONCURRENT_BACKUPS", Default: "4", Help: "Backups (clones and fetches) one worker runs at once."},
+	{Name: "GITSEC_BACKUP_QUIET_PERIOD", Default: "5s", Help: "After a backup request, wait this long for more before starting (a push burst becomes one backup)."},
+	{Name: "GITSEC_BACKUP_MAX_WAIT", Default: "1m", Help: "Longest a backup request waits for the quiet period."},
 	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
 	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
 }
 
 // Config is the validated configuration shared by every subcommand.
 type Config struct {
-	DatabaseURL        string
-	TemporalAddress    string
-	TemporalNamespace  string
-	TaskQueue          string
-	StorageURL         string
-	HTTPAddr           string
-	PublicURL          string
-	SecretsKeyURL      string
-	LogLevel           slog.Level
-	LogFormat          string
-	Bitbucket          Bitbucket
-	HousekeepingEvery  time.Duration
-	WebhookDedupWindow time.Duration
+	DatabaseURL          string
+	TemporalAddress      string
+	TemporalNamespace    string
+	TaskQueue            string
+	StorageURL           string
+	HTTPAddr             string
+	PublicURL            string
+	SecretsKeyURL        string
+	LogLevel             slog.Level
+	LogFormat            string
+	Bitbucket            Bitbucket
+	MirrorDir            string
+	HostQueue            string
+	MaxConcurrentBackups int
+	BackupQuietPeriod    time.Duration
+	BackupMaxWait        time.Duration
+	HousekeepingEvery    time.Duration
+	WebhookDedupWindow   time.Duration
 }
 
 // Bitbucket holds the Bitbucket Cloud endpoints and the backup app's OAuth consumer.
@@ -104,11 +114,23 @@ func LoadFrom(getenv Getenv) (Config, error) {
 			RESTPerHour:  r.positiveInt("GITSEC_BITBUCKET_REST_PER_HOUR"),
 			GitPerHour:   r.positiveInt("GITSEC_BITBUCKET_GIT_PER_HOUR"),
 		},
-		HousekeepingEvery:  r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
-		WebhookDedupWindow: r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
+		MirrorDir:            r.nonEmpty("GITSEC_MIRROR_DIR"),
+		HostQueue:            r.optional("GITSEC_WORKER_HOST_QUEUE"),
+		MaxConcurrentBackups: r.positiveInt("GITSEC_MAX_CONCURRENT_BACKUPS"),
+		BackupQuietPeriod:    r.duration("GITSEC_BACKUP_QUIET_PERIOD"),
+		BackupMaxWait:        r.duration("GITSEC_BACKUP_MAX_WAIT"),
+		HousekeepingEvery:    r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
+		WebhookDedupWindow:   r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, err
+	}
+	if c.HostQueue == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "localhost"
+		}
+		c.HostQueue = "gitsec-host-" + host
 	}
 	return c, nil
 }

@@ -132,6 +132,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.Env["GITSEC_TEMPORAL_NAMESPACE"] = "default"
 	s.Env["GITSEC_STORAGE_URL"] = "file://" + filepath.ToSlash(filepath.Join(dir, "storage")) + "?create_dir=true"
 	s.Env["GITSEC_SECRETS_KEY_URL"] = keyURL
+	s.Env["GITSEC_MIRROR_DIR"] = filepath.Join(dir, "mirrors")
 	s.Env["GITSEC_HTTP_ADDR"] = o.HTTPAddr
 	s.Env["GITSEC_PUBLIC_URL"] = "http://" + o.HTTPAddr
 

@@ -36,6 +36,7 @@ type Repository struct {
 	Status           string     `json:"status"`
 	LastBackupStatus string     `json:"last_backup_status"`
 	LastBackupAt     *time.Time `json:"last_backup_at"`
+	LastCheckedAt    *time.Time `json:"last_checked_at"`
 	LastSnapshotID   *string    `json:"last_snapshot_id"`
 	CreatedAt        time.Time  `json:"created_at"`
 	UpdatedAt        time.Time  `json:"updated_at"`
@@ -101,13 +102,13 @@ var ErrBadCursor = errors.New("invalid cursor")
 
 const repositoryColumns = `r.id, r.tenant_id, r.installation_id, r.workspace_id, split_part(r.full_name, '/', 1), r.provider_uuid,
 	r.full_name, r.main_branch, r.size_bytes, r.is_private, r.included, r.status, r.last_backup_status,
-	r.last_backup_at, r.last_snapshot_id, r.created_at, r.updated_at`
+	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at`
 
 func scanRepository(row pgx.Row) (Repository, error) {
 	var r Repository
 	err := row.Scan(&r.ID, &r.TenantID, &r.InstallationID, &r.WorkspaceID, &r.Workspace, &r.ProviderUUID, &r.FullName,
 		&r.MainBranch, &r.SizeBytes, &r.IsPrivate, &r.Included, &r.Status, &r.LastBackupStatus, &r.LastBackupAt,
-		&r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt)
+		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt)
 	return r, err
 }
 

@@ -1,0 +1,231 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/gitmirror"
+	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/workflows"
+)
+
+// PickBackupHost runs on the shared task queue; whichever worker takes it offers its own host
+// queue, where the mirror will live.
+func (a *Activities) PickBackupHost(ctx context.Context) (string, error) {
+	if a.HostQueue == "" {
+		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", "Misconfigured", nil)
+	}
+	return a.HostQueue, nil
+}
+
+func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installationID, repoID uuid.UUID, err error) {
+	if tenantID, installationID, err = parseRef(workflows.InstallationRef{TenantID: t.TenantID, InstallationID: t.InstallationID}); err != nil {
+		return
+	}
+	if repoID, err = uuid.Parse(t.RepositoryID); err != nil {
+		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, "InvalidInput", nil)
+	}
+	return
+}
+
+// RunBackup is one backup run on the host worker: change detection with one ls-remote against
+// the last manifest, then fetch into the local mirror (hydrated from storage when missing),
+// upload the new packs and write the manifest last. Progress goes to heartbeats.
+func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+	started := time.Now().UTC()
+	res := workflows.RunBackupResult{StartedAt: started, Host: a.HostQueue}
+	tenantID, instID, repoID, err := a.parseTarget(in.Target)
+	if err != nil {
+		return res, err
+	}
+	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
+	if err != nil {
+		return res, classify("load repository", err)
+	}
+	if !repo.Included || repo.Status != store.RepositoryActive {
+		res.Skipped = fmt.Sprintf("repository is %s (included=%t)", repo.Status, repo.Included)
+		res.FinishedAt = time.Now().UTC()
+		return res, nil
+	}
+	workspace, slug, ok := strings.Cut(repo.FullName, "/")
+	if !ok {
+		return res, temporal.NewNonRetryableApplicationError("repository full name "+repo.FullName+" is not workspace/slug", "InvalidInput", nil)
+	}
+	log := activity.GetLogger(ctx)
+	client, err := a.Clients.Client(ctx, tenantID, instID)
+	if err != nil {
+		return res, classify("load credentials", err)
+	}
+	auth, err := client.GitAuth(ctx)
+	if err != nil {
+		return res, classify("git credentials", err)
+	}
+	remote := client.CloneURL(workspace, slug)
+	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
+	if err != nil {
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+	}
+
+	activity.RecordHeartbeat(ctx, "checking for changes")
+	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
+	if err != nil && !errors.Is(err, archive.ErrNotFound) {
+		return res, fmt.Errorf("load latest manifest: %w", err)
+	}
+	refs, head, err := gitmirror.LsRemote(ctx, remote, auth)
+	if err != nil {
+		return res, classifyGit("ls-remote "+repo.FullName, err)
+	}
+	if latest != nil && refs.Equal(latest.Refs) && (head == "" || head == latest.Head) {
+		res.SnapshotID, res.Refs = latest.ID, len(latest.Refs)
+		res.FinishedAt = time.Now().UTC()
+		log.Info("repository unchanged", "repository", repo.FullName, "snapshot", latest.ID)
+		return res, nil
+	}
+
+	dir := filepath.Join(a.MirrorDir, tenantID.String(), archive.NormalizeUUID(repo.ProviderUUID))
+	mirror, err := a.openMirror(ctx, dir, latest)
+	if err != nil {
+		return res, err
+	}
+	defer mirror.Close()
+	activity.RecordHeartbeat(ctx, "fetching")
+	_, err = mirror.Fetch(ctx, remote, auth, func(p gitmirror.Progress) {
+		activity.RecordHeartbeat(ctx, p)
+	})
+	if err != nil {
+		return res, classifyGit("fetch "+repo.FullName, err)
+	}
+	activity.RecordHeartbeat(ctx, "uploading")
+	snap, err := a.Archive.SnapshotMirror(ctx, mirror, archive.SnapshotRequest{
+		Tenant:     tenantID.String(),
+		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
+		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
+		Started:    started,
+	})
+	if err != nil {
+		return res, fmt.Errorf("snapshot %s: %w", repo.FullName, err)
+	}
+	m := snap.Manifest
+	res.Changed = snap.Created
+	res.SnapshotID, res.ParentID = m.ID, m.Parent
+	res.ManifestKey = key.ManifestKey(m.ID)
+	res.Refs, res.Packs, res.TotalBytes = m.Totals.Refs, m.Totals.Packs, m.Totals.Bytes
+	res.PacksUploaded, res.BytesUploaded = snap.PacksUploaded, snap.BytesUploaded
+	res.FinishedAt = time.Now().UTC()
+	log.Info("backup done", "repository", repo.FullName, "snapshot", m.ID, "created", snap.Created,
+		"packs_uploaded", snap.PacksUploaded, "bytes_uploaded", snap.BytesUploaded, "duration_ms", res.FinishedAt.Sub(started).Milliseconds())
+	return res, nil
+}
+
+// openMirror opens the local mirror, or rebuilds it from the latest snapshot when it is missing
+// or unreadable, so a new worker never re-clones a repository that has a backup.
+func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest) (*gitmirror.Mirror, error) {
+	exists, err := gitmirror.Exists(dir)
+	if err == nil && exists {
+		if m, err := gitmirror.Open(dir); err == nil {
+			return m, nil
+		}
+		a.Logger.Warn("local mirror unreadable; rebuilding it from storage", "dir", dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("remove broken mirror %s: %w", dir, err)
+		}
+	}
+	if latest == nil {
+		return gitmirror.Open(dir)
+	}
+	activity.RecordHeartbeat(ctx, "hydrating mirror from storage")
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
+	m, err := a.Archive.Hydrate(ctx, latest, dir, func(ev archive.TransferEvent) { activity.RecordHeartbeat(ctx, ev) })
+	if err != nil {
+		return nil, fmt.Errorf("hydrate mirror from snapshot %s: %w", latest.ID, err)
+	}
+	return m, nil
+}
+
+// classifyGit maps git transport errors to the provider error types.
+func classifyGit(what string, err error) error {
+	switch {
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials", workflows.ErrTypeCredentialsRevoked, nil)
+	}
+	return classify(what, err)
+}
+
+// RecordBackupOutcome writes a run's result to Postgres for the dashboard.
+func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.BackupOutcomeInput) error {
+	tenantID, instID, repoID, err := a.parseTarget(in.Target)
+	if err != nil {
+		return err
+	}
+	r := in.Result
+	switch {
+	case in.Failure != "":
+		switch in.ErrorType {
+		case workflows.ErrTypeNotFound:
+			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
+				return classify("mark deleted upstream", err)
+			}
+		case workflows.ErrTypeCredentialsRevoked, workflows.ErrTypeForbidden:
+			if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
+				"Bitbucket rejected GitSec's access during a backup; reconnect the account"); err != nil {
+				return classify("mark installation needs_reauth", err)
+			}
+		}
+		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupFailed, time.Now().UTC()))
+	case r.Skipped != "":
+		return nil
+	case r.Changed:
+		var parent *string
+		if r.ParentID != "" {
+			parent = &r.ParentID
+		}
+		return classify("record snapshot", a.Store.RecordSnapshot(ctx, store.Snapshot{
+			ID: r.SnapshotID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: r.ManifestKey, Trigger: in.Trigger,
+			ParentID: parent, RefsCount: r.Refs, PacksCount: r.Packs, BytesUploaded: r.BytesUploaded, TotalBytes: r.TotalBytes,
+			StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		}))
+	default:
+		return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	}
+}
+
+// StartBackups wakes the backup workflow of every included repository of the installation.
+func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackupsInput) (int, error) {
+	tenantID, instID, err := parseRef(in.InstallationRef)
+	if err != nil {
+		return 0, err
+	}
+	repos, err := a.Store.BackupCandidates(ctx, tenantID, instID)
+	if err != nil {
+		return 0, classify("list repositories", err)
+	}
+	n := 0
+	for _, r := range repos {
+		if in.OnlyNeverBackedUp && r.LastSnapshotID != nil {
+			continue
+		}
+		target := workflows.BackupTarget{TenantID: tenantID.String(), InstallationID: instID.String(), RepositoryID: r.ID.String()}
+		if _, err := backupqueue.Request(ctx, a.Temporal, a.Backups, target, r.ProviderUUID, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+			return n, err
+		}
+		n++
+		activity.RecordHeartbeat(ctx, n)
+	}
+	return n, nil
+}

@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Backup outcomes recorded on a repository.
+const (
+	BackupSucceeded = "succeeded"
+	BackupUnchanged = "unchanged"
+	BackupFailed    = "failed"
+)
+
+// Snapshot is the dashboard's row for one manifest in object storage.
+type Snapshot struct {
+	ID            string    `json:"id"`
+	TenantID      uuid.UUID `json:"-"`
+	RepositoryID  uuid.UUID `json:"repository_id"`
+	ManifestKey   string    `json:"manifest_key"`
+	Trigger       string    `json:"trigger"`
+	ParentID      *string   `json:"parent_id"`
+	RefsCount     int       `json:"refs"`
+	PacksCount    int       `json:"packs"`
+	BytesUploaded int64     `json:"bytes_uploaded"`
+	TotalBytes    int64     `json:"total_bytes"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
+	DurationMS    int64     `json:"duration_ms"`
+}
+
+// RecordSnapshot stores a snapshot row and marks the repository backed up, in one
+// transaction. Recording the same snapshot twice (an activity retry) is harmless.
+func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx,
+			`INSERT INTO snapshots (id, tenant_id, repository_id, manifest_key, trigger, parent_id, refs_count,
+			                        packs_count, bytes_uploaded, total_bytes, started_at, finished_at)
+			 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+			   FROM repositories r WHERE r.tenant_id = $2 AND r.id = $3
+			 ON CONFLICT (id) DO NOTHING`,
+			sn.ID, sn.TenantID, sn.RepositoryID, sn.ManifestKey, sn.Trigger, sn.ParentID, sn.RefsCount,
+			sn.PacksCount, sn.BytesUploaded, sn.TotalBytes, sn.StartedAt, sn.FinishedAt)
+		if err != nil {
+			return fmt.Errorf("record snapshot %s: %w", sn.ID, err)
+		}
+		tag, err := tx.Exec(ctx,
+			`UPDATE repositories SET last_snapshot_id = $3, last_backup_status = 'succeeded', last_backup_at = $4,
+			        last_checked_at = $4, updated_at = now()
+			  WHERE tenant_id = $1 AND id = $2`,
+			sn.TenantID, sn.RepositoryID, sn.ID, sn.FinishedAt)
+		if err != nil {
+			return fmt.Errorf("record snapshot %s: %w", sn.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("repository %s: %w", sn.RepositoryID, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// RecordBackupCheck records a run that found nothing to back up, or one that failed.
+func (s *Store) RecordBackupCheck(ctx context.Context, tenantID, repositoryID uuid.UUID, status string, at time.Time) error {
+	return s.execOne(ctx, "record backup check",
+		`UPDATE repositories SET last_backup_status = CASE WHEN $3 = 'unchanged' AND last_snapshot_id IS NOT NULL THEN 'succeeded' ELSE $3 END,
+		        last_checked_at = $4, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID, status, at)
+}
+
+// MarkRepositoryDeletedUpstream flags a repository Bitbucket no longer has; backups are kept.
+func (s *Store) MarkRepositoryDeletedUpstream(ctx context.Context, tenantID, repositoryID uuid.UUID) error {
+	return s.execOne(ctx, "mark repository deleted upstream",
+		`UPDATE repositories SET status = 'deleted_upstream', updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID)
+}
+
+const snapshotColumns = `id, tenant_id, repository_id, manifest_key, trigger, parent_id, refs_count, packs_count,
+	bytes_uploaded, total_bytes, started_at, finished_at`
+
+func scanSnapshot(row pgx.Row) (Snapshot, error) {
+	var sn Snapshot
+	err := row.Scan(&sn.ID, &sn.TenantID, &sn.RepositoryID, &sn.ManifestKey, &sn.Trigger, &sn.ParentID, &sn.RefsCount,
+		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt)
+	sn.DurationMS = sn.FinishedAt.Sub(sn.StartedAt).Milliseconds()
+	return sn, err
+}
+
+// ListSnapshots pages a repository's snapshots newest first; before is the last ID seen.
+func (s *Store) ListSnapshots(ctx context.Context, tenantID, repositoryID uuid.UUID, before string, limit int) ([]Snapshot, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT `+snapshotColumns+` FROM snapshots
+		  WHERE tenant_id = $1 AND repository_id = $2 AND ($3 = '' OR id < $3)
+		  ORDER BY id DESC LIMIT $4`, tenantID, repositoryID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	defer rows.Close()
+	var out []Snapshot
+	for rows.Next() {
+		sn, err := scanSnapshot(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan snapshot: %w", err)
+		}
+		out = append(out, sn)
+	}
+	return out, rows.Err()
+}
+
+// GetSnapshot returns one snapshot of the tenant.
+func (s *Store) GetSnapshot(ctx context.Context, tenantID uuid.UUID, id string) (Snapshot, error) {
+	sn, err := scanSnapshot(s.pool.QueryRow(ctx, `SELECT `+snapshotColumns+` FROM snapshots WHERE tenant_id = $1 AND id = $2`, tenantID, id))
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot %s: %w", id, notFound(err))
+	}
+	return sn, nil
+}
+
+// BackupCandidates lists an installation's included, active repositories.
+func (s *Store) BackupCandidates(ctx context.Context, tenantID, installationID uuid.UUID) ([]Repository, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT `+repositoryColumns+` FROM repositories r
+		  WHERE r.tenant_id = $1 AND r.installation_id = $2 AND r.included AND r.status = 'active'
+		  ORDER BY r.full_name, r.id`, tenantID, installationID)
+	if err != nil {
+		return nil, fmt.Errorf("list backup candidates: %w", err)
+	}
+	defer rows.Close()
+	var out []Repository
+	for rows.Next() {
+		r, err := scanRepository(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan repository: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,261 @@
+package workflows
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// BackupRepositoryWorkflowName is the registered name of the per-repository backup workflow.
+const BackupRepositoryWorkflowName = "BackupRepository"
+
+// BackupRequestSignal asks a BackupRepository workflow for a backup (sent with Signal-With-Start).
+const BackupRequestSignal = "backup-request"
+
+// BackupStatusQuery returns the live BackupStatus.
+const BackupStatusQuery = "status"
+
+// BackupWorkflowID is derived from the repository's provider UUID: one workflow per repository,
+// so two backups of one repository never run at once.
+func BackupWorkflowID(providerUUID string) string {
+	return "backup-" + strings.ToLower(strings.Trim(providerUUID, "{}"))
+}
+
+// Backup trigger kinds (the manifest's trigger.kind).
+const (
+	TriggerInitial  = "initial"
+	TriggerSchedule = "schedule"
+	TriggerWebhook  = "webhook"
+	TriggerManual   = "manual"
+)
+
+// BackupRequest is one reason to back up; requests that arrive while a run is busy are
+// coalesced into the next run.
+type BackupRequest struct {
+	Trigger     string
+	DeliveryID  string
+	RequestedAt time.Time
+}
+
+// BackupTarget names the repository by GitSec's IDs; activities load the rest themselves.
+type BackupTarget struct {
+	TenantID       string
+	InstallationID string
+	RepositoryID   string
+}
+
+// BackupInput starts (or continues) a BackupRepository workflow.
+type BackupInput struct {
+	Target  BackupTarget
+	Pending []BackupRequest
+	// QuietPeriod waits for more requests after one arrives (a push burst becomes one backup);
+	// MaxWait bounds that wait from the first pending request.
+	QuietPeriod time.Duration
+	MaxWait     time.Duration
+	// IdleTimeout ends the workflow after a quiet spell; the next request starts a new one.
+	IdleTimeout time.Duration
+	// LastHost is the host queue that served the previous run (mirror affinity).
+	LastHost string
+}
+
+// Activities of a backup run.
+const (
+	PickBackupHostActivity      = "PickBackupHost"
+	RunBackupActivity           = "RunBackup"
+	RecordBackupOutcomeActivity = "RecordBackupOutcome"
+)
+
+// RunBackupInput is one backup run on the host worker.
+type RunBackupInput struct {
+	Target     BackupTarget
+	Trigger    string
+	DeliveryID string
+}
+
+// RunBackupResult summarises a run. Unchanged runs wrote nothing but the check record.
+type RunBackupResult struct {
+	Changed       bool
+	SnapshotID    string
+	ManifestKey   string
+	ParentID      string
+	Refs          int
+	Packs         int
+	PacksUploaded int
+	BytesUploaded int64
+	TotalBytes    int64
+	StartedAt     time.Time
+	FinishedAt    time.Time
+	Host          string
+	// Skipped says why nothing was attempted (repository excluded or deleted upstream).
+	Skipped string
+}
+
+// BackupOutcomeInput records a run in Postgres.
+type BackupOutcomeInput struct {
+	Target  BackupTarget
+	Trigger string
+	Result  RunBackupResult
+	// Failure is set when the run failed; ErrorType is the non-retryable type if any.
+	Failure   string
+	ErrorType string
+}
+
+// BackupStatus is what the "status" query returns.
+type BackupStatus struct {
+	State          string    `json:"state"` // waiting, running, idle
+	Step           string    `json:"step,omitempty"`
+	Pending        int       `json:"pending"`
+	RunsCompleted  int       `json:"runs_completed"`
+	LastSnapshotID string    `json:"last_snapshot_id,omitempty"`
+	LastResult     string    `json:"last_result,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	LastRunAt      time.Time `json:"last_run_at,omitempty"`
+}
+
+// maxRunsPerExecution bounds the history; continue-as-new carries pending requests over.
+const maxRunsPerExecution = 100
+
+// BackupRepository runs backups of one repository, one at a time, for as long as requests come.
+func BackupRepository(ctx workflow.Context, in BackupInput) error {
+	if in.QuietPeriod <= 0 {
+		in.QuietPeriod = 5 * time.Second
+	}
+	if in.MaxWait <= 0 {
+		in.MaxWait = time.Minute
+	}
+	if in.IdleTimeout <= 0 {
+		in.IdleTimeout = 10 * time.Minute
+	}
+	status := &BackupStatus{State: "waiting"}
+	if err := workflow.SetQueryHandler(ctx, BackupStatusQuery, func() (BackupStatus, error) {
+		s := *status
+		s.Pending = len(in.Pending)
+		return s, nil
+	}); err != nil {
+		return err
+	}
+	requests := workflow.GetSignalChannel(ctx, BackupRequestSignal)
+	receive := func(wait time.Duration) bool {
+		got := false
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(requests, func(c workflow.ReceiveChannel, _ bool) {
+			var r BackupRequest
+			c.Receive(ctx, &r)
+			in.Pending = append(in.Pending, r)
+			got = true
+		})
+		if wait > 0 {
+			timerCtx, cancel := workflow.WithCancel(ctx)
+			defer cancel()
+			sel.AddFuture(workflow.NewTimer(timerCtx, wait), func(workflow.Future) {})
+		} else {
+			sel.AddDefault(func() {})
+		}
+		sel.Select(ctx)
+		return got
+	}
+
+	for runs := 0; ; runs++ {
+		// Drain whatever is already buffered, then wait for work or end when idle.
+		for receive(0) {
+		}
+		if len(in.Pending) == 0 {
+			status.State = "idle"
+			if !receive(in.IdleTimeout) {
+				return nil
+			}
+		}
+		// Coalesce a burst: wait until quiet, but not past MaxWait from the first request.
+		status.State = "waiting"
+		deadline := workflow.Now(ctx).Add(in.MaxWait)
+		for {
+			wait := in.QuietPeriod
+			if left := deadline.Sub(workflow.Now(ctx)); left < wait {
+				wait = left
+			}
+			if wait <= 0 || !receive(wait) {
+				break
+			}
+		}
+		batch := in.Pending
+		in.Pending = nil
+		status.State = "running"
+		runBackup(ctx, &in, batch, status)
+		status.RunsCompleted++
+		status.State = "idle"
+		status.Step = ""
+
+		if runs+1 >= maxRunsPerExecution || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+			for receive(0) {
+			}
+			return workflow.NewContinueAsNewError(ctx, BackupRepositoryWorkflowName, in)
+		}
+	}
+}
+
+// coalesce picks the trigger a batch of requests is recorded under: a webhook (with its
+// delivery ID) beats a manual request, which beats a schedule, which beats the initial one.
+func coalesce(batch []BackupRequest) (trigger, deliveryID string) {
+	rank := map[string]int{TriggerInitial: 1, TriggerSchedule: 2, TriggerManual: 3, TriggerWebhook: 4}
+	best := BackupRequest{Trigger: TriggerManual}
+	bestRank := 0
+	for _, r := range batch {
+		if rank[r.Trigger] >= bestRank {
+			best, bestRank = r, rank[r.Trigger]
+		}
+	}
+	return best.Trigger, best.DeliveryID
+}
+
+// runBackup picks the host with the mirror, runs the backup there and records the outcome.
+// Failures are recorded, not returned: the workflow lives on for the next request.
+func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, status *BackupStatus) {
+	trigger, delivery := coalesce(batch)
+	db := DatabaseActivity(ctx)
+	var res RunBackupResult
+	var runErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		host := in.LastHost
+		if host == "" {
+			status.Step = "choosing worker"
+			if runErr = workflow.ExecuteActivity(db, PickBackupHostActivity).Get(ctx, &host); runErr != nil {
+				break
+			}
+		}
+		status.Step = "backing up"
+		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host), RunBackupActivity,
+			RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}).Get(ctx, &res)
+		var timeout *temporal.TimeoutError
+		if errors.As(runErr, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
+			// The host worker is gone: another worker takes over and hydrates the mirror.
+			in.LastHost = ""
+			continue
+		}
+		if runErr == nil {
+			in.LastHost = res.Host
+		}
+		break
+	}
+	outcome := BackupOutcomeInput{Target: in.Target, Trigger: trigger, Result: res}
+	status.LastRunAt = workflow.Now(ctx)
+	if runErr != nil {
+		outcome.Failure = runErr.Error()
+		var appErr *temporal.ApplicationError
+		if errors.As(runErr, &appErr) {
+			outcome.ErrorType = appErr.Type()
+		}
+		status.LastResult, status.LastError = "failed", runErr.Error()
+	} else if res.Changed {
+		status.LastResult, status.LastError, status.LastSnapshotID = "snapshot", "", res.SnapshotID
+	} else {
+		status.LastResult, status.LastError = "unchanged", ""
+	}
+	status.Step = "recording"
+	if err := workflow.ExecuteActivity(db, RecordBackupOutcomeActivity, outcome).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("record backup outcome", "error", err)
+	}
+}
