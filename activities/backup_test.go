@@ -51,7 +51,9 @@ type backupEnv struct {
 	token    string                      // alice's access token for the emulator's REST API
 }
 
-func newBackupEnv(t *testing.T, storageURL string) *backupEnv {
+// newBackupEnv seeds acme/api and acme/empty, plus any extra repositories of acme (all of them
+// recorded in the store, by slug in e.repos).
+func newBackupEnv(t *testing.T, storageURL string, extra ...emulator.SeedRepository) *backupEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -62,10 +64,10 @@ func newBackupEnv(t *testing.T, storageURL string) *backupEnv {
 		Seed: &emulator.Seed{
 			Users:     []emulator.SeedUser{{Username: "alice"}},
 			Consumers: []emulator.Consumer{{Key: "backup-test", Secret: "backup-test-secret", CallbackURL: "http://127.0.0.1:1/cb"}},
-			Workspaces: []emulator.SeedWorkspace{{Slug: "acme", Admins: []string{"alice"}, Repositories: []emulator.SeedRepository{
+			Workspaces: []emulator.SeedWorkspace{{Slug: "acme", Admins: []string{"alice"}, Repositories: append([]emulator.SeedRepository{
 				{Slug: "api", Generate: &emulator.Generate{Commits: 20, Branches: 3, Tags: 2}},
 				{Slug: "empty"},
-			}}},
+			}, extra...)}},
 		},
 	})
 	if err != nil {
@@ -114,7 +116,11 @@ func newBackupEnv(t *testing.T, storageURL string) *backupEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, slug := range []string{"api", "empty"} {
+	slugs := []string{"api", "empty"}
+	for _, r := range extra {
+		slugs = append(slugs, r.Slug)
+	}
+	for _, slug := range slugs {
 		var repo struct {
 			UUID     string `json:"uuid"`
 			FullName string `json:"full_name"`
@@ -257,7 +263,48 @@ func (e *backupEnv) restoreAndVerify(slug, snapshotID string) *archive.Manifest 
 	if out, err := exec.Command("git", "-C", dir, "fsck", "--strict").CombinedOutput(); err != nil {
 		e.t.Fatalf("fsck --strict: %v\n%s", err, out)
 	}
+	e.verifyBundleChain(key, snapshotID, want)
 	return m
+}
+
+// verifyBundleChain restores the snapshot with stock git alone, as docs/backup-format.md tells
+// a user without GitSec: clone the first bundle, fetch the others in lexical order.
+func (e *backupEnv) verifyBundleChain(key archive.RepoKey, snapshotID string, wantRefs []string) {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	bundles, _, err := e.archive.ExportBundles(context.Background(), key, snapshotID, filepath.Join(dir, "bundles"), nil)
+	if err != nil {
+		e.t.Fatalf("export bundles of %s: %v", snapshotID, err)
+	}
+	if len(bundles) == 0 {
+		if len(wantRefs) != 0 {
+			e.t.Fatalf("no bundles for a snapshot with %d refs", len(wantRefs))
+		}
+		return
+	}
+	repo := filepath.Join(dir, "repo.git")
+	run := func(args ...string) string {
+		out, err := exec.Command("git", args...).CombinedOutput()
+		if err != nil {
+			e.t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("clone", "--quiet", "--mirror", bundles[0], repo)
+	for _, b := range bundles[1:] {
+		run("-C", repo, "fetch", "--quiet", "--prune", b, "+refs/*:refs/*")
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(run("-C", repo, "for-each-ref", "--format=%(refname) %(objectname)")), "\n") {
+		if l != "" {
+			got = append(got, l)
+		}
+	}
+	sort.Strings(got)
+	if strings.Join(got, "\n") != strings.Join(wantRefs, "\n") {
+		e.t.Fatalf("bundle chain restores refs\n%v\nwant\n%v", got, wantRefs)
+	}
+	run("-C", repo, "fsck", "--strict")
 }
 
 func testBackupLifecycle(t *testing.T, storageURL string) {
