@@ -12,7 +12,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Main(m, testenv.Needs{Postgres: true}))
+	os.Exit(testenv.Main(m, testenv.Needs{Postgres: true, Temporal: true, S3: true}))
 }
 
 func TestMigrateAndAdminCommandsOnRealPostgres(t *testing.T) {
