@@ -1,16 +1,24 @@
 package main
 
 import (
+	"context"
+	"log/slog"
+
 	"github.com/spf13/cobra"
 
+	"github.com/gitsec/gitsec/internal/config"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 )
 
-func newAPICmd() *cobra.Command {
+// service is what `gitsec api` and `gitsec worker` run once configuration, the secrets keeper
+// and Postgres are open.
+type service func(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box) error
+
+func newServiceCmd(use, short string, run service) *cobra.Command {
 	return &cobra.Command{
-		Use:   "api",
-		Short: "Run the HTTP API server",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -31,36 +39,15 @@ func newAPICmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			return serveAPI(ctx, cfg, log, st, box)
+			return run(ctx, cfg, log, st, box)
 		},
 	}
 }
 
+func newAPICmd() *cobra.Command {
+	return newServiceCmd("api", "Run the HTTP API server", serveAPI)
+}
+
 func newWorkerCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "worker",
-		Short: "Run the Temporal worker (workflows, activities, schedules)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			cfg, log, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			if err := cfg.RequireSecretsKey(); err != nil {
-				return err
-			}
-			box, err := secretbox.Open(ctx, cfg.SecretsKeyURL)
-			if err != nil {
-				return err
-			}
-			defer box.Close()
-			st, err := store.Open(ctx, cfg.DatabaseURL)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			return runWorker(ctx, cfg, log, st, box)
-		},
-	}
+	return newServiceCmd("worker", "Run the Temporal worker (workflows, activities, schedules)", runWorker)
 }
