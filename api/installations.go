@@ -349,29 +349,37 @@ func (h *handlers) bulkSetIncluded(c *gin.Context) {
 			onlyInclude = append(onlyInclude, n)
 		}
 	}
-	nIn, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, onlyInclude, true)
-	if err == nil {
-		var nOut int64
-		nOut, err = h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, exclude, false)
-		if err == nil && req.DefaultIncluded != nil {
-			err = h.deps.Store.SetInstallationDefaultIncluded(ctx, inst.TenantID, inst.ID, *req.DefaultIncluded)
-		}
-		if err == nil {
-			result := gin.H{
-				"matched_include": len(onlyInclude), "matched_exclude": len(exclude),
-				"changed_to_included": nIn, "changed_to_excluded": nOut,
-			}
-			if req.DefaultIncluded != nil {
-				result["default_included"] = *req.DefaultIncluded
-			}
-			h.audit(c, inst.TenantID, "repositories.bulk_inclusion", "installation", inst.ID.String(), gin.H{
-				"include": req.Include, "exclude": req.Exclude, "default_included": req.DefaultIncluded, "result": result,
-			})
-			c.JSON(http.StatusOK, result)
-			return
-		}
+	result, err := h.applyInclusion(ctx, inst, onlyInclude, exclude, req.DefaultIncluded)
+	if err != nil {
+		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not update the repositories")
+		return
 	}
-	abortError(c, http.StatusServiceUnavailable, "unavailable", "could not update the repositories")
+	h.audit(c, inst.TenantID, "repositories.bulk_inclusion", "installation", inst.ID.String(), gin.H{
+		"include": req.Include, "exclude": req.Exclude, "default_included": req.DefaultIncluded, "result": result,
+	})
+	c.JSON(http.StatusOK, result)
+}
+
+func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (gin.H, error) {
+	nIn, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, include, true)
+	if err != nil {
+		return nil, err
+	}
+	nOut, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, exclude, false)
+	if err != nil {
+		return nil, err
+	}
+	result := gin.H{
+		"matched_include": len(include), "matched_exclude": len(exclude),
+		"changed_to_included": nIn, "changed_to_excluded": nOut,
+	}
+	if defaultIncluded != nil {
+		if err := h.deps.Store.SetInstallationDefaultIncluded(ctx, inst.TenantID, inst.ID, *defaultIncluded); err != nil {
+			return nil, err
+		}
+		result["default_included"] = *defaultIncluded
+	}
+	return result, nil
 }
 
 func matchAll(names, patterns []string) []string {
