@@ -457,7 +457,7 @@ func TestConnectBitbucketEndToEnd(t *testing.T) {
 		t.Fatalf("filtered = %v", body)
 	}
 	apiRepo := repos[0].(map[string]any)
-	if apiRepo["last_backup_status"] != "pending_backup" || apiRepo["included"] != true || !strings.HasPrefix(apiRepo["uuid"].(string), "{") {
+	if st := apiRepo["last_backup_status"]; (st != "pending_backup" && st != "succeeded") || apiRepo["included"] != true || !strings.HasPrefix(apiRepo["uuid"].(string), "{") {
 		t.Fatalf("repository = %v", apiRepo)
 	}
 	repoID := apiRepo["id"].(string)
