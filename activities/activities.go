@@ -36,6 +36,15 @@ type Activities struct {
 	HostQueue string
 	Temporal  client.Client
 	Backups   backupqueue.Settings
+
+	// Sweep configures the per-installation sweep schedules and their checks.
+	Sweep SweepSettings
+	// MirrorMaxBytes bounds the disk the mirrors under MirrorDir may use (0: unlimited); see
+	// reserveMirrorSpace.
+	MirrorMaxBytes int64
+	// mirrors tracks the mirror directories in use on this worker, so that cleanup and
+	// eviction never remove one under a running backup.
+	mirrors mirrorLeases
 }
 
 // parseRef turns the IDs of a workflow input into UUIDs; a malformed one is a bug upstream,

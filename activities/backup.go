@@ -16,6 +16,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -59,49 +60,53 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
 	}
-	workspace, slug, ok := strings.Cut(repo.FullName, "/")
-	if !ok {
-		return res, temporal.NewNonRetryableApplicationError("repository full name "+repo.FullName+" is not workspace/slug", "InvalidInput", nil)
-	}
 	log := activity.GetLogger(ctx)
 	client, err := a.Clients.Client(ctx, tenantID, instID)
 	if err != nil {
 		return res, classify("load credentials", err)
 	}
-	auth, err := client.GitAuth(ctx)
-	if err != nil {
-		return res, classify("git credentials", err)
-	}
-	remote := client.CloneURL(workspace, slug)
-	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
-	if err != nil {
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
-	}
-
 	activity.RecordHeartbeat(ctx, "checking for changes")
-	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
-	if err != nil && !errors.Is(err, archive.ErrNotFound) {
-		return res, fmt.Errorf("load latest manifest: %w", err)
-	}
-	refs, head, err := gitmirror.LsRemote(ctx, remote, auth)
+	check, err := a.checkUpstream(ctx, client, tenantID, repo.ProviderUUID, repo.FullName)
 	if err != nil {
-		return res, classifyGit("ls-remote "+repo.FullName, err)
+		return res, err
 	}
-	if latest != nil && refs.Equal(latest.Refs) && (head == "" || head == latest.Head) {
+	latest := check.Latest
+	if !check.Changed {
 		res.SnapshotID, res.Refs = latest.ID, len(latest.Refs)
 		res.FinishedAt = time.Now().UTC()
 		log.Info("repository unchanged", "repository", repo.FullName, "snapshot", latest.ID)
 		return res, nil
 	}
+	key := check.Key
 
-	dir := filepath.Join(a.MirrorDir, tenantID.String(), archive.NormalizeUUID(repo.ProviderUUID))
+	dir := a.mirrorPath(tenantID, repo.ProviderUUID)
+	release := a.mirrors.acquire(dir)
+	defer release()
+	// Room for the clone or fetch: the larger of Bitbucket's size and the stored packs
+	// estimates the whole mirror; what is already on disk is not needed twice.
+	estimate := repo.SizeBytes
+	if latest != nil && latest.Totals.Bytes > estimate {
+		estimate = latest.Totals.Bytes
+	}
+	have, err := dirSize(dir)
+	if err != nil {
+		return res, err
+	}
+	if err := a.reserveMirrorSpace(dir, estimate-have); err != nil {
+		return res, err
+	}
 	mirror, err := a.openMirror(ctx, dir, latest)
 	if err != nil {
 		return res, err
 	}
 	defer mirror.Close()
 	activity.RecordHeartbeat(ctx, "fetching")
-	_, err = mirror.Fetch(ctx, remote, auth, func(p gitmirror.Progress) {
+	// Fresh credentials for the fetch: each git operation spends its own unit of the budget.
+	auth, err := client.GitAuth(ctx)
+	if err != nil {
+		return res, classify("git credentials", err)
+	}
+	_, err = mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
 		activity.RecordHeartbeat(ctx, p)
 	})
 	if err != nil {
@@ -127,6 +132,54 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 	log.Info("backup done", "repository", repo.FullName, "snapshot", m.ID, "created", snap.Created,
 		"packs_uploaded", snap.PacksUploaded, "bytes_uploaded", snap.BytesUploaded, "duration_ms", res.FinishedAt.Sub(started).Milliseconds())
 	return res, nil
+}
+
+// mirrorPath is where this worker keeps a repository's mirror.
+func (a *Activities) mirrorPath(tenantID uuid.UUID, providerUUID string) string {
+	return filepath.Join(a.MirrorDir, tenantID.String(), archive.NormalizeUUID(providerUUID))
+}
+
+// upstreamCheck is the outcome of one change check: the remote, the latest snapshot (nil when
+// there is none) and whether the remote's refs differ from it.
+type upstreamCheck struct {
+	Remote  string
+	Key     archive.RepoKey
+	Latest  *archive.Manifest
+	Refs    gitmirror.RefMap
+	Changed bool
+}
+
+// checkUpstream compares the remote's refs (one ls-remote, spending one unit of the git budget)
+// with the latest snapshot's. A repository without a snapshot has changed. Backups and the
+// scheduled sweep both decide with it, so they never disagree about what "changed" means.
+func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client, tenantID uuid.UUID, providerUUID, fullName string) (upstreamCheck, error) {
+	var c upstreamCheck
+	workspace, slug, ok := strings.Cut(fullName, "/")
+	if !ok {
+		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", "InvalidInput", nil)
+	}
+	c.Remote = client.CloneURL(workspace, slug)
+	key, err := archive.NewRepoKey(tenantID.String(), providerUUID)
+	if err != nil {
+		return c, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+	}
+	c.Key = key
+	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
+	if err != nil && !errors.Is(err, archive.ErrNotFound) {
+		return c, fmt.Errorf("load latest manifest of %s: %w", fullName, err)
+	}
+	c.Latest = latest
+	auth, err := client.GitAuth(ctx)
+	if err != nil {
+		return c, classify("git credentials", err)
+	}
+	refs, head, err := gitmirror.LsRemote(ctx, c.Remote, auth)
+	if err != nil {
+		return c, classifyGit("ls-remote "+fullName, err)
+	}
+	c.Refs = refs
+	c.Changed = latest == nil || !refs.Equal(latest.Refs) || (head != "" && head != latest.Head)
+	return c, nil
 }
 
 // openMirror opens the local mirror, or rebuilds it from the latest snapshot when it is missing

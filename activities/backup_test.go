@@ -49,11 +49,19 @@ type backupEnv struct {
 	mirrors  string
 	repos    map[string]store.Repository // by slug
 	token    string                      // alice's access token for the emulator's REST API
+	acts     *activities.Activities      // what the workers run
 }
 
 // newBackupEnv seeds acme/api and acme/empty, plus any extra repositories of acme (all of them
 // recorded in the store, by slug in e.repos).
 func newBackupEnv(t *testing.T, storageURL string, extra ...emulator.SeedRepository) *backupEnv {
+	t.Helper()
+	return newBackupEnvWith(t, storageURL, nil, extra...)
+}
+
+// newBackupEnvWith is newBackupEnv with configure adjusting the activities before the workers
+// start (their settings must not change while the workers run).
+func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activities.Activities), extra ...emulator.SeedRepository) *backupEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -148,6 +156,10 @@ func newBackupEnv(t *testing.T, storageURL string, extra ...emulator.SeedReposit
 		Clients: &providerclient.Factory{Store: e.store, Box: box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
 			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: log},
 	}
+	if configure != nil {
+		configure(acts)
+	}
+	e.acts = acts
 	opts := worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, HostQueue: acts.HostQueue, Activities: acts, Logger: log, MaxConcurrentBackups: 2}
 	for _, w := range []interface {
 		Start() error

@@ -49,6 +49,15 @@ func TestFaultBurstsDuringOnboarding(t *testing.T) {
 			t.Fatalf("fault %s %s %s fired %d times, want %d", r.Kind, r.Method, r.Path, fired[r.ID].Fired, r.Count)
 		}
 	}
+	// The client's own retries absorbed the 429s and 5xx; only the lost answer to a create (a
+	// POST is never repeated blindly) took a second activity attempt.
+	attempts := e.activityAttempts(workflows.OnboardWorkflowID(instID))
+	if attempts[workflows.DiscoverWorkspacesActivity] != 1 || attempts[workflows.SyncRepositoriesActivity] != 1 {
+		t.Fatalf("activity attempts = %v: the client should have absorbed the 429 and 5xx bursts", attempts)
+	}
+	if attempts[workflows.RegisterWorkspaceHookActivity] != 2 {
+		t.Fatalf("activity attempts = %v: registering acme's hook should have taken a second attempt", attempts)
+	}
 	e.assertOneRegisteredHookPerWorkspace(instID, "acme", "acme-labs")
 	if inst := e.installation(instID); inst["repositories"].(map[string]any)["total"].(float64) != 5 {
 		t.Fatalf("repositories = %v, want 5", inst["repositories"])
@@ -59,7 +68,7 @@ func TestFaultBurstsDuringOnboarding(t *testing.T) {
 // while GitSec still believes it valid; the client refreshes once, onboarding finishes, and the
 // rotated refresh token is persisted (a new worker process can still use the installation).
 func TestExpiredAccessTokenIsRefreshedMidOnboarding(t *testing.T) {
-	e := newConnectEnvWith(t, connectOptions{accessTokenTTL: 2 * time.Second, retryInterval: quickRetry})
+	e := newConnectEnvWith(t, connectOptions{accessTokenTTL: 2 * time.Second})
 	ctx := context.Background()
 	// No worker while the callback runs: the test gets to see and shape the credentials before
 	// onboarding uses them.
@@ -133,6 +142,9 @@ func TestRevokedTokenNeedsReauth(t *testing.T) {
 	if !errors.As(err, &actErr) || actErr.RetryState() != enumspb.RETRY_STATE_NON_RETRYABLE_FAILURE {
 		t.Fatalf("the revoked credentials were retried: %v", err)
 	}
+	if n := e.activityAttempts(workflows.OnboardWorkflowID(instID))[workflows.FetchAccountActivity]; n != 1 {
+		t.Fatalf("%s ran %d attempts, want 1", workflows.FetchAccountActivity, n)
+	}
 	inst := e.installation(instID)
 	if inst["status"] != "needs_reauth" || inst["status_message"] != "Bitbucket rejected GitSec's access; reconnect the account" {
 		t.Fatalf("installation = %v %q", inst["status"], inst["status_message"])
@@ -204,9 +216,18 @@ func TestThousandRepositoriesInTenWorkspaces(t *testing.T) {
 		slugs = append(slugs, ws.Slug)
 	}
 	e := newConnectEnvWith(t, connectOptions{seed: seed, emulatorDir: fastTempDir(t)})
-	instID, res := e.connect("acme-corp", "alice")
-	if res.Status != "active" || !strings.Contains(res.Message, "10 workspaces, 1000 repositories, 10 webhooks") {
-		t.Fatalf("onboarding = %+v", res)
+	// Discovery is under test, not a thousand first backups (which would start the moment the
+	// repositories are recorded): the installation backs up nothing by default, set while no
+	// worker can run the onboarding yet.
+	e.stopWorker()
+	instID, wfID := e.startConnect("acme-corp", "alice")
+	if status, body := e.call("POST", "/api/v1/installations/"+instID+"/repositories:bulk", "acme-corp", `{"default_included":false}`); status != 200 {
+		t.Fatalf("default_included=false: %d %v", status, body)
+	}
+	e.startWorker()
+	res, err := e.waitOnboarding(wfID)
+	if err != nil || res.Status != "active" || !strings.Contains(res.Message, "10 workspaces, 1000 repositories, 10 webhooks") {
+		t.Fatalf("onboarding = %+v, %v", res, err)
 	}
 	inst := e.installation(instID)
 	if total := inst["repositories"].(map[string]any)["total"].(float64); total != 1000 {
@@ -227,7 +248,11 @@ func TestThousandRepositoriesInTenWorkspaces(t *testing.T) {
 			t.Fatalf("page %d = %d %v", page, status, body)
 		}
 		for _, r := range body["repositories"].([]any) {
-			name := r.(map[string]any)["full_name"].(string)
+			repo := r.(map[string]any)
+			name := repo["full_name"].(string)
+			if repo["included"] != false {
+				t.Fatalf("%s is included although the installation backs up nothing by default", name)
+			}
 			if got[name] {
 				t.Fatalf("%s listed twice", name)
 			}
@@ -271,6 +296,10 @@ func TestWorkerKilledMidOnboarding(t *testing.T) {
 	res, err := e.waitOnboarding(wfID)
 	if err != nil || res.Status != "active" {
 		t.Fatalf("onboarding = %+v, %v; want active", res, err)
+	}
+	// The interrupted registration was attempted again, by the new worker.
+	if n := e.activityAttempts(wfID)[workflows.RegisterWorkspaceHookActivity]; n < 2 {
+		t.Fatalf("%s ran %d attempts: the stop did not interrupt it", workflows.RegisterWorkspaceHookActivity, n)
 	}
 	e.assertOneRegisteredHookPerWorkspace(instID, "acme", "acme-labs")
 }
@@ -365,6 +394,29 @@ func (e *connectEnv) waitAccessTokenExpired(accessToken string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// activityAttempts reads the latest run's history: the highest attempt of each activity type.
+// Temporal records only the attempt that finished, so a count above 1 means retries happened.
+func (e *connectEnv) activityAttempts(workflowID string) map[string]int {
+	e.t.Helper()
+	types := map[int64]string{}
+	out := map[string]int{}
+	it := e.temporal.GetWorkflowHistory(context.Background(), workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			types[ev.GetEventId()] = a.GetActivityType().GetName()
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+			name := types[a.GetScheduledEventId()]
+			out[name] = max(out[name], int(a.GetAttempt()))
+		}
+	}
+	return out
 }
 
 // waitOnboarding waits for the latest run of an onboarding workflow.

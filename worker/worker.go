@@ -34,6 +34,9 @@ type Options struct {
 	// MaxConcurrentBackups at once.
 	HostQueue            string
 	MaxConcurrentBackups int
+	// MirrorCleanupEvery is how often this worker removes the mirrors of repositories no
+	// longer backed up (0: hourly).
+	MirrorCleanupEvery time.Duration
 }
 
 // New creates a worker with every workflow and activity registered.
@@ -61,6 +64,7 @@ func Register(w sdkworker.Registry, acts *activities.Activities) {
 	w.RegisterWorkflowWithOptions(workflows.OnboardInstallation, workflow.RegisterOptions{Name: workflows.OnboardInstallationWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.UninstallInstallation, workflow.RegisterOptions{Name: workflows.UninstallInstallationWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.BackupRepository, workflow.RegisterOptions{Name: workflows.BackupRepositoryWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.SweepInstallation, workflow.RegisterOptions{Name: workflows.SweepInstallationWorkflowName})
 	w.RegisterActivity(acts)
 }
 
@@ -119,7 +123,35 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("start worker on host task queue %s: %w", o.HostQueue, err)
 	}
 	defer hw.Stop()
+	go CleanMirrorsEvery(ctx, o)
 	o.Logger.Info("worker started", "task_queue", o.TaskQueue, "host_queue", o.HostQueue, "max_concurrent_backups", o.MaxConcurrentBackups)
 	<-ctx.Done()
 	return nil
+}
+
+// CleanMirrorsEvery removes, at start and then periodically until ctx ends, the mirrors on this
+// worker's disk whose repositories are no longer backed up. It runs in the worker process, not
+// as a Temporal activity, because mirrors are local to each worker and Temporal cannot route a
+// task to every worker.
+func CleanMirrorsEvery(ctx context.Context, o Options) {
+	every := o.MirrorCleanupEvery
+	if every <= 0 {
+		every = time.Hour
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		res, err := activities.CleanMirrors(ctx, o.Activities)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			o.Logger.Warn("mirror cleanup failed; retrying at the next interval", "error", err)
+		case err == nil && len(res.Removed) > 0:
+			o.Logger.Info("mirror cleanup", "removed", len(res.Removed), "kept", res.Kept, "bytes_freed", res.BytesFreed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -237,6 +237,10 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	if err := workflow.ExecuteActivity(provider, StartBackupsActivity, StartBackupsInput{InstallationRef: ref, Trigger: TriggerInitial, OnlyNeverBackedUp: true}).Get(ctx, &started); err != nil {
 		return OnboardResult{}, err
 	}
+	// The scheduled sweep keeps the backups current where webhooks are missing or lost.
+	if err := workflow.ExecuteActivity(TemporalActivity(ctx), EnsureSweepScheduleActivity, ref).Get(ctx, nil); err != nil {
+		return OnboardResult{}, err
+	}
 
 	res := OnboardResult{Status: statusActive, Message: fmt.Sprintf("%d workspaces, %d repositories, %d webhooks", len(workspaces), p.RepositoriesFound, p.WebhooksRegistered)}
 	if len(p.WorkspaceReasons) > 0 {

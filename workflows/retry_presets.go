@@ -74,3 +74,35 @@ func BackupHostActivity(ctx workflow.Context, hostQueue string) workflow.Context
 		},
 	})
 }
+
+// SweepCheckActivity suits one page of a sweep's ls-remote checks: the pace is set by the git
+// rate limiter, so the activity may take long but heartbeats after every repository. Retries
+// re-check the whole page, which is cheap and harmless.
+func SweepCheckActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 2 * time.Hour,
+		HeartbeatTimeout:    2 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        30 * time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        10 * time.Minute,
+			MaximumAttempts:        5,
+			NonRetryableErrorTypes: NonRetryableProviderErrors,
+		},
+	})
+}
+
+// TemporalActivity suits short calls to Temporal's own API (schedules): like DatabaseActivity,
+// quick with a few fast retries.
+func TemporalActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: []string{"InvalidInput", "Misconfigured"},
+		},
+	})
+}

@@ -36,13 +36,17 @@ type UninstallResult struct {
 	WebhooksLeft    map[string]string // workspace slug -> reason
 }
 
-// UninstallInstallation removes the webhooks GitSec registered and marks the installation
-// removed (which drops its credentials). Existing backups are kept.
+// UninstallInstallation deletes the installation's sweep schedule, removes the webhooks GitSec
+// registered and marks the installation removed (which drops its credentials). Existing
+// backups are kept.
 func UninstallInstallation(ctx workflow.Context, ref InstallationRef) (UninstallResult, error) {
 	db := DatabaseActivity(ctx)
 	provider := ProviderActivity(ctx)
 	res := UninstallResult{WebhooksLeft: map[string]string{}}
 	if err := workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, "removing", "removing webhooks"}).Get(ctx, nil); err != nil {
+		return res, err
+	}
+	if err := workflow.ExecuteActivity(TemporalActivity(ctx), DeleteSweepScheduleActivity, ref).Get(ctx, nil); err != nil {
 		return res, err
 	}
 	var hooks []RegisteredWebhook

@@ -45,8 +45,12 @@ var Variables = []Variable{
 	{Name: "GITSEC_MIRROR_DIR", Default: "mirrors", Help: "Where a worker keeps its bare git mirrors (a cache: lost mirrors are rebuilt from storage)."},
 	{Name: "GITSEC_WORKER_HOST_QUEUE", Help: "This worker's own task queue for mirror affinity; default gitsec-host-HOSTNAME. Keep it stable across restarts of a worker with the same disk."},
 	{Name: "GITSEC_MAX_CONCURRENT_BACKUPS", Default: "4", Help: "Backups (clones and fetches) one worker runs at once."},
+	{Name: "GITSEC_MIRROR_MAX_BYTES", Default: "0", Help: "Disk budget of one worker's mirrors in bytes (0: unlimited). Before a clone or fetch the worker evicts the least recently used mirrors of other repositories (rebuilt from storage when next needed); a repository larger than the whole budget fails its backup."},
+	{Name: "GITSEC_MIRROR_CLEANUP_INTERVAL", Default: "1h", Help: "How often each worker deletes the mirrors of repositories no longer backed up (excluded, deleted upstream or uninstalled)."},
 	{Name: "GITSEC_BACKUP_QUIET_PERIOD", Default: "5s", Help: "After a backup request, wait this long for more before starting (a push burst becomes one backup)."},
 	{Name: "GITSEC_BACKUP_MAX_WAIT", Default: "1m", Help: "Longest a backup request waits for the quiet period."},
+	{Name: "GITSEC_SWEEP_INTERVAL", Default: "24h", Help: "How often each installation's sweep schedule checks every included repository with ls-remote and backs up the changed ones (Go duration; applied when onboarding or a re-sync runs)."},
+	{Name: "GITSEC_SWEEP_CONCURRENCY", Default: "8", Help: "ls-remote checks one sweep runs at once (the account's git rate limit paces them further)."},
 	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
 	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
 }
@@ -67,8 +71,12 @@ type Config struct {
 	MirrorDir            string
 	HostQueue            string
 	MaxConcurrentBackups int
+	MirrorMaxBytes       int64
+	MirrorCleanupEvery   time.Duration
 	BackupQuietPeriod    time.Duration
 	BackupMaxWait        time.Duration
+	SweepEvery           time.Duration
+	SweepConcurrency     int
 	HousekeepingEvery    time.Duration
 	WebhookDedupWindow   time.Duration
 }
@@ -117,8 +125,12 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		MirrorDir:            r.nonEmpty("GITSEC_MIRROR_DIR"),
 		HostQueue:            r.optional("GITSEC_WORKER_HOST_QUEUE"),
 		MaxConcurrentBackups: r.positiveInt("GITSEC_MAX_CONCURRENT_BACKUPS"),
+		MirrorMaxBytes:       r.nonNegativeInt64("GITSEC_MIRROR_MAX_BYTES"),
+		MirrorCleanupEvery:   r.duration("GITSEC_MIRROR_CLEANUP_INTERVAL"),
 		BackupQuietPeriod:    r.duration("GITSEC_BACKUP_QUIET_PERIOD"),
 		BackupMaxWait:        r.duration("GITSEC_BACKUP_MAX_WAIT"),
+		SweepEvery:           r.duration("GITSEC_SWEEP_INTERVAL"),
+		SweepConcurrency:     r.positiveInt("GITSEC_SWEEP_CONCURRENCY"),
 		HousekeepingEvery:    r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
 		WebhookDedupWindow:   r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
 	}
@@ -324,6 +336,15 @@ func (r *reader) positiveInt(name string) int {
 	n, err := strconv.Atoi(val)
 	if err != nil || n <= 0 {
 		r.fail(name, fmt.Sprintf("must be a positive integer, got %q", val))
+	}
+	return n
+}
+
+func (r *reader) nonNegativeInt64(name string) int64 {
+	val, _ := r.raw(name)
+	n, err := strconv.ParseInt(val, 10, 64)
+	if err != nil || n < 0 {
+		r.fail(name, fmt.Sprintf("must be a whole number of bytes, 0 or more, got %q", val))
 	}
 	return n
 }

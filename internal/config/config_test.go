@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envOf(m map[string]string) Getenv {
@@ -31,6 +32,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.HousekeepingEvery.String() != "1h0m0s" {
 		t.Fatalf("housekeeping interval = %v", c.HousekeepingEvery)
 	}
+	if c.SweepEvery != 24*time.Hour || c.SweepConcurrency != 8 || c.MirrorMaxBytes != 0 || c.MirrorCleanupEvery != time.Hour {
+		t.Fatalf("sweep every %v, concurrency %d, mirror budget %d, cleanup every %v", c.SweepEvery, c.SweepConcurrency, c.MirrorMaxBytes, c.MirrorCleanupEvery)
+	}
 }
 
 func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
@@ -47,6 +51,10 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"GITSEC_LOG_LEVEL", "loud", "GITSEC_LOG_LEVEL: must be debug, info, warn or error"},
 		{"GITSEC_LOG_FORMAT", "xml", "GITSEC_LOG_FORMAT: must be one of text, json"},
 		{"GITSEC_HOUSEKEEPING_INTERVAL", "-5m", "GITSEC_HOUSEKEEPING_INTERVAL: must be a positive duration"},
+		{"GITSEC_MIRROR_MAX_BYTES", "-1", "GITSEC_MIRROR_MAX_BYTES: must be a whole number of bytes"},
+		{"GITSEC_MIRROR_MAX_BYTES", "10GB", "GITSEC_MIRROR_MAX_BYTES: must be a whole number of bytes"},
+		{"GITSEC_SWEEP_INTERVAL", "daily", "GITSEC_SWEEP_INTERVAL: must be a positive duration"},
+		{"GITSEC_SWEEP_CONCURRENCY", "0", "GITSEC_SWEEP_CONCURRENCY: must be a positive integer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
