@@ -70,6 +70,7 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 	if err != nil {
 		return res, err
 	}
+	repo.FullName = check.FullName
 	latest := check.Latest
 	if !check.Changed {
 		res.SnapshotID, res.Refs = latest.ID, len(latest.Refs)
@@ -142,11 +143,13 @@ func (a *Activities) mirrorPath(tenantID uuid.UUID, providerUUID string) string 
 // upstreamCheck is the outcome of one change check: the remote, the latest snapshot (nil when
 // there is none) and whether the remote's refs differ from it.
 type upstreamCheck struct {
-	Remote  string
-	Key     archive.RepoKey
-	Latest  *archive.Manifest
-	Refs    gitmirror.RefMap
-	Changed bool
+	// FullName is the repository's current workspace/slug (renames upstream are followed).
+	FullName string
+	Remote   string
+	Key      archive.RepoKey
+	Latest   *archive.Manifest
+	Refs     gitmirror.RefMap
+	Changed  bool
 }
 
 // checkUpstream compares the remote's refs (one ls-remote, spending one unit of the git budget)
@@ -173,9 +176,27 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 	if err != nil {
 		return c, classify("git credentials", err)
 	}
+	c.FullName = fullName
 	refs, head, err := gitmirror.LsRemote(ctx, c.Remote, auth)
+	if errors.Is(err, transport.ErrRepositoryNotFound) {
+		// Slugs change; the UUID does not. A renamed repository is found again by UUID and
+		// followed, instead of being taken for deleted until the next sync.
+		renamed, rerr := client.GetRepository(ctx, workspace, providerUUID)
+		if rerr == nil && renamed.FullName != "" && renamed.FullName != fullName {
+			if uerr := a.Store.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName); uerr != nil {
+				return c, classify("record rename", uerr)
+			}
+			activity.GetLogger(ctx).Info("repository renamed upstream", "from", fullName, "to", renamed.FullName)
+			ws, sl, _ := strings.Cut(renamed.FullName, "/")
+			c.FullName, c.Remote = renamed.FullName, client.CloneURL(ws, sl)
+			if auth, err = client.GitAuth(ctx); err != nil {
+				return c, classify("git credentials", err)
+			}
+			refs, head, err = gitmirror.LsRemote(ctx, c.Remote, auth)
+		}
+	}
 	if err != nil {
-		return c, classifyGit("ls-remote "+fullName, err)
+		return c, classifyGit("ls-remote "+c.FullName, err)
 	}
 	c.Refs = refs
 	c.Changed = latest == nil || !refs.Equal(latest.Refs) || (head != "" && head != latest.Head)

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gitsec/gitsec/internal/childprocess"
 )
 
 // Options configure a cluster. Dir is required.
@@ -52,9 +53,7 @@ type Cluster struct {
 	socketDir  string
 	ownSockDir bool // socketDir was created by Start (the data dir path was too long for a socket)
 	logger     *slog.Logger
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	exitErr    error
+	proc       *childprocess.Process
 }
 
 // superuser is the role initdb creates; trust auth makes it password-less on loopback only.
@@ -103,7 +102,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		port := opts.Port
 		if port == 0 {
-			if port, err = freePort(); err != nil {
+			if port, err = childprocess.FreePort(); err != nil {
 				return nil, fmt.Errorf("start postgres: %w", err)
 			}
 		}
@@ -118,7 +117,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.removeOwnSocketDir()
 		lastErr = err
-		tail := logTail(logFile)
+		tail := childprocess.LogTail(logFile)
 		retryable := (opts.Port == 0 && strings.Contains(tail, "Address already in use")) ||
 			strings.Contains(tail, "pre-existing shared memory block")
 		if !retryable || ctx.Err() != nil {
@@ -129,16 +128,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("start postgres in %s: %w\n%s", dir, lastErr, logTail(logFile))
+	return nil, fmt.Errorf("start postgres in %s: %w\n%s", dir, lastErr, childprocess.LogTail(logFile))
 }
 
 // run starts the postmaster and waits until it accepts connections, or stops it again.
 func (c *Cluster) run(ctx context.Context, binDir string, cred *syscall.Credential, skipFsync bool) error {
-	logOut, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("open server log: %w", err)
-	}
-	defer logOut.Close()
 	args := []string{
 		"-D", c.dir,
 		"-c", "listen_addresses=127.0.0.1",
@@ -151,54 +145,30 @@ func (c *Cluster) run(ctx context.Context, binDir string, cred *syscall.Credenti
 		// only an OS crash can.
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
 	}
-	cmd := exec.Command(filepath.Join(binDir, "postgres"), args...)
-	cmd.Stdout = logOut
-	cmd.Stderr = logOut
-	// SIGINT is Postgres's fast shutdown: sent if this process dies without calling Stop.
-	cmd.SysProcAttr = childProcAttr(cred, syscall.SIGINT)
-	if err := cmd.Start(); err != nil {
+	proc, err := childprocess.Start(exec.Command(filepath.Join(binDir, "postgres"), args...), childprocess.Options{
+		LogFile: c.logFile,
+		// SIGINT is Postgres's fast shutdown; the postmaster then stops its backends itself.
+		StopSignal:       syscall.SIGINT,
+		SignalLeaderOnly: true,
+		Credential:       cred,
+	})
+	if err != nil {
 		return fmt.Errorf("run postgres: %w", err)
 	}
-	c.cmd = cmd
-	c.exited = make(chan struct{})
-	go func() {
-		c.exitErr = cmd.Wait()
-		close(c.exited)
-	}()
-	if err := c.waitReady(ctx); err != nil {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = c.stopProcess(stopCtx)
-		return err
+	c.proc = proc
+	err = proc.WaitReady(ctx, 100*time.Millisecond, c.checkServesDir)
+	if err != nil {
+		_, _ = proc.StopWithin(10 * time.Second)
+		return fmt.Errorf("wait for postgres on port %d: %w", c.port, err)
 	}
 	return nil
-}
-
-func (c *Cluster) waitReady(ctx context.Context) error {
-	for {
-		select {
-		case <-c.exited:
-			return fmt.Errorf("postgres exited during startup: %v", c.exitErr)
-		default:
-		}
-		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := c.checkServesDir(pingCtx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for postgres on port %d: %w (last error: %v)", c.port, ctx.Err(), err)
-		case <-c.exited:
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // checkServesDir connects and makes sure the server answering is ours: with a fixed port, another
 // server may be listening there while ours fails to bind.
 func (c *Cluster) checkServesDir(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	conn, err := pgx.Connect(ctx, c.URL("postgres"))
 	if err != nil {
 		return err
@@ -263,36 +233,21 @@ func (c *Cluster) exec(ctx context.Context, sql string) error {
 // Stop shuts the server down (fast shutdown: open sessions are disconnected) and waits for it.
 // When ctx ends first the server is killed.
 func (c *Cluster) Stop(ctx context.Context) error {
-	if c == nil || c.cmd == nil {
+	if c == nil || c.proc == nil {
 		return nil
 	}
-	err := c.stopProcess(ctx)
+	// A wedged postmaster is killed with its whole group: its backends must not keep the port
+	// and shared memory.
+	killed, err := c.proc.Stop(ctx)
 	c.removeOwnSocketDir()
+	if err == nil && killed {
+		err = fmt.Errorf("postgres did not shut down in time, killed: %w", ctx.Err())
+	}
 	if err != nil {
 		return fmt.Errorf("stop postgres in %s: %w", c.dir, err)
 	}
 	c.logger.Info("postgres stopped", "dir", c.dir, "port", c.port)
 	return nil
-}
-
-func (c *Cluster) stopProcess(ctx context.Context) error {
-	select {
-	case <-c.exited:
-		return nil
-	default:
-	}
-	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal postgres: %w", err)
-	}
-	select {
-	case <-c.exited:
-		return nil
-	case <-ctx.Done():
-	}
-	// The whole group: backends of a wedged postmaster must not keep the port and shared memory.
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-	<-c.exited
-	return fmt.Errorf("postgres did not shut down in time, killed: %w", ctx.Err())
 }
 
 func (c *Cluster) chooseSocketDir(cred *syscall.Credential) error {
@@ -342,7 +297,7 @@ func prepareDataDir(ctx context.Context, dir, binDir string, cred *syscall.Crede
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	logger.Info("initialising postgres cluster", "dir", dir)
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("initdb: %w\n%s", err, tailLines(out.String(), 30))
+		return fmt.Errorf("initdb: %w\n%s", err, childprocess.LastLines(out.String(), 30))
 	}
 	// initdb's defaults already allow trust only for local sockets and loopback addresses.
 	return nil
@@ -478,15 +433,6 @@ func isFile(path string) bool {
 	return err == nil && !info.IsDir()
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func sleep(ctx context.Context, d time.Duration) error {
 	select {
 	case <-ctx.Done():
@@ -494,27 +440,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
-}
-
-// logTail returns the end of the server log for error messages.
-func logTail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(no server log: %v)", err)
-	}
-	defer f.Close()
-	const maxBytes = 8 << 10
-	if info, err := f.Stat(); err == nil && info.Size() > maxBytes {
-		_, _ = f.Seek(info.Size()-maxBytes, io.SeekStart)
-	}
-	data, _ := io.ReadAll(f)
-	return "server log " + path + ":\n" + tailLines(string(data), 30)
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -150,10 +150,10 @@ func TestStartAfterKilledServerReusesData(t *testing.T) {
 	execSQL(t, c.URL("postgres"), "CREATE TABLE before_kill (v int); INSERT INTO before_kill VALUES (42)")
 
 	// Simulate a dev stack killed with SIGKILL: no shutdown, postmaster.pid stays behind.
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(c.proc.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-c.exited
+	_ = c.proc.Wait()
 	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err != nil {
 		t.Fatalf("expected a stale postmaster.pid: %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sys/unix"
+
+	"github.com/gitsec/gitsec/internal/childprocess"
 )
 
 // Region is the region the gateway reports and clients sign for.
@@ -50,9 +51,7 @@ type Server struct {
 	logFile    string
 	ownLogFile bool
 	logger     *slog.Logger
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	exitErr    error
+	proc       *childprocess.Process
 }
 
 // stopGrace is how long the gateway gets to shut down on SIGTERM before it is killed.
@@ -92,13 +91,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	for attempt := 1; ; attempt++ {
 		err = s.run(ctx, opts, dir)
 		if err == nil || opts.Port != 0 || attempt == 3 || ctx.Err() != nil ||
-			!strings.Contains(logTail(s.logFile), "address already in use") {
+			!strings.Contains(childprocess.LogTail(s.logFile), "address already in use") {
 			break
 		}
 		logger.Warn("s3 server could not bind its port, retrying", "err", err)
 	}
 	if err != nil {
-		err = fmt.Errorf("start s3 server on %s: %w\n%s", dir, err, logTail(s.logFile))
+		err = fmt.Errorf("start s3 server on %s: %w\n%s", dir, err, childprocess.LogTail(s.logFile))
 		s.removeOwnLogFile()
 		return nil, err
 	}
@@ -110,7 +109,7 @@ func (s *Server) run(ctx context.Context, opts Options, dir string) error {
 	s.port = opts.Port
 	if s.port == 0 {
 		var err error
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = childprocess.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -127,53 +126,26 @@ func (s *Server) run(ctx context.Context, opts Options, dir string) error {
 	}
 	args = append(args, dir)
 
-	logOut, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("open log file: %w", err)
-	}
-	defer logOut.Close()
 	cmd := exec.Command(opts.Binary, args...)
-	cmd.Stdout, cmd.Stderr = logOut, logOut
 	// Credentials go through the environment so that they never show in the process list.
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.accessKey, "ROOT_SECRET_KEY="+s.secretKey)
-	cmd.SysProcAttr = childProcAttr(syscall.SIGTERM)
-	if err := cmd.Start(); err != nil {
+	var err error
+	s.proc, err = childprocess.Start(cmd, childprocess.Options{LogFile: s.logFile, StopSignal: syscall.SIGTERM})
+	if err != nil {
 		return fmt.Errorf("run %s: %w", opts.Binary, err)
 	}
-	s.cmd = cmd
-	s.exited = make(chan struct{})
-	go func() {
-		s.exitErr = cmd.Wait()
-		close(s.exited)
-	}()
-	if err := s.waitReady(ctx); err != nil {
-		s.stopProcess()
+	client := s.Client()
+	listBuckets := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
 		return err
 	}
-	return nil
-}
-
-func (s *Server) waitReady(ctx context.Context) error {
-	client := s.Client()
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("versitygw exited during startup: %v", s.exitErr)
-		default:
-		}
-		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := client.ListBuckets(attemptCtx, &s3.ListBucketsInput{})
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for s3 server on %s: %w (last error: %v)", s.Endpoint(), ctx.Err(), err)
-		case <-s.exited:
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := s.proc.WaitReady(ctx, 100*time.Millisecond, listBuckets); err != nil {
+		s.stopProcess()
+		return fmt.Errorf("wait for s3 server on %s: %w", s.Endpoint(), err)
 	}
+	return nil
 }
 
 // Endpoint returns the gateway's base URL.
@@ -219,7 +191,7 @@ func (s *Server) AWSEnv() []string {
 
 // Stop terminates the gateway (SIGTERM, then SIGKILL after a grace period) and waits for it.
 func (s *Server) Stop() error {
-	if s == nil || s.cmd == nil {
+	if s == nil || s.proc == nil {
 		return nil
 	}
 	err := s.stopProcess()
@@ -232,24 +204,11 @@ func (s *Server) Stop() error {
 }
 
 func (s *Server) stopProcess() error {
-	select {
-	case <-s.exited:
-		return nil
-	default:
+	killed, err := s.proc.StopWithin(stopGrace)
+	if killed {
+		s.logger.Warn("s3 server ignored SIGTERM and was killed", "grace", stopGrace)
 	}
-	pgid := s.cmd.Process.Pid
-	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("signal process group %d: %w", pgid, err)
-	}
-	select {
-	case <-s.exited:
-		return nil
-	case <-time.After(stopGrace):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	<-s.exited
-	s.logger.Warn("s3 server ignored SIGTERM and was killed", "grace", stopGrace)
-	return nil
+	return err
 }
 
 func (s *Server) removeOwnLogFile() {
@@ -268,32 +227,4 @@ func supportsUserXattrs(dir string) bool {
 	f.Close()
 	defer os.Remove(name)
 	return unix.Setxattr(name, "user.gitsec.probe", []byte("1"), 0) == nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// logTail returns the end of the gateway log for error messages.
-func logTail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(no server log: %v)", err)
-	}
-	defer f.Close()
-	const maxBytes = 8 << 10
-	if info, err := f.Stat(); err == nil && info.Size() > maxBytes {
-		_, _ = f.Seek(info.Size()-maxBytes, io.SeekStart)
-	}
-	data, _ := io.ReadAll(f)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return "server log " + path + ":\n" + strings.Join(lines, "\n")
 }

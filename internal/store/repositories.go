@@ -218,3 +218,10 @@ func (s *Store) RepositoryNames(ctx context.Context, tenantID, installationID uu
 	}
 	return names, nil
 }
+
+// RenameRepository records a repository's new workspace/slug, found by its provider UUID.
+func (s *Store) RenameRepository(ctx context.Context, tenantID uuid.UUID, providerUUID, fullName string) error {
+	return s.execOne(ctx, "rename repository",
+		`UPDATE repositories SET full_name = $3, status = 'active', updated_at = now()
+		  WHERE tenant_id = $1 AND provider_uuid = $2`, tenantID, providerUUID, fullName)
+}

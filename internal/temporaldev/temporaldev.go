@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -24,6 +23,8 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/gitsec/gitsec/internal/childprocess"
 )
 
 // Options configure the dev server. Binary is required.
@@ -54,9 +55,7 @@ type Server struct {
 	logFile    string
 	ownLogFile bool
 	logger     *slog.Logger
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	exitErr    error
+	proc       *childprocess.Process
 }
 
 // stopGrace is how long the server gets to shut down on SIGTERM before it is killed.
@@ -94,18 +93,18 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		err = s.run(ctx, opts)
 		pickedPorts := opts.Port == 0 || opts.UIPort == 0
 		if err == nil || !pickedPorts || attempt == 3 || ctx.Err() != nil ||
-			!strings.Contains(strings.ToLower(logTail(s.logFile)), "address already in use") {
+			!strings.Contains(strings.ToLower(childprocess.LogTail(s.logFile)), "address already in use") {
 			break
 		}
 		logger.Warn("temporal dev server could not bind its ports, retrying", "err", err)
 	}
 	if err != nil {
-		err = fmt.Errorf("start temporal dev server: %w\n%s", err, logTail(s.logFile))
+		err = fmt.Errorf("start temporal dev server: %w\n%s", err, childprocess.LogTail(s.logFile))
 		s.removeOwnLogFile()
 		return nil, err
 	}
 	if err := s.ensureSearchAttributes(ctx, saTypes); err != nil {
-		err = fmt.Errorf("start temporal dev server: %w\n%s", err, logTail(s.logFile))
+		err = fmt.Errorf("start temporal dev server: %w\n%s", err, childprocess.LogTail(s.logFile))
 		s.Stop()
 		return nil, err
 	}
@@ -117,7 +116,7 @@ func (s *Server) run(ctx context.Context, opts Options) error {
 	port := opts.Port
 	var err error
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = childprocess.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -127,7 +126,7 @@ func (s *Server) run(ctx context.Context, opts Options) error {
 	case opts.UIPort < 0:
 		args = append(args, "--headless")
 	case opts.UIPort == 0:
-		if s.uiPort, err = freePort(); err != nil {
+		if s.uiPort, err = childprocess.FreePort(); err != nil {
 			return err
 		}
 	default:
@@ -154,50 +153,18 @@ func (s *Server) run(ctx context.Context, opts Options) error {
 		args = append(args, "--search-attribute", name+"="+opts.SearchAttributes[name])
 	}
 
-	logOut, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("open log file: %w", err)
-	}
-	defer logOut.Close()
 	cmd := exec.Command(opts.Binary, args...)
-	cmd.Stdout, cmd.Stderr = logOut, logOut
 	// A user's ~/.config/temporalio settings must not redirect the dev server.
 	cmd.Env = append(os.Environ(), "TEMPORAL_ENV=", "TEMPORAL_ADDRESS=")
-	cmd.SysProcAttr = childProcAttr(syscall.SIGTERM)
-	if err := cmd.Start(); err != nil {
+	s.proc, err = childprocess.Start(cmd, childprocess.Options{LogFile: s.logFile, StopSignal: syscall.SIGTERM})
+	if err != nil {
 		return fmt.Errorf("run %s: %w", opts.Binary, err)
 	}
-	s.cmd = cmd
-	s.exited = make(chan struct{})
-	go func() {
-		s.exitErr = cmd.Wait()
-		close(s.exited)
-	}()
-	if err := s.waitReady(ctx); err != nil {
+	if err := s.proc.WaitReady(ctx, 200*time.Millisecond, s.checkReady); err != nil {
 		s.stopProcess()
-		return err
+		return fmt.Errorf("wait for temporal on %s: %w", s.hostPort, err)
 	}
 	return nil
-}
-
-func (s *Server) waitReady(ctx context.Context) error {
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("temporal server exited during startup: %v", s.exitErr)
-		default:
-		}
-		err := s.checkReady(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for temporal on %s: %w (last error: %v)", s.hostPort, ctx.Err(), err)
-		case <-s.exited:
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 func (s *Server) checkReady(ctx context.Context) error {
@@ -300,7 +267,7 @@ func (s *Server) LogFile() string { return s.logFile }
 
 // Stop terminates the server (SIGTERM, then SIGKILL after a grace period) and waits for it.
 func (s *Server) Stop() error {
-	if s == nil || s.cmd == nil {
+	if s == nil || s.proc == nil {
 		return nil
 	}
 	err := s.stopProcess()
@@ -313,56 +280,15 @@ func (s *Server) Stop() error {
 }
 
 func (s *Server) stopProcess() error {
-	select {
-	case <-s.exited:
-		return nil
-	default:
+	killed, err := s.proc.StopWithin(stopGrace)
+	if killed {
+		s.logger.Warn("temporal dev server ignored SIGTERM and was killed", "grace", stopGrace)
 	}
-	pgid := s.cmd.Process.Pid
-	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("signal process group %d: %w", pgid, err)
-	}
-	select {
-	case <-s.exited:
-		return nil
-	case <-time.After(stopGrace):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	<-s.exited
-	s.logger.Warn("temporal dev server ignored SIGTERM and was killed", "grace", stopGrace)
-	return nil
+	return err
 }
 
 func (s *Server) removeOwnLogFile() {
 	if s.ownLogFile {
 		os.Remove(s.logFile)
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// logTail returns the end of the server log for error messages.
-func logTail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(no server log: %v)", err)
-	}
-	defer f.Close()
-	const maxBytes = 8 << 10
-	if info, err := f.Stat(); err == nil && info.Size() > maxBytes {
-		_, _ = f.Seek(info.Size()-maxBytes, io.SeekStart)
-	}
-	data, _ := io.ReadAll(f)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return "server log " + path + ":\n" + strings.Join(lines, "\n")
 }
