@@ -153,7 +153,7 @@ func (a *Activities) RegisterWorkspaceWebhook(ctx context.Context, in workflows.
 	}
 	if errors.Is(err, bitbucket.ErrForbidden) {
 		reason := "Bitbucket refused to register the webhook (403): the account is no longer an owner/administrator of this workspace; repositories are backed up on schedule"
-		if err := a.Store.SetWorkspaceStatus(ctx, tenantID, wsID, store.WorkspaceNoAdmin, reason); err != nil {
+		if err := a.Store.MarkWorkspaceNotAdmin(ctx, tenantID, wsID, reason); err != nil {
 			return workflows.WebhookResult{}, classify("record workspace status", err)
 		}
 		return workflows.WebhookResult{Registered: false, Reason: reason}, nil

@@ -179,7 +179,7 @@ func TestAdminRightLostBetweenListingAndHookCreation(t *testing.T) {
 
 	wss := e.workspaces(instID)
 	acme := wss["acme"]
-	if acme["status"] != "no_admin" || acme["webhook_registered"] != false ||
+	if acme["status"] != "no_admin" || acme["admin"] != false || acme["webhook_registered"] != false ||
 		!strings.Contains(acme["status_reason"].(string), "no longer an owner/administrator") {
 		t.Fatalf("acme = %v", acme)
 	}

@@ -204,6 +204,15 @@ func (s *Store) SetWorkspaceStatus(ctx context.Context, tenantID, id uuid.UUID, 
 		tenantID, id, status, reason)
 }
 
+// MarkWorkspaceNotAdmin records that the account lost its administrator right on the workspace
+// (Bitbucket refused a hook operation with 403).
+func (s *Store) MarkWorkspaceNotAdmin(ctx context.Context, tenantID, id uuid.UUID, reason string) error {
+	return s.execOne(ctx, "mark workspace not admin",
+		`UPDATE workspaces SET is_admin = false, status = 'no_admin', status_reason = $3, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, id, reason)
+}
+
 // SetWorkspaceWebhook stores the registered hook and its encrypted secret.
 func (s *Store) SetWorkspaceWebhook(ctx context.Context, tenantID, id uuid.UUID, hookUUID string, secretEncrypted []byte) error {
 	return s.execOne(ctx, "set workspace webhook",
