@@ -1,0 +1,122 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+)
+
+type backupMocks struct {
+	runs     atomic.Int32
+	triggers []string
+	outcomes []BackupOutcomeInput
+}
+
+func newBackupEnv(t *testing.T, m *backupMocks) *testsuite.TestWorkflowEnvironment {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(BackupRepository, workflow.RegisterOptions{Name: BackupRepositoryWorkflowName})
+	env.RegisterActivityWithOptions(func(context.Context) (string, error) { return "host-a", nil },
+		activity.RegisterOptions{Name: PickBackupHostActivity})
+	env.RegisterActivityWithOptions(func(_ context.Context, in RunBackupInput) (RunBackupResult, error) {
+		n := m.runs.Add(1)
+		m.triggers = append(m.triggers, in.Trigger)
+		return RunBackupResult{Changed: true, SnapshotID: "s" + string(rune('0'+n%10)), Host: "host-a"}, nil
+	}, activity.RegisterOptions{Name: RunBackupActivity})
+	env.RegisterActivityWithOptions(func(_ context.Context, in BackupOutcomeInput) error {
+		m.outcomes = append(m.outcomes, in)
+		return nil
+	}, activity.RegisterOptions{Name: RecordBackupOutcomeActivity})
+	return env
+}
+
+func TestBackupBurstCoalescesIntoOneRun(t *testing.T) {
+	m := &backupMocks{}
+	env := newBackupEnv(t, m)
+	// A burst within the quiet period: one run, recorded under the strongest trigger.
+	for i, trig := range []string{TriggerSchedule, TriggerWebhook, TriggerManual} {
+		env.RegisterDelayedCallback(func() {
+			env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: trig, DeliveryID: "d"})
+		}, time.Duration(i+1)*time.Second)
+	}
+	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: 5 * time.Second, MaxWait: time.Minute, IdleTimeout: 10 * time.Minute})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.runs.Load(); n != 1 {
+		t.Fatalf("runs = %d, want 1", n)
+	}
+	if m.triggers[0] != TriggerWebhook || len(m.outcomes) != 1 || m.outcomes[0].Trigger != TriggerWebhook {
+		t.Fatalf("triggers = %v, outcomes = %+v", m.triggers, m.outcomes)
+	}
+}
+
+func TestBackupRequestDuringARunFollowsIt(t *testing.T) {
+	m := &backupMocks{}
+	env := newBackupEnv(t, m)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
+	// Arrives after the first run started (quiet period 1 s): becomes exactly one follow-up run.
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerWebhook})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerWebhook})
+	}, 3*time.Second)
+	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.runs.Load(); n != 2 {
+		t.Fatalf("runs = %d, want 2 (one run, one follow-up for the two requests)", n)
+	}
+}
+
+func TestBackupContinuesAsNewWithPendingRequests(t *testing.T) {
+	m := &backupMocks{}
+	env := newBackupEnv(t, m)
+	// One request per minute: each becomes its own run until the run limit.
+	for i := 0; i < maxRunsPerExecution+5; i++ {
+		env.RegisterDelayedCallback(func() {
+			env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerSchedule})
+		}, time.Duration(i)*time.Minute)
+	}
+	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Hour})
+	err := env.GetWorkflowError()
+	var can *workflow.ContinueAsNewError
+	if !errors.As(err, &can) {
+		t.Fatalf("workflow ended with %v, want continue-as-new", err)
+	}
+	if n := m.runs.Load(); n != maxRunsPerExecution {
+		t.Fatalf("runs before continue-as-new = %d, want %d", n, maxRunsPerExecution)
+	}
+}
+
+func TestBackupFailureIsRecordedAndTheWorkflowLivesOn(t *testing.T) {
+	m := &backupMocks{}
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterActivityWithOptions(func(context.Context) (string, error) { return "host-a", nil }, activity.RegisterOptions{Name: PickBackupHostActivity})
+	env.RegisterActivityWithOptions(func(context.Context, RunBackupInput) (RunBackupResult, error) {
+		m.runs.Add(1)
+		return RunBackupResult{}, errors.New("upstream exploded")
+	}, activity.RegisterOptions{Name: RunBackupActivity})
+	env.RegisterActivityWithOptions(func(_ context.Context, in BackupOutcomeInput) error {
+		m.outcomes = append(m.outcomes, in)
+		return nil
+	}, activity.RegisterOptions{Name: RecordBackupOutcomeActivity})
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
+	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatalf("a failed backup ended the workflow: %v", err)
+	}
+	if len(m.outcomes) != 1 || m.outcomes[0].Failure == "" {
+		t.Fatalf("outcomes = %+v, want the failure recorded", m.outcomes)
+	}
+	if m.runs.Load() < 2 {
+		t.Fatalf("RunBackup ran %d times, want Temporal's retries", m.runs.Load())
+	}
+}
