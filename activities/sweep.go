@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/schedules"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -243,8 +244,7 @@ func (a *Activities) EnsureSweepSchedule(ctx context.Context, ref workflows.Inst
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	spec, action := a.sweepSchedule(ref)
-	sc := a.Temporal.ScheduleClient()
-	_, err := sc.Create(ctx, client.ScheduleOptions{
+	created, err := schedules.Ensure(ctx, a.Temporal, client.ScheduleOptions{
 		ID:     id,
 		Spec:   spec,
 		Action: action,
@@ -257,24 +257,10 @@ func (a *Activities) EnsureSweepSchedule(ctx context.Context, ref workflows.Inst
 		),
 		Memo: map[string]any{"purpose": "check every included repository for changes and back up the changed ones"},
 	})
-	if err == nil {
-		a.Logger.Info("created sweep schedule", "schedule_id", id, "every", spec.Intervals[0].Every.String())
-		return nil
-	}
-	if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
-		return fmt.Errorf("create schedule %s: %w", id, err)
-	}
-	err = sc.GetHandle(ctx, id).Update(ctx, client.ScheduleUpdateOptions{
-		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
-			s := in.Description.Schedule
-			s.Spec = &spec
-			s.Action = action
-			return &client.ScheduleUpdate{Schedule: &s}, nil
-		},
-	})
 	if err != nil {
-		return fmt.Errorf("update schedule %s: %w", id, err)
+		return err
 	}
+	a.Logger.Info("sweep schedule ready", "schedule_id", id, "created", created, "every", spec.Intervals[0].Every.String())
 	return nil
 }
 

@@ -4,18 +4,17 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gitsec/gitsec/activities"
+	"github.com/gitsec/gitsec/internal/schedules"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -78,33 +77,17 @@ func EnsureSchedules(ctx context.Context, o Options) error {
 		TaskQueue: o.TaskQueue,
 		Args:      []any{workflows.HousekeepingInput{WebhookDedupWindow: o.WebhookDedupWindow}},
 	}
-	sc := o.Client.ScheduleClient()
-	_, err := sc.Create(ctx, client.ScheduleOptions{
+	created, err := schedules.Ensure(ctx, o.Client, client.ScheduleOptions{
 		ID:      HousekeepingScheduleID,
 		Spec:    spec,
 		Action:  action,
 		Overlap: 0, // skip a run while the previous one still runs
 		Memo:    map[string]any{"purpose": "delete expired OAuth states and old webhook deliveries"},
 	})
-	if err == nil {
-		o.Logger.Info("created schedule", "schedule_id", HousekeepingScheduleID, "every", o.HousekeepingEvery.String())
-		return nil
-	}
-	if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
-		return fmt.Errorf("create schedule %s: %w", HousekeepingScheduleID, err)
-	}
-	err = sc.GetHandle(ctx, HousekeepingScheduleID).Update(ctx, client.ScheduleUpdateOptions{
-		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
-			s := in.Description.Schedule
-			s.Spec = &spec
-			s.Action = action
-			return &client.ScheduleUpdate{Schedule: &s}, nil
-		},
-	})
 	if err != nil {
-		return fmt.Errorf("update schedule %s: %w", HousekeepingScheduleID, err)
+		return err
 	}
-	o.Logger.Info("schedule up to date", "schedule_id", HousekeepingScheduleID, "every", o.HousekeepingEvery.String())
+	o.Logger.Info("housekeeping schedule ready", "schedule_id", HousekeepingScheduleID, "created", created, "every", o.HousekeepingEvery.String())
 	return nil
 }
 

@@ -32,11 +32,7 @@ func newAdminCmd() *cobra.Command {
 			if err := checkTenantName(name); err != nil {
 				return err
 			}
-			cfg, _, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := store.Open(cmd.Context(), cfg.DatabaseURL)
+			st, err := openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -67,11 +63,7 @@ func newAdminCmd() *cobra.Command {
 			if err := checkTenantName(tenant); err != nil {
 				return err
 			}
-			cfg, _, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := store.Open(cmd.Context(), cfg.DatabaseURL)
+			st, err := openStore(cmd.Context())
 			if err != nil {
 				return err
 			}

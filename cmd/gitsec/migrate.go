@@ -5,8 +5,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-
-	"github.com/gitsec/gitsec/internal/store"
 )
 
 func newMigrateCmd() *cobra.Command {
@@ -19,11 +17,7 @@ func newMigrateCmd() *cobra.Command {
 		Short: "Apply every pending migration",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := store.Open(cmd.Context(), cfg.DatabaseURL)
+			st, err := openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -44,11 +38,7 @@ func newMigrateCmd() *cobra.Command {
 		Short: "List migrations and whether each is applied",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := store.Open(cmd.Context(), cfg.DatabaseURL)
+			st, err := openStore(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -43,6 +43,15 @@ func loadConfig() (config.Config, *slog.Logger, error) {
 	return cfg, log, nil
 }
 
+// openStore opens Postgres for the commands that need nothing else (migrate, admin).
+func openStore(ctx context.Context) (*store.Store, error) {
+	cfg, _, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	return store.Open(ctx, cfg.DatabaseURL)
+}
+
 func temporalOptions(cfg config.Config, log *slog.Logger) client.Options {
 	return client.Options{
 		HostPort:  cfg.TemporalAddress,
