@@ -26,9 +26,23 @@ import (
 
 // PickBackupHost runs on the shared task queue; whichever worker takes it offers its own host
 // queue, where the mirror will live.
-func (a *Activities) PickBackupHost(ctx context.Context) (string, error) {
+//
+// A repository whose mirror is known to live on a worker goes back to that worker, unless that
+// worker just failed to answer (in.Exclude).
+func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
 	if a.HostQueue == "" {
 		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", "Misconfigured", nil)
+	}
+	tenantID, _, repoID, err := a.parseTarget(in.Target)
+	if err != nil {
+		return "", err
+	}
+	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
+	if err != nil {
+		return "", classify("load repository", err)
+	}
+	if repo.MirrorHost != "" && repo.MirrorHost != in.Exclude {
+		return repo.MirrorHost, nil
 	}
 	return a.HostQueue, nil
 }
@@ -250,6 +264,11 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 		return err
 	}
 	r := in.Result
+	if r.Host != "" && in.Failure == "" {
+		if err := a.Store.SetMirrorHost(ctx, tenantID, repoID, r.Host); err != nil {
+			return classify("record mirror host", err)
+		}
+	}
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {

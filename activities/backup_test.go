@@ -432,3 +432,36 @@ func TestConcurrentRequestsCoalesce(t *testing.T) {
 	}
 	fmt.Fprintln(os.Stderr, "coalesced into", snaps[0].ID)
 }
+
+// TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone: the worker that kept the mirror does
+// not answer; after the host timeout another worker takes the backup, rebuilds the mirror from
+// storage (no re-clone: only the new pack is uploaded) and becomes the mirror's host.
+func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
+	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
+	ctx := context.Background()
+	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	r := e.repo("api")
+	if r.MirrorHost != e.acts.HostQueue {
+		t.Fatalf("mirror host = %q, want %q", r.MirrorHost, e.acts.HostQueue)
+	}
+
+	// The mirror's worker is gone (nobody polls its queue) and so is its disk.
+	if err := e.store.SetMirrorHost(ctx, e.tenantID, r.ID, "gitsec-host-gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(e.mirrors); err != nil {
+		t.Fatal(err)
+	}
+	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
+	e.settings.HostTimeout = 2 * time.Second
+	e.backup("api")
+
+	snaps := e.snapshots("api")
+	if len(snaps) != 2 || snaps[0].PacksCount != 2 || snaps[0].BytesUploaded > 20_000 {
+		t.Fatalf("snapshots after failover = %+v, want an incremental second snapshot", snaps)
+	}
+	if r := e.repo("api"); r.MirrorHost != e.acts.HostQueue {
+		t.Fatalf("mirror host after failover = %q, want %q", r.MirrorHost, e.acts.HostQueue)
+	}
+	e.restoreAndVerify("api", snaps[0].ID)
+}

@@ -60,6 +60,15 @@ type BackupInput struct {
 	IdleTimeout time.Duration
 	// LastHost is the host queue that served the previous run (mirror affinity).
 	LastHost string
+	// HostTimeout is how long a run waits for the mirror's worker to pick it up before another
+	// worker takes over (and hydrates the mirror from storage).
+	HostTimeout time.Duration
+}
+
+// PickHostInput asks which worker should run a backup; Exclude is a host that did not answer.
+type PickHostInput struct {
+	Target  BackupTarget
+	Exclude string
 }
 
 // Activities of a backup run.
@@ -218,21 +227,23 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 	db := DatabaseActivity(ctx)
 	var res RunBackupResult
 	var runErr error
+	exclude := ""
 	for attempt := 0; attempt < 3; attempt++ {
 		host := in.LastHost
 		if host == "" {
 			status.Step = "choosing worker"
-			if runErr = workflow.ExecuteActivity(db, PickBackupHostActivity).Get(ctx, &host); runErr != nil {
+			if runErr = workflow.ExecuteActivity(db, PickBackupHostActivity, PickHostInput{Target: in.Target, Exclude: exclude}).Get(ctx, &host); runErr != nil {
 				break
 			}
 		}
 		status.Step = "backing up"
-		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host), RunBackupActivity,
+		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host, in.HostTimeout), RunBackupActivity,
 			RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}).Get(ctx, &res)
 		var timeout *temporal.TimeoutError
 		if errors.As(runErr, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
-			// The host worker is gone: another worker takes over and hydrates the mirror.
-			in.LastHost = ""
+			// The mirror's worker is gone: another worker takes over and hydrates the mirror.
+			workflow.GetLogger(ctx).Warn("mirror host did not pick up the backup; choosing another worker", "host", host)
+			in.LastHost, exclude = "", host
 			continue
 		}
 		if runErr == nil {

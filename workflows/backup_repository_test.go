@@ -22,7 +22,7 @@ func newBackupEnv(t *testing.T, m *backupMocks) *testsuite.TestWorkflowEnvironme
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflowWithOptions(BackupRepository, workflow.RegisterOptions{Name: BackupRepositoryWorkflowName})
-	env.RegisterActivityWithOptions(func(context.Context) (string, error) { return "host-a", nil },
+	env.RegisterActivityWithOptions(func(context.Context, PickHostInput) (string, error) { return "host-a", nil },
 		activity.RegisterOptions{Name: PickBackupHostActivity})
 	env.RegisterActivityWithOptions(func(_ context.Context, in RunBackupInput) (RunBackupResult, error) {
 		n := m.runs.Add(1)
@@ -99,7 +99,7 @@ func TestBackupFailureIsRecordedAndTheWorkflowLivesOn(t *testing.T) {
 	m := &backupMocks{}
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
-	env.RegisterActivityWithOptions(func(context.Context) (string, error) { return "host-a", nil }, activity.RegisterOptions{Name: PickBackupHostActivity})
+	env.RegisterActivityWithOptions(func(context.Context, PickHostInput) (string, error) { return "host-a", nil }, activity.RegisterOptions{Name: PickBackupHostActivity})
 	env.RegisterActivityWithOptions(func(context.Context, RunBackupInput) (RunBackupResult, error) {
 		m.runs.Add(1)
 		return RunBackupResult{}, errors.New("upstream exploded")

@@ -59,10 +59,13 @@ var NonRetryableProviderErrors = []string{
 // task queue). A clone of a big repository can take long, so the activity heartbeats progress;
 // ScheduleToStart is short so a dead host is noticed and another worker takes over (hydrating
 // the mirror from storage).
-func BackupHostActivity(ctx workflow.Context, hostQueue string) workflow.Context {
+func BackupHostActivity(ctx workflow.Context, hostQueue string, hostTimeout time.Duration) workflow.Context {
+	if hostTimeout <= 0 {
+		hostTimeout = 2 * time.Minute
+	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:              hostQueue,
-		ScheduleToStartTimeout: 2 * time.Minute,
+		ScheduleToStartTimeout: hostTimeout,
 		StartToCloseTimeout:    6 * time.Hour,
 		HeartbeatTimeout:       2 * time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{

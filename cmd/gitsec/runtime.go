@@ -82,7 +82,7 @@ func readinessChecks(st *store.Store, tc client.Client, bucket *blob.Bucket) []a
 }
 
 func backupSettings(cfg config.Config) backupqueue.Settings {
-	return backupqueue.Settings{TaskQueue: cfg.TaskQueue, QuietPeriod: cfg.BackupQuietPeriod, MaxWait: cfg.BackupMaxWait}
+	return backupqueue.Settings{TaskQueue: cfg.TaskQueue, QuietPeriod: cfg.BackupQuietPeriod, MaxWait: cfg.BackupMaxWait, HostTimeout: cfg.BackupHostTimeout}
 }
 
 // bitbucketOAuth is the backup app's OAuth consumer; nil when none is configured.

@@ -21,6 +21,8 @@ type Settings struct {
 	QuietPeriod time.Duration
 	MaxWait     time.Duration
 	IdleTimeout time.Duration
+	// HostTimeout bounds the wait for the mirror's worker before another one takes over.
+	HostTimeout time.Duration
 }
 
 // Request signals the repository's backup workflow, starting it when none runs, and returns
@@ -44,6 +46,7 @@ func Request(ctx context.Context, c client.Client, s Settings, target workflows.
 		QuietPeriod: s.QuietPeriod,
 		MaxWait:     s.MaxWait,
 		IdleTimeout: s.IdleTimeout,
+		HostTimeout: s.HostTimeout,
 	})
 	if err != nil {
 		return "", fmt.Errorf("request backup of %s: %w", providerUUID, err)

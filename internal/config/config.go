@@ -48,6 +48,7 @@ var Variables = []Variable{
 	{Name: "GITSEC_MIRROR_MAX_BYTES", Default: "0", Help: "Disk budget of one worker's mirrors in bytes (0: unlimited). Before a clone or fetch the worker evicts the least recently used mirrors of other repositories (rebuilt from storage when next needed); a repository larger than the whole budget fails its backup."},
 	{Name: "GITSEC_MIRROR_CLEANUP_INTERVAL", Default: "1h", Help: "How often each worker deletes the mirrors of repositories no longer backed up (excluded, deleted upstream or uninstalled)."},
 	{Name: "GITSEC_BACKUP_QUIET_PERIOD", Default: "5s", Help: "After a backup request, wait this long for more before starting (a push burst becomes one backup)."},
+	{Name: "GITSEC_BACKUP_HOST_TIMEOUT", Default: "2m", Help: "How long a backup waits for the worker that keeps the repository's mirror before another worker takes over (and rebuilds the mirror from storage)."},
 	{Name: "GITSEC_BACKUP_MAX_WAIT", Default: "1m", Help: "Longest a backup request waits for the quiet period."},
 	{Name: "GITSEC_SWEEP_INTERVAL", Default: "24h", Help: "How often each installation's sweep schedule checks every included repository with ls-remote and backs up the changed ones (Go duration; applied when onboarding or a re-sync runs)."},
 	{Name: "GITSEC_SWEEP_CONCURRENCY", Default: "8", Help: "ls-remote checks one sweep runs at once (the account's git rate limit paces them further)."},
@@ -75,6 +76,7 @@ type Config struct {
 	MirrorCleanupEvery   time.Duration
 	BackupQuietPeriod    time.Duration
 	BackupMaxWait        time.Duration
+	BackupHostTimeout    time.Duration
 	SweepEvery           time.Duration
 	SweepConcurrency     int
 	HousekeepingEvery    time.Duration
@@ -129,6 +131,7 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		MirrorCleanupEvery:   r.duration("GITSEC_MIRROR_CLEANUP_INTERVAL"),
 		BackupQuietPeriod:    r.duration("GITSEC_BACKUP_QUIET_PERIOD"),
 		BackupMaxWait:        r.duration("GITSEC_BACKUP_MAX_WAIT"),
+		BackupHostTimeout:    r.duration("GITSEC_BACKUP_HOST_TIMEOUT"),
 		SweepEvery:           r.duration("GITSEC_SWEEP_INTERVAL"),
 		SweepConcurrency:     r.positiveInt("GITSEC_SWEEP_CONCURRENCY"),
 		HousekeepingEvery:    r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),

@@ -37,6 +37,7 @@ type Repository struct {
 	LastBackupStatus string     `json:"last_backup_status"`
 	LastBackupAt     *time.Time `json:"last_backup_at"`
 	LastCheckedAt    *time.Time `json:"last_checked_at"`
+	MirrorHost       string     `json:"-"`
 	LastSnapshotID   *string    `json:"last_snapshot_id"`
 	CreatedAt        time.Time  `json:"created_at"`
 	UpdatedAt        time.Time  `json:"updated_at"`
@@ -102,13 +103,13 @@ var ErrBadCursor = errors.New("invalid cursor")
 
 const repositoryColumns = `r.id, r.tenant_id, r.installation_id, r.workspace_id, split_part(r.full_name, '/', 1), r.provider_uuid,
 	r.full_name, r.main_branch, r.size_bytes, r.is_private, r.included, r.status, r.last_backup_status,
-	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at`
+	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at, r.mirror_host`
 
 func scanRepository(row pgx.Row) (Repository, error) {
 	var r Repository
 	err := row.Scan(&r.ID, &r.TenantID, &r.InstallationID, &r.WorkspaceID, &r.Workspace, &r.ProviderUUID, &r.FullName,
 		&r.MainBranch, &r.SizeBytes, &r.IsPrivate, &r.Included, &r.Status, &r.LastBackupStatus, &r.LastBackupAt,
-		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt)
+		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt, &r.MirrorHost)
 	return r, err
 }
 
@@ -224,4 +225,10 @@ func (s *Store) RenameRepository(ctx context.Context, tenantID uuid.UUID, provid
 	return s.execOne(ctx, "rename repository",
 		`UPDATE repositories SET full_name = $3, status = 'active', updated_at = now()
 		  WHERE tenant_id = $1 AND provider_uuid = $2`, tenantID, providerUUID, fullName)
+}
+
+// SetMirrorHost records which worker's host queue keeps the repository's mirror.
+func (s *Store) SetMirrorHost(ctx context.Context, tenantID, repositoryID uuid.UUID, host string) error {
+	return s.execOne(ctx, "set mirror host",
+		`UPDATE repositories SET mirror_host = $3 WHERE tenant_id = $1 AND id = $2`, tenantID, repositoryID, host)
 }
