@@ -408,6 +408,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 	if n := len(e.snapshots("api")); n != 3 {
 		t.Fatalf("snapshots after upstream deletion = %d, want 3 kept", n)
 	}
+	replayAllOnQueue(t, e.temporal, e.settings.TaskQueue)
 	_ = ctx
 }
 
@@ -464,4 +465,17 @@ func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
 		t.Fatalf("mirror host after failover = %q, want %q", r.MirrorHost, e.acts.HostQueue)
 	}
 	e.restoreAndVerify("api", snaps[0].ID)
+}
+
+// replayAllOnQueue replays every workflow execution the test ran against the current workflow
+// code: a change that breaks determinism fails here, before it breaks executions in flight.
+func replayAllOnQueue(t *testing.T, c client.Client, taskQueue string) {
+	t.Helper()
+	n, err := worker.ReplayTaskQueue(context.Background(), c, taskQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatalf("no workflow executions found on task queue %s to replay", taskQueue)
+	}
 }

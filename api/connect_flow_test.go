@@ -534,6 +534,11 @@ func TestConnectBitbucketEndToEnd(t *testing.T) {
 	}
 
 	e.assertNoSecretLeaks(secrets)
+
+	// Every execution of this flow replays against the current workflow code.
+	if n, err := worker.ReplayTaskQueue(context.Background(), e.temporal, e.taskQueue); err != nil || n < 3 {
+		t.Fatalf("replayed %d executions: %v", n, err)
+	}
 }
 
 func TestConnectAccountsWithoutAdminOrWorkspace(t *testing.T) {

@@ -59,12 +59,23 @@ func NewHost(o Options) sdkworker.Worker {
 
 // Register registers GitSec's workflows and activities on any worker (tests use it too).
 func Register(w sdkworker.Registry, acts *activities.Activities) {
-	w.RegisterWorkflowWithOptions(workflows.Housekeeping, workflow.RegisterOptions{Name: workflows.HousekeepingWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.OnboardInstallation, workflow.RegisterOptions{Name: workflows.OnboardInstallationWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.UninstallInstallation, workflow.RegisterOptions{Name: workflows.UninstallInstallationWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.BackupRepository, workflow.RegisterOptions{Name: workflows.BackupRepositoryWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.SweepInstallation, workflow.RegisterOptions{Name: workflows.SweepInstallationWorkflowName})
+	registerWorkflows(w)
 	w.RegisterActivity(acts)
+}
+
+// workflowRegistry is what workers and the replayer share for registering workflows.
+type workflowRegistry interface {
+	RegisterWorkflowWithOptions(w interface{}, options workflow.RegisterOptions)
+}
+
+// registerWorkflows registers every workflow under its stable name; the replayer uses the same
+// list, so a replay always checks the code that workers run.
+func registerWorkflows(r workflowRegistry) {
+	r.RegisterWorkflowWithOptions(workflows.Housekeeping, workflow.RegisterOptions{Name: workflows.HousekeepingWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.OnboardInstallation, workflow.RegisterOptions{Name: workflows.OnboardInstallationWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.UninstallInstallation, workflow.RegisterOptions{Name: workflows.UninstallInstallationWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.BackupRepository, workflow.RegisterOptions{Name: workflows.BackupRepositoryWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.SweepInstallation, workflow.RegisterOptions{Name: workflows.SweepInstallationWorkflowName})
 }
 
 // EnsureSchedules creates the housekeeping schedule, or updates its interval and arguments when

@@ -111,4 +111,7 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 	if len(events) != 1 || events[0].Action != "housekeeping.purged" || events[0].Actor != "system:housekeeping" {
 		t.Fatalf("audit events = %+v", events)
 	}
+	if n, err := worker.ReplayTaskQueue(ctx, tc, env.TaskQueue); err != nil || n != 1 {
+		t.Fatalf("replayed %d housekeeping executions: %v", n, err)
+	}
 }
