@@ -597,18 +597,7 @@ func (s *Server) listPRCommits(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Source commits are no longer available", nil)
 		return
 	}
-	values := []any{}
-	for i, cm := range commits {
-		if i == p.pagelen {
-			break
-		}
-		values = append(values, s.commitObj(repo, cm))
-	}
-	env := obj{"pagelen": p.pagelen, "page": p.page, "values": values}
-	if len(commits) > p.pagelen {
-		env["next"] = s.pageURL(r, p.page+1)
-	}
-	writeJSON(w, http.StatusOK, env)
+	s.writeCommitPage(w, r, repo, commits, p)
 }
 
 // prDiffstat redirects to the repository diffstat of the PR's revspec, like bitbucket.org.

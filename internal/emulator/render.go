@@ -3,6 +3,7 @@ package emulator
 import (
 	"fmt"
 	"html"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -427,4 +428,21 @@ func (s *Server) hookObj(h *hookRec) obj {
 		"skip_cert_verification": h.SkipCertVerification, "read_only": false, "history_enabled": false,
 		"source": nil, "links": obj{"self": href(self)},
 	}
+}
+
+// writeCommitPage answers one page of commits; commits holds up to pagelen+1 entries, the
+// extra one telling that a next page exists.
+func (s *Server) writeCommitPage(w http.ResponseWriter, r *http.Request, repo *repoRec, commits []gitCommit, p pageReq) {
+	values := []any{}
+	for i, cm := range commits {
+		if i == p.pagelen {
+			break
+		}
+		values = append(values, s.commitObj(repo, cm))
+	}
+	env := obj{"pagelen": p.pagelen, "page": p.page, "values": values}
+	if len(commits) > p.pagelen {
+		env["next"] = s.pageURL(r, p.page+1)
+	}
+	writeJSON(w, http.StatusOK, env)
 }

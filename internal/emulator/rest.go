@@ -778,18 +778,7 @@ func (s *Server) listCommits(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "Could not list commits.", nil)
 		return
 	}
-	values := []any{}
-	for i, cm := range commits {
-		if i == p.pagelen {
-			break
-		}
-		values = append(values, s.commitObj(repo, cm))
-	}
-	env := obj{"pagelen": p.pagelen, "page": p.page, "values": values}
-	if len(commits) > p.pagelen {
-		env["next"] = s.pageURL(r, p.page+1)
-	}
-	writeJSON(w, http.StatusOK, env)
+	s.writeCommitPage(w, r, repo, commits, p)
 }
 
 func (s *Server) getCommit(w http.ResponseWriter, r *http.Request) {
