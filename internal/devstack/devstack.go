@@ -175,7 +175,7 @@ func (s *Stack) startEmulator(ctx context.Context, o Options) error {
 			Key: EmulatorConsumerKey, Secret: secret, Name: "GitSec (make dev)",
 			CallbackURL: publicURL + "/oauth/bitbucket/callback",
 		}},
-		Logger: o.Logger.With("component", "emulator"),
+		Logger: o.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("start bitbucket emulator on %s: %w", o.EmulatorAddr, err)
