@@ -82,7 +82,18 @@ func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.Aut
 	}
 	head := headTarget(listed)
 
-	if !emptyRemote {
+	fetched := false
+	if !emptyRemote && len(before) == 0 && m.cloneEngine != CloneGoGit {
+		err := m.cliFetch(ctx, remoteURL, auth, reporter)
+		switch {
+		case err == nil:
+			fetched = true
+		case errors.Is(err, errCLIUnsupported) && m.cloneEngine == CloneAuto:
+		default:
+			return FetchResult{}, err
+		}
+	}
+	if !emptyRemote && !fetched {
 		err = remote.FetchContext(ctx, &git.FetchOptions{
 			RefSpecs: []config.RefSpec{mirrorRefSpec},
 			Auth:     auth,
@@ -120,8 +131,6 @@ func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.Aut
 	if err != nil {
 		return FetchResult{}, err
 	}
-	reporter.finish()
-
 	result := FetchResult{Refs: after, Head: head, NewPacks: newPacks(packsBefore, packsAfter)}
 	if head == "" {
 		result.Head = localHead
@@ -135,6 +144,7 @@ func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.Aut
 		}
 		result.Bytes += info.Size()
 	}
+	reporter.finish(result.Bytes)
 	return result, nil
 }
 

@@ -40,8 +40,9 @@ type PackFiles struct {
 // so that a retried activity cannot fetch into a mirror that a previous
 // attempt is still writing.
 type Mirror struct {
-	dir     string
-	storage *filesystem.Storage
+	dir         string
+	storage     *filesystem.Storage
+	cloneEngine CloneEngine
 }
 
 // Open opens the bare mirror at dir, creating an empty one when dir does not

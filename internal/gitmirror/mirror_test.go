@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,14 +24,39 @@ func fetch(t *testing.T, m *gitmirror.Mirror, url string) gitmirror.FetchResult 
 	return res
 }
 
-func openMirror(t *testing.T) *gitmirror.Mirror {
+func openMirror(t *testing.T, engine gitmirror.CloneEngine) *gitmirror.Mirror {
 	t.Helper()
 	m, err := gitmirror.Open(filepath.Join(t.TempDir(), "mirror.git"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.SetCloneEngine(engine)
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// forEachEngine runs a test once with each initial-clone engine. The git CLI
+// run counts the git processes it starts, so that it cannot quietly test
+// go-git twice.
+func forEachEngine(t *testing.T, test func(t *testing.T, engine gitmirror.CloneEngine)) {
+	t.Run("go-git", func(t *testing.T) {
+		var started int
+		restore := gitmirror.OnGitCommand(func(*exec.Cmd) { started++ })
+		defer restore()
+		test(t, gitmirror.CloneGoGit)
+		if started != 0 {
+			t.Fatalf("go-git engine ran git %d times", started)
+		}
+	})
+	t.Run("git-cli", func(t *testing.T) {
+		var started int
+		restore := gitmirror.OnGitCommand(func(*exec.Cmd) { started++ })
+		defer restore()
+		test(t, gitmirror.CloneGitCLI)
+		if started == 0 {
+			t.Fatal("git CLI engine never ran git")
+		}
+	})
 }
 
 func assertMirrors(t *testing.T, src *gitmirrortest.Source, m *gitmirror.Mirror, res gitmirror.FetchResult) {
@@ -59,6 +85,10 @@ func assertSelfContained(t *testing.T, p gitmirror.PackFiles) {
 }
 
 func TestFetchMirrorsRefsAndIncrements(t *testing.T) {
+	forEachEngine(t, testFetchMirrorsRefsAndIncrements)
+}
+
+func testFetchMirrorsRefsAndIncrements(t *testing.T, engine gitmirror.CloneEngine) {
 	src := gitmirrortest.NewSource(t)
 	first := src.Commit("main", "README", "hello\n")
 	src.Commit("main", "src/a.go", "package a\n")
@@ -66,7 +96,7 @@ func TestFetchMirrorsRefsAndIncrements(t *testing.T) {
 	src.Tag("v1.0", first)
 	src.Git("update-ref", "refs/pull-requests/1/from", first)
 
-	m := openMirror(t)
+	m := openMirror(t, engine)
 	var progress []gitmirror.Progress
 	res, err := m.Fetch(context.Background(), src.URL, nil, func(p gitmirror.Progress) { progress = append(progress, p) })
 	if err != nil {
@@ -84,6 +114,11 @@ func TestFetchMirrorsRefsAndIncrements(t *testing.T) {
 	}
 	if len(progress) == 0 {
 		t.Fatal("no progress reported")
+	}
+	if engine == gitmirror.CloneGitCLI && !slices.ContainsFunc(progress, func(p gitmirror.Progress) bool {
+		return p.Phase == "Receiving objects" && p.TotalObjects > 0
+	}) {
+		t.Errorf("git's receiving progress never reached the callback: %+v", progress)
 	}
 	last := progress[len(progress)-1]
 	if last.Phase != "Done" || last.Bytes != res.Bytes {
@@ -138,6 +173,10 @@ func TestFetchMirrorsRefsAndIncrements(t *testing.T) {
 }
 
 func TestFetchMirrorsForcePushAndDeletions(t *testing.T) {
+	forEachEngine(t, testFetchMirrorsForcePushAndDeletions)
+}
+
+func testFetchMirrorsForcePushAndDeletions(t *testing.T, engine gitmirror.CloneEngine) {
 	src := gitmirrortest.NewSource(t)
 	base := src.Commit("main", "a.txt", "1\n")
 	src.Commit("main", "a.txt", "2\n")
@@ -145,7 +184,7 @@ func TestFetchMirrorsForcePushAndDeletions(t *testing.T) {
 	src.Tag("v1", base)
 	src.Git("tag", "light", base)
 
-	m := openMirror(t)
+	m := openMirror(t, engine)
 	assertMirrors(t, src, m, fetch(t, m, src.URL))
 
 	// Force-push main onto a new history, delete a branch and both tags.
@@ -173,7 +212,9 @@ func TestFetchMirrorsForcePushAndDeletions(t *testing.T) {
 	}
 }
 
-func TestFetchEmptyRepository(t *testing.T) {
+func TestFetchEmptyRepository(t *testing.T) { forEachEngine(t, testFetchEmptyRepository) }
+
+func testFetchEmptyRepository(t *testing.T, engine gitmirror.CloneEngine) {
 	src := gitmirrortest.NewSource(t)
 	refs, _, err := gitmirror.LsRemote(context.Background(), src.URL, nil)
 	if err != nil {
@@ -182,7 +223,7 @@ func TestFetchEmptyRepository(t *testing.T) {
 	if len(refs) != 0 {
 		t.Fatalf("ls-remote of an empty repository = %v", refs)
 	}
-	m := openMirror(t)
+	m := openMirror(t, engine)
 	res := fetch(t, m, src.URL)
 	if len(res.Refs) != 0 || len(res.NewPacks) != 0 || res.Changed() {
 		t.Fatalf("fetch of an empty repository = %+v", res)
@@ -192,7 +233,9 @@ func TestFetchEmptyRepository(t *testing.T) {
 	assertMirrors(t, src, m, fetch(t, m, src.URL))
 }
 
-func TestFetchManyRefs(t *testing.T) {
+func TestFetchManyRefs(t *testing.T) { forEachEngine(t, testFetchManyRefs) }
+
+func testFetchManyRefs(t *testing.T, engine gitmirror.CloneEngine) {
 	src := gitmirrortest.NewSource(t)
 	commit := src.Commit("main", "a", "a\n")
 	var stdin strings.Builder
@@ -204,7 +247,7 @@ func TestFetchManyRefs(t *testing.T) {
 	}
 	gitmirrortest.GitEnv(t, src.Dir, nil, stdin.String(), "update-ref", "--stdin")
 
-	m := openMirror(t)
+	m := openMirror(t, engine)
 	res := fetch(t, m, src.URL)
 	assertMirrors(t, src, m, res)
 	if len(res.Refs) != 1251 {
@@ -220,11 +263,15 @@ func TestFetchManyRefs(t *testing.T) {
 }
 
 func TestHydrateThenFetchIncrementally(t *testing.T) {
+	forEachEngine(t, testHydrateThenFetchIncrementally)
+}
+
+func testHydrateThenFetchIncrementally(t *testing.T, engine gitmirror.CloneEngine) {
 	src := gitmirrortest.NewSource(t)
 	src.Commit("main", "a", "a\n")
 	src.Commit("dev", "b", "b\n")
 	src.Tag("v1", src.Refs()["refs/heads/main"])
-	m := openMirror(t)
+	m := openMirror(t, engine)
 	first := fetch(t, m, src.URL)
 
 	// Copy the packs out, as a download from backup storage would.
@@ -278,7 +325,7 @@ func TestHydrateThenFetchIncrementally(t *testing.T) {
 func TestFetchRefusesSecondConcurrentFetch(t *testing.T) {
 	src := gitmirrortest.NewSource(t)
 	src.Commit("main", "a", "a\n")
-	m := openMirror(t)
+	m := openMirror(t, gitmirror.CloneAuto)
 	// A second handle on the same directory stands in for a still-running
 	// earlier attempt: it fetches from inside the first one's progress callback.
 	other, err := gitmirror.Open(m.Dir())

@@ -12,13 +12,16 @@ import (
 type Progress struct {
 	// Phase is the server's current step ("Enumerating objects", "Counting
 	// objects", "Compressing objects"), then "Receiving objects" while pack
-	// bytes arrive, then "Done".
+	// bytes arrive, "Resolving deltas" when the git CLI indexes the pack,
+	// then "Done".
 	Phase string
 	// Objects and TotalObjects come from the server's progress lines;
 	// TotalObjects is 0 until the server has said it.
 	Objects      int64
 	TotalObjects int64
-	// Bytes is how many pack bytes have been written to disk so far.
+	// Bytes is how many pack bytes have been written to disk so far; while
+	// the git CLI clones it is git's own rounded figure, and "Done" always
+	// carries the exact size of the new packs.
 	Bytes int64
 }
 
@@ -33,7 +36,11 @@ var (
 	countLine = regexp.MustCompile(`^([A-Z][A-Za-z ]+):\s+(\d+)(?:,|$)`)
 	// "Total 20 (delta 3), reused 0 (delta 0), pack-reused 0"
 	totalLine = regexp.MustCompile(`^Total (\d+)`)
+	// The git CLI's "Receiving objects:  45% (9/20), 1.20 MiB | 2.00 MiB/s".
+	receivedBytes = regexp.MustCompile(`^Receiving objects:.*?, ([\d.]+) (bytes|KiB|MiB|GiB)`)
 )
+
+var byteUnits = map[string]float64{"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 // progressReporter turns go-git's sideband progress text and the pack byte
 // count into rate-limited Progress callbacks.
@@ -44,6 +51,9 @@ type progressReporter struct {
 	state    Progress
 	last     time.Time
 	partial  string
+	// bytesFromText takes Bytes from git's receiving lines, when no pack
+	// writer of ours counts them.
+	bytesFromText bool
 }
 
 func newProgressReporter(callback func(Progress)) *progressReporter {
@@ -70,6 +80,12 @@ func (p *progressReporter) Write(b []byte) (int, error) {
 
 func (p *progressReporter) parseLine(line string) {
 	line = strings.TrimPrefix(line, "remote: ")
+	if p.bytesFromText {
+		if m := receivedBytes.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.ParseFloat(m[1], 64)
+			p.state.Bytes = int64(n * byteUnits[m[2]])
+		}
+	}
 	if m := percentLine.FindStringSubmatch(line); m != nil {
 		done, _ := strconv.ParseInt(m[2], 10, 64)
 		total, _ := strconv.ParseInt(m[3], 10, 64)
@@ -113,11 +129,12 @@ func (p *progressReporter) update(phase string, objects, total int64) {
 	p.callback(p.state)
 }
 
-// finish always reports the final state.
-func (p *progressReporter) finish() Progress {
+// finish always reports the final state, with the size of the new packs.
+func (p *progressReporter) finish(bytes int64) Progress {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.state.Phase = "Done"
+	p.state.Bytes = bytes
 	if p.callback != nil {
 		p.callback(p.state)
 	}

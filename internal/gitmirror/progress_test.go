@@ -23,7 +23,7 @@ func TestProgressReporterParsesSidebandAndRateLimits(t *testing.T) {
 	p.Write([]byte("Total 20 (delta 3), reused 0 (delta 0), pack-reused 0\n"))
 	p.addBytes(100)
 	p.addBytes(50)
-	final := p.finish()
+	final := p.finish(150)
 	if final.Phase != "Done" || final.Objects != 20 || final.Bytes != 150 {
 		t.Fatalf("final = %+v", final)
 	}
@@ -32,5 +32,18 @@ func TestProgressReporterParsesSidebandAndRateLimits(t *testing.T) {
 	}
 	if got[len(got)-2].Phase != "Receiving objects" {
 		t.Errorf("bytes did not switch the phase to receiving: %+v", got)
+	}
+}
+
+func TestProgressReporterReadsGitCLIBytes(t *testing.T) {
+	var got []Progress
+	p := newProgressReporter(func(pr Progress) { got = append(got, pr) })
+	p.bytesFromText = true
+	p.Write([]byte("Receiving objects:  45% (9/20), 1.50 MiB | 2.00 MiB/s\r"))
+	if len(got) != 1 || got[0].Phase != "Receiving objects" || got[0].Objects != 9 || got[0].Bytes != 3<<19 {
+		t.Fatalf("callbacks = %+v, want receiving 9/20 at 1.5 MiB", got)
+	}
+	if final := p.finish(1572999); final.Bytes != 1572999 {
+		t.Fatalf("final = %+v, want the exact pack size", final)
 	}
 }
