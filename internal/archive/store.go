@@ -53,9 +53,6 @@ func Open(ctx context.Context, storageURL string) (*Store, error) {
 	return &Store{bucket: bucket}, nil
 }
 
-// NewStore wraps an already opened bucket.
-func NewStore(bucket *blob.Bucket) *Store { return &Store{bucket: bucket} }
-
 // Close closes the bucket.
 func (s *Store) Close() error { return s.bucket.Close() }
 

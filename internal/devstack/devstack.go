@@ -203,16 +203,6 @@ func persistentRandom(path string) (string, error) {
 	return v, writeFileAtomic(path, []byte(v+"\n"), 0o600)
 }
 
-// SetEnv adds settings (an emulator's URLs, say) to the stack's environment before WriteEnvFile.
-func (s *Stack) SetEnv(kv map[string]string) {
-	for k, v := range kv {
-		s.Env[k] = v
-	}
-}
-
-// AddStop registers a cleanup to run (in reverse order) when the stack stops.
-func (s *Stack) AddStop(stop func(context.Context) error) { s.stops = append(s.stops, stop) }
-
 // WriteEnvFile writes dev.env: a sourceable file of the stack's GITSEC_* variables. It holds the
 // local secrets key, so it is readable by the owner only.
 func (s *Stack) WriteEnvFile() (string, error) {

@@ -904,8 +904,6 @@ type hookInput struct {
 	fields map[string]json.RawMessage
 }
 
-func (in hookInput) has(k string) bool { _, ok := in.fields[k]; return ok }
-
 func (in hookInput) str(k string) (string, bool, error) {
 	raw, ok := in.fields[k]
 	if !ok || string(raw) == "null" {

@@ -205,9 +205,6 @@ func (c *Cluster) Dir() string { return c.dir }
 // SocketDir returns the directory holding the server's unix socket (for psql -h).
 func (c *Cluster) SocketDir() string { return c.socketDir }
 
-// LogFile returns the path of the server log.
-func (c *Cluster) LogFile() string { return c.logFile }
-
 // CreateDatabase creates an empty database owned by the superuser.
 func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
 	return c.exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())

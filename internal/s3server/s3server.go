@@ -153,9 +153,6 @@ func (s *Server) Endpoint() string {
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 }
 
-// LogFile returns the path of the gateway's output.
-func (s *Server) LogFile() string { return s.logFile }
-
 // Client returns an S3 client signed with the root credentials, addressing buckets by path.
 func (s *Server) Client() *s3.Client {
 	return s3.New(s3.Options{

@@ -262,9 +262,6 @@ func (s *Server) UIURL() string {
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.uiPort))
 }
 
-// LogFile returns the path of the server's output.
-func (s *Server) LogFile() string { return s.logFile }
-
 // Stop terminates the server (SIGTERM, then SIGKILL after a grace period) and waits for it.
 func (s *Server) Stop() error {
 	if s == nil || s.proc == nil {
