@@ -306,6 +306,12 @@ func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackups
 	if err != nil {
 		return 0, err
 	}
+	if in.OnlyNeverBackedUp {
+		// The dashboard shows them as pending until their first run records an outcome.
+		if _, err := a.Store.MarkIncludedPendingBackup(ctx, tenantID, instID); err != nil {
+			return 0, classify("mark repositories pending backup", err)
+		}
+	}
 	repos, err := a.Store.BackupCandidates(ctx, tenantID, instID)
 	if err != nil {
 		return 0, classify("list repositories", err)

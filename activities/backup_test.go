@@ -3,7 +3,6 @@ package activities_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -321,7 +320,6 @@ func (e *backupEnv) verifyBundleChain(key archive.RepoKey, snapshotID string, wa
 
 func testBackupLifecycle(t *testing.T, storageURL string) {
 	e := newBackupEnv(t, storageURL)
-	ctx := context.Background()
 
 	// Initial backup: a full snapshot, restorable with stock git.
 	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
@@ -409,7 +407,6 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 		t.Fatalf("snapshots after upstream deletion = %d, want 3 kept", n)
 	}
 	replayAllOnQueue(t, e.temporal, e.settings.TaskQueue)
-	_ = ctx
 }
 
 func TestBackupLifecycleOnFileStorage(t *testing.T) {
@@ -431,7 +428,6 @@ func TestConcurrentRequestsCoalesce(t *testing.T) {
 	if len(snaps) != 1 || snaps[0].Trigger != "webhook" {
 		t.Fatalf("snapshots = %+v, want exactly one (webhook wins the coalesced trigger)", snaps)
 	}
-	fmt.Fprintln(os.Stderr, "coalesced into", snaps[0].ID)
 }
 
 // TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone: the worker that kept the mirror does

@@ -224,17 +224,6 @@ func (a *Activities) SyncWorkspaceRepositories(ctx context.Context, in workflows
 	return res, nil
 }
 
-// QueueInitialBackups marks the included repositories that were never backed up as pending.
-// The backup engine starts their BackupRepository workflows from this state.
-func (a *Activities) QueueInitialBackups(ctx context.Context, ref workflows.InstallationRef) (int64, error) {
-	tenantID, instID, err := parseRef(ref)
-	if err != nil {
-		return 0, err
-	}
-	n, err := a.Store.MarkIncludedPendingBackup(ctx, tenantID, instID)
-	return n, classify("queue initial backups", err)
-}
-
 // SetInstallationStatus records the installation's status and message.
 func (a *Activities) SetInstallationStatus(ctx context.Context, in workflows.InstallationStatusInput) error {
 	tenantID, instID, err := parseRef(in.InstallationRef)

@@ -41,7 +41,6 @@ const (
 	RegisterWorkspaceHookActivity    = "RegisterWorkspaceWebhook"
 	RecordWorkspaceStatusActivity    = "RecordWorkspaceStatus"
 	SyncRepositoriesActivity         = "SyncWorkspaceRepositories"
-	QueueInitialBackupsActivity      = "QueueInitialBackups"
 	StartBackupsActivity             = "StartBackups"
 	SetInstallationStatusActivity    = "SetInstallationStatus"
 	RecordOnboardingProgressActivity = "RecordOnboardingProgress"
@@ -110,6 +109,7 @@ type OnboardingProgress struct {
 	WorkspacesDone     int               `json:"workspaces_done"`
 	RepositoriesFound  int               `json:"repositories_found"`
 	WebhooksRegistered int               `json:"webhooks_registered"`
+	BackupsStarted     int               `json:"backups_started"`
 	WorkspaceReasons   map[string]string `json:"workspace_reasons,omitempty"`
 	Done               bool              `json:"done"`
 }
@@ -229,12 +229,7 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	}
 
 	step("backups")
-	var queued int64
-	if err := workflow.ExecuteActivity(db, QueueInitialBackupsActivity, ref).Get(ctx, &queued); err != nil {
-		return OnboardResult{}, err
-	}
-	var started int
-	if err := workflow.ExecuteActivity(provider, StartBackupsActivity, StartBackupsInput{InstallationRef: ref, Trigger: TriggerInitial, OnlyNeverBackedUp: true}).Get(ctx, &started); err != nil {
+	if err := workflow.ExecuteActivity(provider, StartBackupsActivity, StartBackupsInput{InstallationRef: ref, Trigger: TriggerInitial, OnlyNeverBackedUp: true}).Get(ctx, &p.BackupsStarted); err != nil {
 		return OnboardResult{}, err
 	}
 	// The scheduled sweep keeps the backups current where webhooks are missing or lost.

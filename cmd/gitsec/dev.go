@@ -100,7 +100,7 @@ GitSec dev stack is up (%s)
   Bitbucket    %s
 Press Ctrl-C to stop everything.
 `, time.Since(started).Round(100*time.Millisecond), cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
-		redactedDatabaseURL(stack), cfg.StorageURL, envPath, envPath, stack.Token, filepath.Join(stack.Dir, "dev-token"),
+		postgresLine(stack), cfg.StorageURL, envPath, envPath, stack.Token, filepath.Join(stack.Dir, "dev-token"),
 		filepath.Join(stack.Dir, "dev-token"), cfg.HTTPAddr, bitbucketLine(stack, cfg.Bitbucket.APIURL))
 
 	err = g.Wait()
@@ -111,7 +111,7 @@ Press Ctrl-C to stop everything.
 	return err
 }
 
-func redactedDatabaseURL(s *devstack.Stack) string {
+func postgresLine(s *devstack.Stack) string {
 	return fmt.Sprintf("127.0.0.1:%d (data in %s)", s.Postgres.Port(), s.Postgres.Dir())
 }
 
