@@ -66,15 +66,21 @@ func (s *Store) CreateAPIToken(ctx context.Context, tenantID uuid.UUID, tokenSHA
 	return tok, nil
 }
 
-// TenantByTokenHash resolves a bearer token's hash to its tenant and stamps last use.
-// Revoked tokens resolve to ErrNotFound.
+// TenantByTokenHash resolves a bearer token's hash to its tenant. Revoked tokens resolve to
+// ErrNotFound. Every API request comes through here, so last use is stamped at most once a
+// minute per token rather than written on every request.
 func (s *Store) TenantByTokenHash(ctx context.Context, tokenSHA256 []byte) (Tenant, error) {
 	var t Tenant
 	err := s.pool.QueryRow(ctx,
-		`UPDATE api_tokens k SET last_used_at = now()
-		   FROM tenants t
-		  WHERE k.token_sha256 = $1 AND k.revoked_at IS NULL AND t.id = k.tenant_id
-		 RETURNING t.id, t.name, t.created_at`, tokenSHA256,
+		`WITH tok AS (
+			SELECT k.id, k.last_used_at, t.id AS tenant_id, t.name, t.created_at
+			  FROM api_tokens k JOIN tenants t ON t.id = k.tenant_id
+			 WHERE k.token_sha256 = $1 AND k.revoked_at IS NULL
+		 ), touched AS (
+			UPDATE api_tokens SET last_used_at = now()
+			 WHERE id IN (SELECT id FROM tok WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+		 )
+		 SELECT tenant_id, name, created_at FROM tok`, tokenSHA256,
 	).Scan(&t.ID, &t.Name, &t.CreatedAt)
 	if err != nil {
 		return Tenant{}, fmt.Errorf("resolve api token: %w", notFound(err))
