@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -558,5 +559,61 @@ func TestRepoKeyRejectsPathTricks(t *testing.T) {
 	k, err := archive.NewRepoKey("t1", "{ABC-1}")
 	if err != nil || k.UUID != "abc-1" {
 		t.Fatalf("NewRepoKey = %+v, %v", k, err)
+	}
+}
+
+// A stored manifest whose ref names break git's rules is refused on load, so no bundle header
+// or packed-refs line is ever written from it (a newline would forge a header line).
+func TestManifestWithBadRefNameIsRejected(t *testing.T) {
+	f := newFixture(t)
+	f.src.Commit("main", "a", "a\n")
+	m := f.backup(archive.TriggerInitial).Manifest
+	path := filepath.Join(f.storageDir, filepath.FromSlash(f.repo.ManifestKey(m.ID)))
+	original, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oid := m.Refs["refs/heads/main"]
+	for _, bad := range []string{
+		"refs/heads/evil\n" + oid + " refs/heads/injected",
+		"refs/heads/a..b",
+		"refs/heads/has space",
+		"refs/heads/x.lock",
+		"refs/heads/a@{1}",
+	} {
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			var raw map[string]any
+			if err := json.Unmarshal(original, &raw); err != nil {
+				t.Fatal(err)
+			}
+			raw["refs"].(map[string]any)[bad] = oid
+			tampered, err := json.Marshal(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tampered, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := f.store.LoadManifest(ctx, f.repo, m.ID); err == nil || !strings.Contains(err.Error(), "invalid reference name") {
+				t.Fatalf("LoadManifest with ref %q: %v, want an invalid reference name error", bad, err)
+			}
+			if _, _, err := f.store.ExportBundles(ctx, f.repo, m.ID, t.TempDir(), nil); err == nil {
+				t.Fatalf("ExportBundles wrote bundles from a manifest with ref %q", bad)
+			}
+		})
+	}
+	// HEAD's target is read back into the bundle header too.
+	var raw map[string]any
+	if err := json.Unmarshal(original, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["head"] = "refs/heads/main\nextra"
+	tampered, _ := json.Marshal(raw)
+	if err := os.WriteFile(path, tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.LoadManifest(context.Background(), f.repo, m.ID); err == nil {
+		t.Fatal("LoadManifest accepted a HEAD target with a newline")
 	}
 }

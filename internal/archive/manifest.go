@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gitsec/gitsec/internal/gitmirror"
+	"github.com/gitsec/gitsec/internal/gitref"
 )
 
 // FormatVersion is written into every manifest; readers refuse other values.
@@ -150,9 +151,17 @@ func (m *Manifest) Validate() error {
 	if !m.Trigger.Kind.Valid() {
 		return fmt.Errorf("invalid trigger kind %q", m.Trigger.Kind)
 	}
+	if m.Head != "" {
+		if err := gitref.Check(m.Head); err != nil {
+			return fmt.Errorf("HEAD target: %w", err)
+		}
+	}
 	for name, oid := range m.Refs {
-		if !strings.HasPrefix(name, "refs/") || !oidPattern.MatchString(oid) {
-			return fmt.Errorf("invalid reference %q -> %q", name, oid)
+		if err := gitref.Check(name); err != nil {
+			return err
+		}
+		if !oidPattern.MatchString(oid) {
+			return fmt.Errorf("reference %s has invalid object id %q", name, oid)
 		}
 	}
 	seen := map[string]bool{}
