@@ -293,6 +293,29 @@ func TestReadyzReportsEachDependency(t *testing.T) {
 	}
 }
 
+// /readyz is unauthenticated: it shows status words only; the dependency's error (hosts,
+// database users) goes to the log.
+func TestReadyzHidesDependencyErrors(t *testing.T) {
+	const detail = "dial tcp db.internal.example:5432: user=gitsec_admin: connection refused"
+	f := newFixture(t,
+		api.Check{Name: "postgres", Fn: func(context.Context) error { return errors.New(detail) }},
+		api.Check{Name: "temporal", Fn: func(context.Context) error { return nil }},
+	)
+	status, raw, body := f.send(t, "GET", "/readyz", "", "", "req-readyz")
+	if status != 503 || body["status"] != "unavailable" {
+		t.Fatalf("readyz = %d %s", status, raw)
+	}
+	for _, leak := range []string{"db.internal.example", "5432", "gitsec_admin", "connection refused", `"error"`} {
+		if strings.Contains(raw, leak) {
+			t.Fatalf("readyz body shows %q: %s", leak, raw)
+		}
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "readiness check failed") || !strings.Contains(logs, detail) || !strings.Contains(logs, `"check":"postgres"`) {
+		t.Fatalf("the failed check's error is not in the log:\n%s", logs)
+	}
+}
+
 func TestLogsNeverHoldTokens(t *testing.T) {
 	f := newFixture(t)
 	f.do(t, "GET", "/api/v1/me", f.tokenA, "")
