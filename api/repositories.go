@@ -109,6 +109,16 @@ func (h *handlers) patchRepository(c *gin.Context) error {
 	return nil
 }
 
+// Bounds of a bulk request: every pattern is matched against every repository name, so an
+// unbounded list (a 1 MiB body kept a core busy for 16-31 s) is refused before any work.
+// Names are "workspace/slug", each part at most 62 characters in Bitbucket, so 256 bytes leave
+// room for any useful glob.
+const (
+	maxBulkPatterns      = 100
+	maxBulkPatternLength = 256
+	maxBulkBody          = 64 << 10
+)
+
 type bulkRequest struct {
 	Include         []string `json:"include"`
 	Exclude         []string `json:"exclude"`
@@ -123,13 +133,24 @@ func (h *handlers) bulkSetIncluded(c *gin.Context) error {
 		return err
 	}
 	var req bulkRequest
-	if err := decodeJSON(c, &req); err != nil {
+	if err := decodeJSONLimit(c, &req, maxBulkBody); err != nil {
 		return err
 	}
 	if len(req.Include) == 0 && len(req.Exclude) == 0 && req.DefaultIncluded == nil {
 		return errInvalid("invalid_field", `give at least one of "include", "exclude" or "default_included"`)
 	}
+	for _, f := range []struct {
+		name     string
+		patterns []string
+	}{{"include", req.Include}, {"exclude", req.Exclude}} {
+		if len(f.patterns) > maxBulkPatterns {
+			return errInvalid("too_many_patterns", fmt.Sprintf("field %q holds %d patterns; at most %d are allowed per request", f.name, len(f.patterns), maxBulkPatterns))
+		}
+	}
 	for _, p := range append(append([]string{}, req.Include...), req.Exclude...) {
+		if len(p) > maxBulkPatternLength {
+			return errInvalid("pattern_too_long", fmt.Sprintf("pattern %q… is %d bytes; at most %d are allowed", p[:32], len(p), maxBulkPatternLength))
+		}
 		if _, err := path.Match(p, ""); err != nil || p == "" {
 			return errInvalid("invalid_pattern", fmt.Sprintf("pattern %q is not a valid glob over workspace/slug", p))
 		}

@@ -116,9 +116,11 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		TaskQueue:      cfg.TaskQueue,
 		Box:            box,
 		BitbucketOAuth: bitbucketOAuth(cfg),
-		Backups:        backupSettings(cfg),
+		// The callback waits for the code exchange; bound it below the write timeout.
+		OAuthHTTPClient: &http.Client{Timeout: oauthExchangeTimeout},
+		Backups:         backupSettings(cfg),
 	})
-	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := newAPIServer(cfg.HTTPAddr, handler)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("api listening", "addr", cfg.HTTPAddr, "public_url", cfg.PublicURL)
@@ -130,6 +132,29 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
+}
+
+// Timeouts of the API server, sized for its routes: request bodies are at most 1 MiB, every
+// handler is a few database queries or a workflow start, the slowest being the OAuth callback's
+// code exchange (oauthExchangeTimeout) and /readyz (3 s per check). A client that
+// trickles its request, or a keep-alive connection left open, cannot hold a goroutine longer.
+const (
+	apiReadHeaderTimeout = 10 * time.Second
+	apiReadTimeout       = 30 * time.Second
+	apiWriteTimeout      = 60 * time.Second
+	apiIdleTimeout       = 120 * time.Second
+	oauthExchangeTimeout = 30 * time.Second
+)
+
+func newAPIServer(addr string, handler http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           handler,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       apiIdleTimeout,
+	}
 }
 
 // runWorker runs the Temporal worker until ctx is cancelled.
