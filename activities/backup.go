@@ -57,10 +57,21 @@ func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installati
 	return
 }
 
-// RunBackup is one backup run on the host worker: change detection with one ls-remote against
-// the last manifest, then fetch into the local mirror (hydrated from storage when missing),
-// upload the new packs and write the manifest last. Progress goes to heartbeats.
+// RunBackup stages and commits a backup in one activity. Executions started before StageBackup
+// and CommitSnapshot existed still schedule it.
 func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+	res, err := a.StageBackup(ctx, in)
+	if err != nil || res.DraftKey == "" {
+		return res, err
+	}
+	return a.commitStaged(ctx, in.Target, res)
+}
+
+// StageBackup is the part of a backup run that needs the mirror, on its host worker: change
+// detection with one ls-remote against the last manifest, then fetch into the local mirror
+// (hydrated from storage when missing), upload the new packs and store the manifest draft
+// (result.DraftKey) for CommitSnapshot. Progress goes to heartbeats.
+func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
 	started := time.Now().UTC()
 	res := workflows.RunBackupResult{StartedAt: started, Host: a.HostQueue}
 	tenantID, instID, repoID, err := a.parseTarget(in.Target)
@@ -130,24 +141,69 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 		return res, classifyGit("fetch "+repo.FullName, err)
 	}
 	activity.RecordHeartbeat(ctx, "uploading")
-	snap, err := a.Archive.SnapshotMirror(ctx, mirror, archive.SnapshotRequest{
+	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
 		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
 		Started:    started,
 	})
 	if err != nil {
-		return res, fmt.Errorf("snapshot %s: %w", repo.FullName, err)
+		return res, fmt.Errorf("stage snapshot of %s: %w", repo.FullName, err)
 	}
-	m := snap.Manifest
-	res.Changed = snap.Created
+	m := staged.Manifest
 	res.SnapshotID, res.ParentID = m.ID, m.Parent
 	res.ManifestKey = key.ManifestKey(m.ID)
 	res.Refs, res.Packs, res.TotalBytes = m.Totals.Refs, m.Totals.Packs, m.Totals.Bytes
-	res.PacksUploaded, res.BytesUploaded = snap.PacksUploaded, snap.BytesUploaded
+	res.PacksUploaded, res.BytesUploaded = staged.PacksUploaded, staged.BytesUploaded
+	if staged.Staged {
+		res.DraftKey = key.DraftKey(m.ID)
+	}
 	res.FinishedAt = time.Now().UTC()
-	log.Info("backup done", "repository", repo.FullName, "snapshot", m.ID, "created", snap.Created,
-		"packs_uploaded", snap.PacksUploaded, "bytes_uploaded", snap.BytesUploaded, "duration_ms", res.FinishedAt.Sub(started).Milliseconds())
+	log.Info("backup staged", "repository", repo.FullName, "snapshot", m.ID, "staged", staged.Staged,
+		"packs_uploaded", staged.PacksUploaded, "bytes_uploaded", staged.BytesUploaded, "duration_ms", res.FinishedAt.Sub(started).Milliseconds())
+	return res, nil
+}
+
+// CommitSnapshot writes the manifest of the snapshot StageBackup staged, which makes the
+// snapshot exist. It runs on the shared queue (it needs only storage) and is idempotent: a
+// retry after the manifest was written succeeds with the same snapshot.
+func (a *Activities) CommitSnapshot(ctx context.Context, in workflows.CommitSnapshotInput) (workflows.RunBackupResult, error) {
+	return a.commitStaged(ctx, in.Target, in.Staged)
+}
+
+func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTarget, staged workflows.RunBackupResult) (workflows.RunBackupResult, error) {
+	res := staged
+	tenantID, _, repoID, err := a.parseTarget(target)
+	if err != nil {
+		return res, err
+	}
+	// The storage key comes from the repository row, not from the input, so that a commit can
+	// only ever touch the target's own prefix.
+	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
+	if err != nil {
+		return res, classify("load repository", err)
+	}
+	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
+	if err != nil {
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+	}
+	c, err := a.Archive.CommitStaged(ctx, key, staged.SnapshotID)
+	switch {
+	case errors.Is(err, archive.ErrStaleDraft):
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotConflict, nil)
+	case errors.Is(err, archive.ErrNotFound):
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+	case err != nil:
+		return res, fmt.Errorf("commit snapshot %s of %s: %w", staged.SnapshotID, repo.FullName, err)
+	}
+	m := c.Manifest
+	res.Changed, res.DraftKey = true, ""
+	res.SnapshotID, res.ParentID, res.ManifestKey = m.ID, m.Parent, key.ManifestKey(m.ID)
+	res.Refs, res.Packs, res.TotalBytes = m.Totals.Refs, m.Totals.Packs, m.Totals.Bytes
+	res.BytesUploaded += c.Bytes
+	res.FinishedAt = time.Now().UTC()
+	activity.GetLogger(ctx).Info("backup done", "repository", repo.FullName, "snapshot", m.ID,
+		"packs_uploaded", res.PacksUploaded, "bytes_uploaded", res.BytesUploaded, "duration_ms", res.FinishedAt.Sub(res.StartedAt).Milliseconds())
 	return res, nil
 }
 

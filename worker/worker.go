@@ -53,6 +53,7 @@ func NewHost(o Options) sdkworker.Worker {
 		n = 4
 	}
 	w := sdkworker.New(o.Client, o.HostQueue, sdkworker.Options{MaxConcurrentActivityExecutionSize: n, DisableWorkflowWorker: true})
+	w.RegisterActivityWithOptions(o.Activities.StageBackup, activity.RegisterOptions{Name: workflows.StageBackupActivity})
 	w.RegisterActivityWithOptions(o.Activities.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
 	return w
 }

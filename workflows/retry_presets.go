@@ -41,6 +41,21 @@ func ProviderActivity(ctx workflow.Context) workflow.Context {
 	})
 }
 
+// StorageActivity suits short steps against object storage (reading and writing manifests):
+// quick timeout, a few fast retries, none for a conflict that retrying cannot resolve.
+func StorageActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 5 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: []string{ErrTypeSnapshotConflict, ErrTypeSnapshotMissing, "InvalidInput"},
+		},
+	})
+}
+
 // Stable error type names that activities use with temporal.NewNonRetryableApplicationError.
 const (
 	ErrTypeCredentialsRevoked   = "CredentialsRevoked"
@@ -48,6 +63,11 @@ const (
 	ErrTypeNotFound             = "NotFound"
 	ErrTypeEndpointGone         = "EndpointGone"
 	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeSnapshotConflict: a staged snapshot no longer follows the latest one (committing
+	// it would fork the history); the next run stages afresh.
+	ErrTypeSnapshotConflict = "SnapshotConflict"
+	// ErrTypeSnapshotMissing: a snapshot to commit is neither staged nor committed.
+	ErrTypeSnapshotMissing = "SnapshotMissing"
 )
 
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.

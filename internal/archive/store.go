@@ -150,6 +150,31 @@ func hashFile(path string) (FileInfo, error) {
 // manifest's size in bytes, and ErrSnapshotExists when a manifest with the
 // same id is already stored.
 func (s *Store) CommitSnapshot(ctx context.Context, m *Manifest) (int64, error) {
+	data, err := encodeManifest(m)
+	if err != nil {
+		return 0, err
+	}
+	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
+	if err != nil {
+		return 0, err
+	}
+	key := repo.ManifestKey(m.ID)
+	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
+		ContentType: "application/json",
+		IfNotExist:  true,
+	})
+	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, ErrSnapshotExists)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, err)
+	}
+	return int64(len(data)), nil
+}
+
+// encodeManifest fills the manifest's empty lists and totals, validates it and
+// encodes it as stored (drafts and manifests alike).
+func encodeManifest(m *Manifest) ([]byte, error) {
 	if m.Exports == nil {
 		m.Exports = []Export{}
 	}
@@ -166,29 +191,13 @@ func (s *Store) CommitSnapshot(ctx context.Context, m *Manifest) (int64, error) 
 	}
 	m.computeTotals()
 	if err := m.Validate(); err != nil {
-		return 0, fmt.Errorf("commit snapshot: %w", err)
-	}
-	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
-	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("snapshot %s: %w", m.ID, err)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return 0, fmt.Errorf("encode manifest: %w", err)
+		return nil, fmt.Errorf("encode manifest: %w", err)
 	}
-	data = append(data, '\n')
-	key := repo.ManifestKey(m.ID)
-	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
-		ContentType: "application/json",
-		IfNotExist:  true,
-	})
-	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
-		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, ErrSnapshotExists)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, err)
-	}
-	return int64(len(data)), nil
+	return append(data, '\n'), nil
 }
 
 // ListSnapshots returns the ids of a repository's snapshots, newest first.
