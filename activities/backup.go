@@ -341,18 +341,105 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupFailed, time.Now().UTC()))
 	case r.Skipped != "":
 		return nil
-	case r.Changed:
-		var parent *string
-		if r.ParentID != "" {
-			parent = &r.ParentID
+	}
+	if r.SnapshotID != "" {
+		if err := a.recordSnapshots(ctx, tenantID, repoID, r); err != nil {
+			return err
 		}
-		return classify("record snapshot", a.Store.RecordSnapshot(ctx, store.Snapshot{
-			ID: r.SnapshotID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: r.ManifestKey, Trigger: in.Trigger,
-			ParentID: parent, RefsCount: r.Refs, PacksCount: r.Packs, BytesUploaded: r.BytesUploaded, TotalBytes: r.TotalBytes,
-			StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-		}))
-	default:
-		return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	}
+	if r.Changed {
+		return nil
+	}
+	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+}
+
+// maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
+const maxSnapshotsReconciled = 50
+
+// recordSnapshots writes the row of the run's snapshot (the one it committed, or the latest one
+// it found unchanged) from its manifest in storage, together with the rows of its ancestors
+// that are missing. Storage is the truth and the rows follow it: a manifest whose row was lost
+// (the record failed past its retries, or an attempt committed and died before returning) is
+// recorded by the next run, with its own ID, even when upstream has not changed since.
+func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
+	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
+	if err != nil {
+		return classify("load repository", err)
+	}
+	if !r.Changed && repo.LastSnapshotID != nil && *repo.LastSnapshotID == r.SnapshotID {
+		return nil
+	}
+	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+	}
+	// Newest first, down to the first snapshot that has its row.
+	var rows []store.Snapshot
+	for id := r.SnapshotID; id != ""; {
+		if len(rows) == maxSnapshotsReconciled {
+			a.Logger.Warn("older snapshots of the repository lack rows; only the newest are recorded",
+				"repository", repo.FullName, "recorded", len(rows), "next", id)
+			break
+		}
+		row, err := a.Store.GetSnapshot(ctx, tenantID, id)
+		if err == nil {
+			if len(rows) == 0 {
+				// The row exists; recording it again still moves the repository's pointer on.
+				rows = append(rows, row)
+			}
+			break
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return classify("load snapshot row", err)
+		}
+		m, err := a.Archive.LoadManifest(ctx, key, id)
+		if errors.Is(err, archive.ErrNotFound) {
+			if len(rows) > 0 {
+				break // an ancestor that retention removed
+			}
+			return temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("load manifest %s of %s: %w", id, repo.FullName, err)
+		}
+		rows = append(rows, snapshotRow(tenantID, repoID, key, m))
+		id = m.Parent
+	}
+	if len(rows) > 0 && r.Changed && rows[0].ID == r.SnapshotID {
+		// The run's own figures are better than what the manifest tells.
+		rows[0].BytesUploaded, rows[0].StartedAt, rows[0].FinishedAt = r.BytesUploaded, r.StartedAt, r.FinishedAt
+	}
+	for i := len(rows) - 1; i >= 0; i-- {
+		if err := a.Store.RecordSnapshot(ctx, rows[i]); err != nil {
+			return classify("record snapshot", err)
+		}
+	}
+	if !r.Changed && len(rows) > 0 {
+		a.Logger.Info("recorded snapshots that storage had and the database lacked", "repository", repo.FullName,
+			"snapshot", r.SnapshotID, "rows", len(rows))
+	}
+	return nil
+}
+
+// snapshotRow is the dashboard's row of a manifest. The manifest keeps no run timestamps nor
+// upload counts, so the run is taken to have finished when the snapshot was taken and to have
+// uploaded the packs the snapshot introduced.
+func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Manifest) store.Snapshot {
+	var parent *string
+	if m.Parent != "" {
+		p := m.Parent
+		parent = &p
+	}
+	var introduced int64
+	for _, p := range m.Packs {
+		if p.Snapshot == m.ID {
+			introduced += p.Pack.Size + p.Idx.Size
+		}
+	}
+	return store.Snapshot{
+		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: string(m.Trigger.Kind),
+		ParentID: parent, RefsCount: m.Totals.Refs, PacksCount: m.Totals.Packs, BytesUploaded: introduced, TotalBytes: m.Totals.Bytes,
+		StartedAt: m.Created.Add(-time.Duration(m.DurationMillis) * time.Millisecond), FinishedAt: m.Created,
 	}
 }
 
