@@ -88,11 +88,19 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 		return res, nil
 	}
 	log := activity.GetLogger(ctx)
+	hb := startHeartbeat(ctx)
+	defer hb.stop()
+	dir := a.mirrorPath(tenantID, repo.ProviderUUID)
+	unhold, err := a.mirrors.hold(ctx, dir, func() { hb.step("waiting for an earlier attempt on this mirror") })
+	if err != nil {
+		return res, err
+	}
+	defer unhold()
 	client, err := a.Clients.Client(ctx, tenantID, instID)
 	if err != nil {
 		return res, classify("load credentials", err)
 	}
-	activity.RecordHeartbeat(ctx, "checking for changes")
+	hb.step("checking for changes")
 	check, err := a.checkUpstream(ctx, client, tenantID, repo.ProviderUUID, repo.FullName)
 	if err != nil {
 		return res, err
@@ -107,7 +115,6 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	}
 	key := check.Key
 
-	dir := a.mirrorPath(tenantID, repo.ProviderUUID)
 	release := a.mirrors.acquire(dir)
 	defer release()
 	// Room for the clone or fetch: the larger of Bitbucket's size and the stored packs
@@ -123,29 +130,30 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	if err := a.reserveMirrorSpace(dir, estimate-have); err != nil {
 		return res, err
 	}
-	mirror, err := a.openMirror(ctx, dir, latest)
+	mirror, err := a.openMirror(ctx, dir, latest, hb)
 	if err != nil {
 		return res, err
 	}
 	defer mirror.Close()
-	activity.RecordHeartbeat(ctx, "fetching")
+	hb.step("fetching")
 	// Fresh credentials for the fetch: each git operation spends its own unit of the budget.
 	auth, err := client.GitAuth(ctx)
 	if err != nil {
 		return res, classify("git credentials", err)
 	}
 	_, err = mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
-		activity.RecordHeartbeat(ctx, p)
+		hb.report(BackupProgress{Step: "fetching", Fetch: &p})
 	})
 	if err != nil {
 		return res, classifyGit("fetch "+repo.FullName, err)
 	}
-	activity.RecordHeartbeat(ctx, "uploading")
+	hb.step("uploading")
 	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
 		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
 		Started:    started,
+		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 	})
 	if err != nil {
 		return res, fmt.Errorf("stage snapshot of %s: %w", repo.FullName, err)
@@ -277,7 +285,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 
 // openMirror opens the local mirror, or rebuilds it from the latest snapshot when it is missing
 // or unreadable, so a new worker never re-clones a repository that has a backup.
-func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest) (*gitmirror.Mirror, error) {
+func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest, hb *heartbeat) (*gitmirror.Mirror, error) {
 	exists, err := gitmirror.Exists(dir)
 	if err == nil && exists {
 		if m, err := gitmirror.Open(dir); err == nil {
@@ -291,11 +299,13 @@ func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive
 	if latest == nil {
 		return gitmirror.Open(dir)
 	}
-	activity.RecordHeartbeat(ctx, "hydrating mirror from storage")
+	hb.step("hydrating mirror from storage")
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
-	m, err := a.Archive.Hydrate(ctx, latest, dir, func(ev archive.TransferEvent) { activity.RecordHeartbeat(ctx, ev) })
+	m, err := a.Archive.Hydrate(ctx, latest, dir, func(ev archive.TransferEvent) {
+		hb.report(BackupProgress{Step: "hydrating mirror from storage", Transfer: &ev})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("hydrate mirror from snapshot %s: %w", latest.ID, err)
 	}

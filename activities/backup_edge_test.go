@@ -350,7 +350,7 @@ func TestBackupAfterCrashBetweenPackUploadAndManifest(t *testing.T) {
 		t.Fatalf("fetch wrote %d packs, want 1", len(fetched.NewPacks))
 	}
 	orphan := fetched.NewPacks[0]
-	if _, uploaded, err := e.archive.PutPack(ctx, e.repoKey("api"), orphan); err != nil || uploaded < fileSize {
+	if _, uploaded, err := e.archive.PutPack(ctx, e.repoKey("api"), orphan, nil); err != nil || uploaded < fileSize {
 		t.Fatalf("upload of the crashed run's pack: %d bytes, %v", uploaded, err)
 	}
 	if err := mirror.Close(); err != nil {

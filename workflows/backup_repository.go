@@ -63,6 +63,9 @@ type BackupInput struct {
 	// HostTimeout is how long a run waits for the mirror's worker to pick it up before another
 	// worker takes over (and hydrates the mirror from storage).
 	HostTimeout time.Duration
+	// HeartbeatTimeout is how long the staging activity may go without a heartbeat before
+	// Temporal retries it (0: two minutes); tests shorten it.
+	HeartbeatTimeout time.Duration
 }
 
 // PickHostInput asks which worker should run a backup; Exclude is a host that did not answer.
@@ -262,7 +265,7 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			}
 		}
 		status.Step = "backing up"
-		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host, in.HostTimeout), hostActivity,
+		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host, in.HostTimeout, in.HeartbeatTimeout), hostActivity,
 			RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}).Get(ctx, &res)
 		var timeout *temporal.TimeoutError
 		if errors.As(runErr, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {

@@ -76,18 +76,22 @@ var NonRetryableProviderErrors = []string{
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host
-// task queue). A clone of a big repository can take long, so the activity heartbeats progress;
-// ScheduleToStart is short so a dead host is noticed and another worker takes over (hydrating
-// the mirror from storage).
-func BackupHostActivity(ctx workflow.Context, hostQueue string, hostTimeout time.Duration) workflow.Context {
+// task queue). A clone of a big repository can take long, so the activity heartbeats progress
+// throughout (heartbeatTimeout, default two minutes, notices a dead worker); ScheduleToStart is
+// short so a dead host is noticed and another worker takes over (hydrating the mirror from
+// storage).
+func BackupHostActivity(ctx workflow.Context, hostQueue string, hostTimeout, heartbeatTimeout time.Duration) workflow.Context {
 	if hostTimeout <= 0 {
 		hostTimeout = 2 * time.Minute
+	}
+	if heartbeatTimeout <= 0 {
+		heartbeatTimeout = 2 * time.Minute
 	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:              hostQueue,
 		ScheduleToStartTimeout: hostTimeout,
 		StartToCloseTimeout:    6 * time.Hour,
-		HeartbeatTimeout:       2 * time.Minute,
+		HeartbeatTimeout:       heartbeatTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:        10 * time.Second,
 			BackoffCoefficient:     2,

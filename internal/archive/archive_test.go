@@ -330,7 +330,7 @@ func TestCrashBetweenPackUploadAndManifest(t *testing.T) {
 		t.Fatalf("fetch wrote %d packs", len(fetched.NewPacks))
 	}
 	// The run dies after uploading the pack, before its manifest.
-	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0]); err != nil {
+	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0], nil); err != nil {
 		t.Fatal(err)
 	}
 	if ids, _ := f.store.ListSnapshots(context.Background(), f.repo); len(ids) != 1 {

@@ -27,6 +27,9 @@ type SnapshotRequest struct {
 	// Now overrides the clock for the snapshot id and creation time; zero
 	// means time.Now().
 	Now time.Time
+	// Progress, when set, follows every file hashed and uploaded (Index and
+	// Count number the packs to store).
+	Progress func(TransferEvent)
 }
 
 // StageResult tells what StageSnapshot did.
@@ -151,7 +154,12 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 	}
 	result := StageResult{Staged: true}
 	for i, p := range pending {
-		entry, uploaded, err := s.PutPack(ctx, repo, p)
+		entry, uploaded, err := s.PutPack(ctx, repo, p, func(ev TransferEvent) {
+			if req.Progress != nil {
+				ev.Index, ev.Count = i+1, len(pending)
+				req.Progress(ev)
+			}
+		})
 		if err != nil {
 			return StageResult{}, err
 		}
