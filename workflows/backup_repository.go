@@ -248,11 +248,7 @@ func coalesce(batch []BackupRequest) (trigger, deliveryID string) {
 func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, status *BackupStatus) {
 	trigger, delivery := coalesce(batch)
 	db := DatabaseActivity(ctx)
-	hostActivity := StageBackupActivity
 	split := workflow.GetVersion(ctx, stageCommitChange, workflow.DefaultVersion, 1) == 1
-	if !split {
-		hostActivity = RunBackupActivity
-	}
 	var res RunBackupResult
 	var runErr error
 	exclude := ""
@@ -265,8 +261,13 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			}
 		}
 		status.Step = "backing up"
-		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host, in.HostTimeout, in.HeartbeatTimeout), hostActivity,
-			RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}).Get(ctx, &res)
+		hostCtx := BackupHostActivity(ctx, host, in.HostTimeout, in.HeartbeatTimeout)
+		input := RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}
+		if split {
+			runErr = workflow.ExecuteActivity(hostCtx, StageBackupActivity, input).Get(ctx, &res)
+		} else {
+			runErr = workflow.ExecuteActivity(hostCtx, RunBackupActivity, input).Get(ctx, &res)
+		}
 		var timeout *temporal.TimeoutError
 		if errors.As(runErr, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
 			// The mirror's worker is gone: another worker takes over and hydrates the mirror.
