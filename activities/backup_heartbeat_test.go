@@ -144,15 +144,27 @@ func (e *backupEnv) heartbeatWatch(slug string) (stop func() []activities.Backup
 	}
 }
 
-// sawTransfer reports whether a heartbeat showed op under way: some but not all of a file's
-// bytes moved.
+// sawTransfer reports whether a heartbeat showed op under way: bytes of a file moved, the file
+// not done yet. (An upload's bytes count what the storage client took: S3 buffers parts, so
+// the count can reach the size while the part is still on the wire.)
 func sawTransfer(seen []activities.BackupProgress, op string) bool {
 	for _, p := range seen {
-		if tr := p.Transfer; tr != nil && tr.Op == op && tr.Bytes > 0 && tr.Bytes < tr.Size {
+		if tr := p.Transfer; tr != nil && tr.Op == op && !tr.Done && tr.Bytes > 0 && tr.Bytes <= tr.Size {
 			return true
 		}
 	}
 	return false
+}
+
+// transfers lists the transfer events among heartbeats, for failure messages.
+func transfers(seen []activities.BackupProgress) []archive.TransferEvent {
+	var out []archive.TransferEvent
+	for _, p := range seen {
+		if p.Transfer != nil {
+			out = append(out, *p.Transfer)
+		}
+	}
+	return out
 }
 
 // TestBackupHeartbeatsThroughSlowTransfers: storage sits behind a slow link, so uploading the
@@ -179,7 +191,7 @@ func TestBackupHeartbeatsThroughSlowTransfers(t *testing.T) {
 		t.Fatalf("StageBackup activities = %+v, want one that completed on its first attempt", runs)
 	}
 	if !sawTransfer(seen, "upload") {
-		t.Fatalf("no heartbeat showed the upload under way; saw %+v", seen)
+		t.Fatalf("no heartbeat showed the upload under way; saw %d heartbeats, transfers %+v", len(seen), transfers(seen))
 	}
 	snaps := e.snapshots("assets")
 	if len(snaps) != 1 || snaps[0].TotalBytes < blobSize {
@@ -199,7 +211,7 @@ func TestBackupHeartbeatsThroughSlowTransfers(t *testing.T) {
 		t.Fatalf("StageBackup activities of the hydrating run = %+v, want one that completed on its first attempt", runs)
 	}
 	if !sawTransfer(seen, "download") {
-		t.Fatalf("no heartbeat showed the download under way; saw %+v", seen)
+		t.Fatalf("no heartbeat showed the download under way; saw %d heartbeats, transfers %+v", len(seen), transfers(seen))
 	}
 	snaps = e.snapshots("assets")
 	if len(snaps) != 2 || snaps[0].BytesUploaded >= blobSize {

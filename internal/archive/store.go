@@ -123,12 +123,14 @@ func (s *Store) putFile(ctx context.Context, key, path string, progress func(Tra
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
 	}
 	h := sha256.New()
-	n, err := io.Copy(w, io.TeeReader(f, io.MultiWriter(h, newMeter(&ev, progress))))
+	m := newMeter(&ev, progress)
+	n, err := io.Copy(w, io.TeeReader(f, io.MultiWriter(h, m)))
 	if err != nil {
 		cancel()
 		w.Close()
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
 	}
+	m.flush()
 	if err := w.Close(); err != nil {
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
 	}
@@ -345,9 +347,10 @@ var ProgressInterval = time.Second
 // once per ProgressInterval: put in a stream, it keeps heartbeats coming
 // while one big file moves.
 type meter struct {
-	ev     *TransferEvent
-	report func(TransferEvent)
-	last   time.Time
+	ev       *TransferEvent
+	report   func(TransferEvent)
+	last     time.Time
+	reported int64
 }
 
 func newMeter(ev *TransferEvent, report func(TransferEvent)) *meter {
@@ -358,9 +361,21 @@ func (m *meter) Write(p []byte) (int, error) {
 	m.ev.Bytes += int64(len(p))
 	if now := time.Now(); now.Sub(m.last) >= ProgressInterval {
 		m.last = now
+		m.reported = m.ev.Bytes
 		m.report(*m.ev)
 	}
 	return len(p), nil
+}
+
+// flush reports the count if it moved since the last report: at the end of
+// a stream, so that a writer that buffers (an S3 upload sends its last part
+// on Close) does not leave an old count standing while it finishes.
+func (m *meter) flush() {
+	if m.ev.Bytes != m.reported {
+		m.last = time.Now()
+		m.reported = m.ev.Bytes
+		m.report(*m.ev)
+	}
 }
 
 // download streams key into w, verifying size and SHA-256 against want; the
