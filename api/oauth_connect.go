@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"html"
 	"net/http"
 	"strings"
@@ -21,33 +23,36 @@ import (
 
 const providerBitbucket = "bitbucket"
 
-func (h *handlers) connectBitbucket(c *gin.Context) {
+func (h *handlers) connectBitbucket(c *gin.Context) error {
 	if h.deps.BitbucketOAuth == nil || h.deps.BitbucketOAuth.ClientID == "" {
-		abortError(c, http.StatusServiceUnavailable, "not_configured", "no Bitbucket OAuth consumer is configured (GITSEC_BITBUCKET_CLIENT_ID)")
-		return
+		return errNotConfigured("no Bitbucket OAuth consumer is configured (GITSEC_BITBUCKET_CLIENT_ID)")
 	}
 	ctx := c.Request.Context()
 	t := tenantOf(c)
 	state, nonce, err := h.states.issue(ctx, t.ID)
 	if err != nil {
-		h.deps.Logger.Error("issue oauth state", "error", err)
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not create the connect link")
-		return
+		return failed("could not create the connect link", fmt.Errorf("issue oauth state: %w", err))
 	}
 	expires := time.Now().Add(h.deps.OAuthStateTTL)
 	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, nonce, providerBitbucket, expires); err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not create the connect link")
-		return
+		return failed("could not create the connect link", err)
 	}
 	c.JSON(http.StatusOK, gin.H{
 		"authorize_url": h.deps.BitbucketOAuth.AuthCodeURL(state),
 		"expires_at":    expires.UTC(),
 	})
+	return nil
+}
+
+// errNotConfigured is a 503 that no retry fixes until the operator sets the consumer.
+func errNotConfigured(message string) error {
+	return &apiError{status: http.StatusServiceUnavailable, code: "not_configured", message: message}
 }
 
 // callbackError answers the OAuth callback: JSON for API clients, a short page for browsers.
 func callbackError(c *gin.Context, status int, code, message string) {
 	if wantsHTML(c) {
+		c.Set(ctxErrorCode, code)
 		c.Data(status, htmlContentType, callbackPage("Connecting Bitbucket failed", message))
 		c.Abort()
 		return
@@ -55,34 +60,39 @@ func callbackError(c *gin.Context, status int, code, message string) {
 	abortError(c, status, code, message)
 }
 
-func (h *handlers) bitbucketCallback(c *gin.Context) {
+func (h *handlers) bitbucketCallback(c *gin.Context) error {
 	ctx := c.Request.Context()
+	badState := errInvalid("invalid_state", errBadState.Error())
 	tenantID, nonce, err := h.states.verify(ctx, c.Query("state"))
+	if errors.Is(err, errBadState) {
+		return badState
+	}
 	if err != nil {
-		callbackError(c, http.StatusBadRequest, "invalid_state", errBadState.Error())
-		return
+		return failed("could not check the OAuth state", err)
 	}
 	consumedBy, err := h.deps.Store.ConsumeOAuthState(ctx, nonce, providerBitbucket, time.Now())
-	if err != nil || consumedBy != tenantID {
-		callbackError(c, http.StatusBadRequest, "invalid_state", errBadState.Error())
-		return
+	if errors.Is(err, store.ErrNotFound) {
+		return badState
+	}
+	if err != nil {
+		return failed("could not check the OAuth state", err)
+	}
+	if consumedBy != tenantID {
+		return badState
 	}
 	if e := c.Query("error"); e != "" {
 		msg := "Bitbucket authorization was not granted (" + e + ")"
 		if d := c.Query("error_description"); d != "" {
 			msg += ": " + d
 		}
-		callbackError(c, http.StatusBadRequest, "access_denied", msg+". Nothing was connected.")
-		return
+		return errInvalid("access_denied", msg+". Nothing was connected.")
 	}
 	code := c.Query("code")
 	if code == "" {
-		callbackError(c, http.StatusBadRequest, "missing_code", "the callback carries no authorization code")
-		return
+		return errInvalid("missing_code", "the callback carries no authorization code")
 	}
 	if h.deps.BitbucketOAuth == nil {
-		callbackError(c, http.StatusServiceUnavailable, "not_configured", "no Bitbucket OAuth consumer is configured")
-		return
+		return errNotConfigured("no Bitbucket OAuth consumer is configured")
 	}
 	exCtx := ctx
 	if h.deps.OAuthHTTPClient != nil {
@@ -90,34 +100,33 @@ func (h *handlers) bitbucketCallback(c *gin.Context) {
 	}
 	tok, err := bitbucket.ExchangeCode(exCtx, h.deps.BitbucketOAuth, code)
 	if err != nil {
-		h.deps.Logger.Warn("oauth code exchange failed", "error", err)
-		callbackError(c, http.StatusBadRequest, "oauth_exchange_failed", "Bitbucket did not accept the authorization code (expired or already used); connect again")
-		return
+		return &apiError{status: http.StatusBadRequest, code: "oauth_exchange_failed",
+			message: "Bitbucket did not accept the authorization code (expired or already used); connect again", cause: err}
 	}
 	sealed, err := providerclient.SealToken(ctx, h.deps.Box, tok)
 	if err != nil {
-		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not store the credentials")
-		return
+		return failed("could not store the credentials", err)
 	}
 	instID, err := h.deps.Store.CreateInstallationWithCredentials(ctx, tenantID, providerBitbucket, sealed)
 	if err != nil {
-		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not record the installation")
-		return
+		return failed("could not record the installation", err)
 	}
 	h.audit(c, tenantID, "installation.connected", "installation", instID.String(), gin.H{"provider": providerBitbucket})
 	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, "connect")
 	if err != nil {
-		h.deps.Logger.Error("start onboarding", "installation", instID, "error", err)
-		_ = h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; retry with POST /api/v1/installations/"+instID.String()+"/sync")
-		callbackError(c, http.StatusServiceUnavailable, "unavailable", "the account is connected but discovery could not start; retry with POST /api/v1/installations/"+instID.String()+"/sync")
-		return
+		retry := "retry with POST /api/v1/installations/" + instID.String() + "/sync"
+		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; "+retry); serr != nil {
+			err = errors.Join(err, fmt.Errorf("mark installation failed: %w", serr))
+		}
+		return failed("the account is connected but discovery could not start; "+retry, err)
 	}
 	if wantsHTML(c) {
 		c.Data(http.StatusCreated, htmlContentType, callbackPage("Bitbucket connected",
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
-		return
+		return nil
 	}
 	c.JSON(http.StatusCreated, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID})
+	return nil
 }
 
 const htmlContentType = "text/html; charset=utf-8"
