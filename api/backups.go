@@ -48,7 +48,7 @@ func (h *handlers) requestBackup(c *gin.Context) error {
 		return failed("could not queue the backup", err)
 	}
 	h.audit(c, r.TenantID, "repository.backup_requested", "repository", r.ID.String(), gin.H{"full_name": r.FullName, "workflow_id": id})
-	c.JSON(http.StatusAccepted, gin.H{"repository_id": r.ID, "workflow_id": id, "status": "queued"})
+	c.JSON(http.StatusAccepted, BackupQueued{RepositoryID: r.ID, WorkflowID: id, Status: "queued"})
 	return nil
 }
 
@@ -66,9 +66,9 @@ func (h *handlers) listSnapshots(c *gin.Context) error {
 	if err != nil {
 		return failed("could not list snapshots", err)
 	}
-	resp := gin.H{"snapshots": nonNil(snaps)}
+	resp := Snapshots{Snapshots: views(snaps, snapshotView)}
 	if len(snaps) == limit {
-		resp["next_cursor"] = snaps[len(snaps)-1].ID
+		resp.NextCursor = snaps[len(snaps)-1].ID
 	}
 	c.JSON(http.StatusOK, resp)
 	return nil
@@ -82,7 +82,7 @@ func (h *handlers) getSnapshot(c *gin.Context) error {
 	if err != nil {
 		return failed("could not read the snapshot", err)
 	}
-	c.JSON(http.StatusOK, gin.H{"snapshot": sn})
+	c.JSON(http.StatusOK, SnapshotDetail{Snapshot: snapshotView(sn)})
 	return nil
 }
 
@@ -93,20 +93,20 @@ func (h *handlers) backupStatus(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := gin.H{
-		"repository_id":      r.ID,
-		"last_backup_status": r.LastBackupStatus,
-		"last_backup_at":     r.LastBackupAt,
-		"last_snapshot_id":   r.LastSnapshotID,
-		"state":              "idle",
+	resp := BackupStatus{
+		RepositoryID:     r.ID,
+		LastBackupStatus: r.LastBackupStatus,
+		LastBackupAt:     r.LastBackupAt,
+		LastSnapshotID:   r.LastSnapshotID,
+		State:            "idle",
 	}
 	qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(r.ProviderUUID), "", workflows.BackupStatusQuery)
 	var live workflows.BackupStatus
 	if err == nil && val.Get(&live) == nil {
-		resp["state"] = live.State
-		resp["live"] = live
+		resp.State = live.State
+		resp.Live = &live
 	}
 	c.JSON(http.StatusOK, resp)
 	return nil

@@ -10,20 +10,13 @@ import (
 )
 
 func (h *handlers) healthz(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"status": "ok", "version": h.deps.Version})
-}
-
-// checkResult is what an unauthenticated caller may see of a dependency: a status word and a
-// duration. The error itself names hosts, ports and database users, so it goes to the log.
-type checkResult struct {
-	Status     string `json:"status"`
-	DurationMS int64  `json:"duration_ms"`
+	c.JSON(http.StatusOK, Health{Status: "ok", Version: h.deps.Version})
 }
 
 // readyz checks every dependency concurrently, each with its own deadline, so one hung
 // dependency cannot hide the state of the others.
 func (h *handlers) readyz(c *gin.Context) {
-	results := make(map[string]checkResult, len(h.deps.Checks))
+	results := make(map[string]CheckResult, len(h.deps.Checks))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, chk := range h.deps.Checks {
@@ -34,7 +27,7 @@ func (h *handlers) readyz(c *gin.Context) {
 			defer cancel()
 			start := time.Now()
 			err := chk.Fn(ctx)
-			r := checkResult{Status: "ok", DurationMS: time.Since(start).Milliseconds()}
+			r := CheckResult{Status: "ok", DurationMS: time.Since(start).Milliseconds()}
 			if err != nil {
 				r.Status = "down"
 				h.deps.Logger.WarnContext(ctx, "readiness check failed", "check", chk.Name,
@@ -52,5 +45,5 @@ func (h *handlers) readyz(c *gin.Context) {
 			status, code = "unavailable", http.StatusServiceUnavailable
 		}
 	}
-	c.JSON(code, gin.H{"status": status, "checks": results})
+	c.JSON(code, Readiness{Status: status, Checks: results})
 }

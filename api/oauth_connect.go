@@ -37,10 +37,7 @@ func (h *handlers) connectBitbucket(c *gin.Context) error {
 	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, nonce, providerBitbucket, expires); err != nil {
 		return failed("could not create the connect link", err)
 	}
-	c.JSON(http.StatusOK, gin.H{
-		"authorize_url": h.deps.BitbucketOAuth.AuthCodeURL(state),
-		"expires_at":    expires.UTC(),
-	})
+	c.JSON(http.StatusOK, ConnectLink{AuthorizeURL: h.deps.BitbucketOAuth.AuthCodeURL(state), ExpiresAt: expires.UTC()})
 	return nil
 }
 
@@ -125,7 +122,7 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
 		return nil
 	}
-	c.JSON(http.StatusCreated, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID})
+	c.JSON(http.StatusCreated, WorkflowStarted{InstallationID: instID, Status: store.InstallationPending, WorkflowID: wfID})
 	return nil
 }
 

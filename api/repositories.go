@@ -42,10 +42,7 @@ func (h *handlers) listRepositories(c *gin.Context) error {
 	if err != nil {
 		return failed("could not list repositories", err)
 	}
-	resp := gin.H{"repositories": nonNil(repos)}
-	if next != "" {
-		resp["next_cursor"] = next
-	}
+	resp := Repositories{Repositories: views(repos, repositoryView), NextCursor: next}
 	c.JSON(http.StatusOK, resp)
 	return nil
 }
@@ -70,7 +67,7 @@ func (h *handlers) getRepository(c *gin.Context) error {
 	if err != nil {
 		return failed("could not read the repository", err)
 	}
-	c.JSON(http.StatusOK, gin.H{"repository": r})
+	c.JSON(http.StatusOK, RepositoryDetail{Repository: repositoryView(r)})
 	return nil
 }
 
@@ -105,7 +102,7 @@ func (h *handlers) patchRepository(c *gin.Context) error {
 		action = "repository.included"
 	}
 	h.audit(c, t.ID, action, "repository", id.String(), gin.H{"full_name": r.FullName})
-	c.JSON(http.StatusOK, gin.H{"repository": r})
+	c.JSON(http.StatusOK, RepositoryDetail{Repository: repositoryView(r)})
 	return nil
 }
 
@@ -182,24 +179,24 @@ func (h *handlers) bulkSetIncluded(c *gin.Context) error {
 	return nil
 }
 
-func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (gin.H, error) {
+func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (BulkInclusion, error) {
 	nIn, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, include, true)
 	if err != nil {
-		return nil, err
+		return BulkInclusion{}, err
 	}
 	nOut, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, exclude, false)
 	if err != nil {
-		return nil, err
+		return BulkInclusion{}, err
 	}
-	result := gin.H{
-		"matched_include": len(include), "matched_exclude": len(exclude),
-		"changed_to_included": nIn, "changed_to_excluded": nOut,
+	result := BulkInclusion{
+		MatchedInclude: len(include), MatchedExclude: len(exclude),
+		ChangedToIncluded: nIn, ChangedToExcluded: nOut,
 	}
 	if defaultIncluded != nil {
 		if err := h.deps.Store.SetInstallationDefaultIncluded(ctx, inst.TenantID, inst.ID, *defaultIncluded); err != nil {
-			return nil, err
+			return BulkInclusion{}, err
 		}
-		result["default_included"] = *defaultIncluded
+		result.DefaultIncluded = defaultIncluded
 	}
 	return result, nil
 }
