@@ -46,8 +46,7 @@ func (h *handlers) requestBackup(c *gin.Context) {
 		abortError(c, http.StatusConflict, "not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
 		return
 	}
-	target := workflows.BackupTarget{TenantID: r.TenantID.String(), InstallationID: r.InstallationID.String(), RepositoryID: r.ID.String()}
-	id, err := backupqueue.Request(c.Request.Context(), h.deps.Temporal, h.deps.Backups, target, r.ProviderUUID,
+	id, err := backupqueue.Request(c.Request.Context(), h.deps.Temporal, h.deps.Backups, backupqueue.Target(r),
 		workflows.BackupRequest{Trigger: workflows.TriggerManual})
 	if err != nil {
 		h.deps.Logger.Error("request backup", "repository", r.ID, "error", err)
@@ -109,7 +108,7 @@ func (h *handlers) backupStatus(c *gin.Context) {
 	}
 	qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(r.ProviderUUID), "", workflows.BackupStatusQuery)
+	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(backupqueue.Target(r)), "", workflows.BackupStatusQuery)
 	var live workflows.BackupStatus
 	if err == nil && val.Get(&live) == nil {
 		resp["state"] = live.State

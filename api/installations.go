@@ -120,25 +120,46 @@ func (h *handlers) bitbucketCallback(c *gin.Context) {
 		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not store the credentials")
 		return
 	}
-	instID, err := h.deps.Store.CreateInstallationWithCredentials(ctx, tenantID, providerBitbucket, sealed)
+	acct, err := h.connectedAccount(exCtx, tok)
 	if err != nil {
+		h.deps.Logger.Warn("oauth callback: identify account", "error", err)
+		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not ask Bitbucket which account was connected; nothing was stored, connect again")
+		return
+	}
+	instID, reconnected, err := h.deps.Store.ConnectInstallation(ctx, tenantID, acct, sealed)
+	var dup *store.AlreadyConnectedError
+	if errors.As(err, &dup) {
+		callbackError(c, http.StatusConflict, "already_connected", alreadyConnectedMessage(dup))
+		return
+	}
+	if err != nil {
+		h.deps.Logger.Error("oauth callback: record installation", "error", err)
 		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not record the installation")
 		return
 	}
-	h.audit(c, tenantID, "installation.connected", "installation", instID.String(), gin.H{"provider": providerBitbucket})
-	wfID, err := h.startOnboarding(ctx, tenantID, instID, "connect")
+	action, reason := "installation.connected", "connect"
+	if reconnected {
+		action, reason = "installation.reconnected", "reconnect"
+	}
+	h.audit(c, tenantID, action, "installation", instID.String(), gin.H{"provider": providerBitbucket, "account": acct.Name})
+	wfID, err := h.startOnboarding(ctx, tenantID, instID, reason)
 	if err != nil {
 		h.deps.Logger.Error("start onboarding", "installation", instID, "error", err)
 		_ = h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; retry with POST /api/v1/installations/"+instID.String()+"/sync")
 		callbackError(c, http.StatusServiceUnavailable, "unavailable", "the account is connected but discovery could not start; retry with POST /api/v1/installations/"+instID.String()+"/sync")
 		return
 	}
+	// A reconnect repairs an existing installation (200); a first connect creates one (201).
+	created := http.StatusCreated
+	if reconnected {
+		created = http.StatusOK
+	}
 	if strings.Contains(c.GetHeader("Accept"), "text/html") {
-		c.Data(http.StatusCreated, "text/html; charset=utf-8", []byte("<!doctype html><title>GitSec</title><h1>Bitbucket connected</h1><p>Installation "+
+		c.Data(created, "text/html; charset=utf-8", []byte("<!doctype html><title>GitSec</title><h1>Bitbucket connected</h1><p>Installation "+
 			instID.String()+" is discovering workspaces and repositories.</p>"))
 		return
 	}
-	c.JSON(http.StatusCreated, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID})
+	c.JSON(created, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
 }
 
 // startOnboarding starts discovery with an ID derived from the installation: a second start

@@ -48,11 +48,14 @@ const (
 	ErrTypeNotFound             = "NotFound"
 	ErrTypeEndpointGone         = "EndpointGone"
 	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeAlreadyConnected: another live installation of the tenant is the same account.
+	ErrTypeAlreadyConnected = "AlreadyConnected"
 )
 
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.
 var NonRetryableProviderErrors = []string{
 	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
+	ErrTypeAlreadyConnected,
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host
