@@ -41,15 +41,17 @@ func TestTwoTenantsBackUpTheSameAccount(t *testing.T) {
 	firstA := e.assertOwnSnapshots("acme-corp", repoA, 1)
 	firstB := e.assertOwnSnapshots("other-corp", repoB, 1)
 
-	// acme-corp's credentials stop working; other-corp's are untouched. A new worker, as with a
-	// new process, so no client of the old credentials is cached.
+	// acme-corp's credentials stop working; other-corp's are untouched. The worker restarts, as
+	// a new process, so that no client of the old credentials is cached. While it is down the
+	// idle timers of the backup workflows expire, so the requests below reach a workflow still
+	// open in the same workflow task as its idle timeout: they must be run, not dropped.
 	e.replaceCredentials("acme-corp", instA, &oauth2.Token{AccessToken: "revoked-access-token", RefreshToken: "revoked-refresh-token",
 		TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)})
 	e.stopWorker()
-	e.startWorker()
+	e.emulatorPOST("/_emulator/repositories/acme/api/push", `{"commits":1}`)
+	time.Sleep(2 * time.Second) // the connect env's idle timeout is 1 s
 
 	// Both ask for a backup of "the same" repository at once: two workflows, each its own.
-	e.emulatorPOST("/_emulator/repositories/acme/api/push", `{"commits":1}`)
 	status, queuedA := e.call("POST", "/api/v1/repositories/"+idA+"/backups", "acme-corp", "")
 	if status != 202 {
 		t.Fatalf("acme-corp POST backups = %d %v", status, queuedA)
@@ -62,6 +64,7 @@ func TestTwoTenantsBackUpTheSameAccount(t *testing.T) {
 	if wfA == wfB || !strings.Contains(wfA, instA) || !strings.Contains(wfB, instB) {
 		t.Fatalf("backup workflows %s and %s: want one per tenant's repository row, named by its installation", wfA, wfB)
 	}
+	e.startWorker()
 	waitWorkflow(t, e, wfA)
 	waitWorkflow(t, e, wfB)
 

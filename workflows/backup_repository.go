@@ -36,6 +36,10 @@ func normalizeProviderUUID(u string) string { return strings.ToLower(strings.Tri
 // wrongly somewhere, and a person must find where.
 const ErrTypeBackupTargetMismatch = "BackupTargetMismatch"
 
+// backupIdleDrainVersion marks executions that look for buffered requests before ending idle;
+// older ones ended and dropped them.
+const backupIdleDrainVersion = "backup-idle-drain"
+
 // backupTargetCheckVersion marks executions that refuse requests for another target; older
 // executions accepted every request and must replay as they ran.
 const backupTargetCheckVersion = "backup-request-target-check"
@@ -227,9 +231,15 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		}
 		for len(in.Pending) == 0 {
 			status.State = "idle"
-			if !receive(in.IdleTimeout) {
-				return endIdle(in)
+			if receive(in.IdleTimeout) {
+				continue
 			}
+			// A request delivered in the same workflow task as the idle timer (the worker was
+			// down or busy while both happened) must not end with the execution.
+			if workflow.GetVersion(ctx, backupIdleDrainVersion, workflow.DefaultVersion, 1) >= 1 && receive(0) {
+				continue
+			}
+			return endIdle(in)
 		}
 		// Coalesce a burst: wait until quiet, but not past MaxWait from the first request.
 		status.State = "waiting"
