@@ -88,6 +88,15 @@ type WorkflowStarted struct {
 	Backups string `json:"backups,omitempty"`
 }
 
+// Connected answers the OAuth callback (JSON clients); Reconnected says the account was
+// already connected to this tenant and its installation was reused.
+type Connected struct {
+	InstallationID uuid.UUID `json:"installation_id"`
+	Status         string    `json:"status"`
+	WorkflowID     string    `json:"workflow_id"`
+	Reconnected    bool      `json:"reconnected"`
+}
+
 // Installation is one connected provider account with its workspaces.
 type Installation struct {
 	ID              uuid.UUID        `json:"id"`

@@ -63,6 +63,8 @@ const (
 	ErrTypeNotFound             = "NotFound"
 	ErrTypeEndpointGone         = "EndpointGone"
 	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeAlreadyConnected: another live installation of the tenant is the same account.
+	ErrTypeAlreadyConnected = "AlreadyConnected"
 	// ErrTypeSnapshotConflict: a staged snapshot no longer follows the latest one (committing
 	// it would fork the history); the next run stages afresh.
 	ErrTypeSnapshotConflict = "SnapshotConflict"
@@ -73,6 +75,7 @@ const (
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.
 var NonRetryableProviderErrors = []string{
 	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
+	ErrTypeAlreadyConnected,
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host

@@ -108,14 +108,15 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	defer bucket.Close()
 
 	handler := api.NewHandler(api.Deps{
-		Store:          st,
-		Checks:         readinessChecks(st, tc, bucket),
-		Logger:         log,
-		Version:        version,
-		Temporal:       tc,
-		TaskQueue:      cfg.TaskQueue,
-		Box:            box,
-		BitbucketOAuth: bitbucketOAuth(cfg),
+		Store:           st,
+		Checks:          readinessChecks(st, tc, bucket),
+		Logger:          log,
+		Version:         version,
+		Temporal:        tc,
+		TaskQueue:       cfg.TaskQueue,
+		Box:             box,
+		BitbucketOAuth:  bitbucketOAuth(cfg),
+		BitbucketAPIURL: cfg.Bitbucket.APIURL,
 		// The callback waits for the code exchange; bound it below the write timeout.
 		OAuthHTTPClient: &http.Client{Timeout: oauthExchangeTimeout},
 		Backups:         backupSettings(cfg),
