@@ -74,10 +74,12 @@ const maxPageErrors = 5
 // CheckRepositoriesForChanges checks one page of an installation's included repositories with
 // one ls-remote each, at most SweepSettings.Concurrency at once, and returns the ones that
 // changed since their last snapshot. Repositories never backed up have changed without a check,
-// and so has one that is gone upstream (its backup workflow records the deletion).
+// and so has one that is gone upstream or that Bitbucket refuses (403) to show: its backup
+// workflow records the deletion, or the refusal on that repository alone.
 //
-// A revoked credential fails the whole page (non-retryable): every other check would fail the
-// same way. Other failures are counted per repository; the next sweep checks them again.
+// A revoked credential (a 401 even after a forced refresh) fails the whole page
+// (non-retryable): every other check would fail the same way. Other failures are counted per
+// repository; the next sweep checks them again.
 func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflows.SweepPageInput) (workflows.SweepPageResult, error) {
 	var res workflows.SweepPageResult
 	tenantID, instID, err := parseRef(in.InstallationRef)
@@ -156,9 +158,9 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 				mu.Lock()
 				res.Unchanged++
 				mu.Unlock()
-			case errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeNotFound:
+			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeNotFound || appErr.Type() == workflows.ErrTypeForbidden):
 				changed(r)
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeForbidden):
+			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked):
 				mu.Lock()
 				if fatal == nil {
 					fatal = err
