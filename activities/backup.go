@@ -77,6 +77,13 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
 	}
+	// Checked on every run, on whichever worker: a request queued before an uninstall (or
+	// routed to a worker that still caches the client) must not back up a removed installation.
+	if store.BackupsStopped(repo.InstallationStatus) {
+		res.Skipped = "installation is " + repo.InstallationStatus
+		res.FinishedAt = time.Now().UTC()
+		return res, nil
+	}
 	log := activity.GetLogger(ctx)
 	client, err := a.Clients.Client(ctx, tenantID, instID)
 	if err != nil {
@@ -252,6 +259,8 @@ func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive
 // now means the credentials are revoked, while a 403 concerns this repository alone.
 func classifyGit(what string, err error) error {
 	switch {
+	case errors.Is(err, store.ErrInstallationRemoved):
+		return classify(what, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
 		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
 	case errors.Is(err, bitbucket.ErrForbidden), errors.Is(err, transport.ErrAuthorizationFailed):
@@ -287,6 +296,9 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {
+		case workflows.ErrTypeInstallationRemoved:
+			// Uninstalled while the run was under way: nothing is recorded for it any more.
+			return nil
 		case workflows.ErrTypeNotFound:
 			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
 				return classify("mark deleted upstream", err)
@@ -297,7 +309,7 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 			// recorded on it below, while the installation's other repositories go on.
 			err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
 				"Bitbucket rejected GitSec's credentials during a backup, even after a token refresh; reconnect the account")
-			if err != nil {
+			if err != nil && !errors.Is(err, store.ErrInstallationRemoved) {
 				return classify("mark installation needs_reauth", err)
 			}
 		}

@@ -40,6 +40,7 @@ type backupEnv struct {
 	t        *testing.T
 	emu      *emulator.Server
 	store    *store.Store
+	dbURL    string
 	archive  *archive.Store
 	temporal client.Client
 	settings backupqueue.Settings
@@ -82,7 +83,8 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activitie
 	}
 	t.Cleanup(func() { e.emu.Close() })
 
-	if e.store, err = store.Open(ctx, testenv.Postgres(t)); err != nil {
+	e.dbURL = testenv.Postgres(t)
+	if e.store, err = store.Open(ctx, e.dbURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.store.Close)

@@ -107,6 +107,9 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 		return res, nil
 	}
 	bb, err := a.Clients.Client(ctx, tenantID, instID)
+	if errors.Is(err, store.ErrInstallationRemoved) {
+		return installationRemovedPage(err), nil
+	}
 	if err != nil {
 		return res, classify("load credentials", err)
 	}
@@ -160,7 +163,7 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 				mu.Unlock()
 			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeNotFound || appErr.Type() == workflows.ErrTypeForbidden):
 				changed(r)
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked):
+			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeInstallationRemoved):
 				mu.Lock()
 				if fatal == nil {
 					fatal = err
@@ -179,6 +182,10 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 		}(r)
 	}
 	wg.Wait()
+	var appErr *temporal.ApplicationError
+	if errors.As(fatal, &appErr) && appErr.Type() == workflows.ErrTypeInstallationRemoved {
+		return installationRemovedPage(fatal), nil
+	}
 	if fatal != nil {
 		return workflows.SweepPageResult{}, fatal
 	}
@@ -189,12 +196,27 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 	return res, nil
 }
 
+// installationRemovedPage ends a sweep whose installation was removed under it (by another
+// worker): an empty last page, so the sweep finishes quietly instead of failing.
+func installationRemovedPage(err error) workflows.SweepPageResult {
+	return workflows.SweepPageResult{Errors: []string{"sweep stopped: " + err.Error()}}
+}
+
 // WakeRepositories signals the backup workflow of each repository (starting it when none
 // runs); requests coalesce there with webhook ones.
 func (a *Activities) WakeRepositories(ctx context.Context, in workflows.WakeInput) (int, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return 0, err
+	}
+	// The installation may have been removed since its page was checked.
+	status, err := a.Store.InstallationStatus(ctx, tenantID, instID)
+	if err != nil {
+		return 0, classify("load installation status", err)
+	}
+	if store.BackupsStopped(status) {
+		a.Logger.Info("sweep wakes no backups: installation is "+status, "installation", in.InstallationID)
+		return 0, nil
 	}
 	n := 0
 	for _, r := range in.Repositories {

@@ -31,6 +31,22 @@ func (h *handlers) loadRepository(c *gin.Context) (store.Repository, bool) {
 	return r, true
 }
 
+// installationBacksUp answers 409 when the repository's installation is no longer backed up:
+// removed (or being removed), or waiting for a reconnect. Workers check again before each run.
+func installationBacksUp(c *gin.Context, r store.Repository) bool {
+	switch {
+	case r.InstallationStatus == store.InstallationNeedsReauth:
+		abortError(c, http.StatusConflict, "installation_needs_reauth", "the installation of repository "+r.FullName+
+			" needs a reconnect: Bitbucket rejected its credentials; connect the account again")
+	case store.BackupsStopped(r.InstallationStatus):
+		abortError(c, http.StatusConflict, "installation_removed", "the installation of repository "+r.FullName+" is "+
+			r.InstallationStatus+": nothing more is backed up; its existing backups are kept")
+	default:
+		return true
+	}
+	return false
+}
+
 // requestBackup wakes the repository's backup workflow (202); requests during a running
 // backup are coalesced into one follow-up run.
 func (h *handlers) requestBackup(c *gin.Context) {
@@ -44,6 +60,9 @@ func (h *handlers) requestBackup(c *gin.Context) {
 	}
 	if r.Status != store.RepositoryActive {
 		abortError(c, http.StatusConflict, "not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
+		return
+	}
+	if !installationBacksUp(c, r) {
 		return
 	}
 	target := workflows.BackupTarget{TenantID: r.TenantID.String(), InstallationID: r.InstallationID.String(), RepositoryID: r.ID.String()}

@@ -96,6 +96,12 @@ func (h *handlers) patchRepository(c *gin.Context) {
 		return
 	}
 	t := tenantOf(c)
+	if *req.Included {
+		r, ok := h.loadRepository(c)
+		if !ok || !installationBacksUp(c, r) {
+			return
+		}
+	}
 	r, err := h.deps.Store.SetRepositoryIncluded(c.Request.Context(), t.ID, id, *req.Included)
 	if errors.Is(err, store.ErrNotFound) {
 		abortError(c, http.StatusNotFound, "not_found", "repository "+id.String()+" does not exist")

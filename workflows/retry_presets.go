@@ -48,11 +48,15 @@ const (
 	ErrTypeNotFound             = "NotFound"
 	ErrTypeEndpointGone         = "EndpointGone"
 	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeInstallationRemoved: the installation was uninstalled (possibly by another worker)
+	// while the activity ran; nothing more is done for it.
+	ErrTypeInstallationRemoved = "InstallationRemoved"
 )
 
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.
 var NonRetryableProviderErrors = []string{
 	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
+	ErrTypeInstallationRemoved,
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host
