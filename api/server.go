@@ -16,6 +16,7 @@ import (
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/workflowstarts"
 )
 
 // Check is one dependency that /readyz reports on.
@@ -55,7 +56,11 @@ func NewHandler(d Deps) http.Handler {
 	if d.OAuthStateTTL == 0 {
 		d.OAuthStateTTL = 15 * time.Minute
 	}
-	h := &handlers{deps: d, states: &stateSigner{store: d.Store, box: d.Box}}
+	h := &handlers{
+		deps:   d,
+		states: &stateSigner{store: d.Store, box: d.Box},
+		starts: &workflowstarts.Starter{Temporal: d.Temporal, TaskQueue: d.TaskQueue, Backups: d.Backups, Logger: d.Logger},
+	}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -70,29 +75,30 @@ func NewHandler(d Deps) http.Handler {
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
 
-	v1 := r.Group("/api/v1", authenticate(d.Store))
-	v1.GET("/me", h.me)
-	v1.GET("/audit-events", h.listAuditEvents)
-	v1.POST("/tokens", h.createToken)
+	v1 := r.Group("/api/v1", h.authenticate)
+	v1.GET("/me", h.handle(h.me))
+	v1.GET("/audit-events", h.handle(h.listAuditEvents))
+	v1.POST("/tokens", h.handle(h.createToken))
 
-	r.GET("/oauth/bitbucket/callback", h.bitbucketCallback)
-	v1.POST("/installations/bitbucket/connect", h.connectBitbucket)
-	v1.GET("/installations", h.listInstallations)
-	v1.GET("/installations/:id", h.getInstallation)
-	v1.DELETE("/installations/:id", h.deleteInstallation)
-	v1.POST("/installations/:id/sync", h.syncInstallation)
-	v1.POST(`/installations/:id/repositories\:bulk`, h.bulkSetIncluded)
-	v1.GET("/repositories", h.listRepositories)
-	v1.GET("/repositories/:id", h.getRepository)
-	v1.PATCH("/repositories/:id", h.patchRepository)
-	v1.POST("/repositories/:id/backups", h.requestBackup)
-	v1.GET("/repositories/:id/snapshots", h.listSnapshots)
-	v1.GET("/repositories/:id/backup-status", h.backupStatus)
-	v1.GET("/snapshots/:id", h.getSnapshot)
+	r.GET("/oauth/bitbucket/callback", h.handleWith(callbackError, h.bitbucketCallback))
+	v1.POST("/installations/bitbucket/connect", h.handle(h.connectBitbucket))
+	v1.GET("/installations", h.handle(h.listInstallations))
+	v1.GET("/installations/:id", h.handle(h.getInstallation))
+	v1.DELETE("/installations/:id", h.handle(h.deleteInstallation))
+	v1.POST("/installations/:id/sync", h.handle(h.syncInstallation))
+	v1.POST(`/installations/:id/repositories\:bulk`, h.handle(h.bulkSetIncluded))
+	v1.GET("/repositories", h.handle(h.listRepositories))
+	v1.GET("/repositories/:id", h.handle(h.getRepository))
+	v1.PATCH("/repositories/:id", h.handle(h.patchRepository))
+	v1.POST("/repositories/:id/backups", h.handle(h.requestBackup))
+	v1.GET("/repositories/:id/snapshots", h.handle(h.listSnapshots))
+	v1.GET("/repositories/:id/backup-status", h.handle(h.backupStatus))
+	v1.GET("/snapshots/:id", h.handle(h.getSnapshot))
 	return r
 }
 
 type handlers struct {
 	deps   Deps
 	states *stateSigner
+	starts *workflowstarts.Starter
 }

@@ -63,6 +63,9 @@ type BackupInput struct {
 	// HostTimeout is how long a run waits for the mirror's worker to pick it up before another
 	// worker takes over (and hydrates the mirror from storage).
 	HostTimeout time.Duration
+	// HeartbeatTimeout is how long the staging activity may go without a heartbeat before
+	// Temporal retries it (0: two minutes); tests shorten it.
+	HeartbeatTimeout time.Duration
 }
 
 // PickHostInput asks which worker should run a backup; Exclude is a host that did not answer.
@@ -71,23 +74,43 @@ type PickHostInput struct {
 	Exclude string
 }
 
-// Activities of a backup run.
+// Activities of a backup run. A run stages on the mirror's host (fetch, upload the new packs,
+// store the manifest draft), then commits on the shared queue (the manifest is written last);
+// steps that add objects to a snapshot (exports) go between the two. RunBackup is both in one,
+// kept for executions that scheduled it before the split.
 const (
 	PickBackupHostActivity      = "PickBackupHost"
+	StageBackupActivity         = "StageBackup"
+	CommitSnapshotActivity      = "CommitSnapshot"
 	RunBackupActivity           = "RunBackup"
 	RecordBackupOutcomeActivity = "RecordBackupOutcome"
 )
 
-// RunBackupInput is one backup run on the host worker.
+// stageCommitChange guards the split of RunBackup into StageBackup and CommitSnapshot, so that
+// executions started before it replay their single RunBackup.
+const stageCommitChange = "backup-stage-commit"
+
+// RunBackupInput is one backup run (or its staging) on the host worker.
 type RunBackupInput struct {
 	Target     BackupTarget
 	Trigger    string
 	DeliveryID string
 }
 
+// CommitSnapshotInput commits what StageBackup staged; Staged is its result.
+type CommitSnapshotInput struct {
+	Target BackupTarget
+	Staged RunBackupResult
+}
+
 // RunBackupResult summarises a run. Unchanged runs wrote nothing but the check record.
 type RunBackupResult struct {
-	Changed       bool
+	// Changed says a new snapshot was committed.
+	Changed bool
+	// DraftKey is set by StageBackup when a snapshot (SnapshotID) is staged and awaits
+	// CommitSnapshot: the storage key of its manifest draft, which holds the ref map and pack
+	// list (too big for workflow history).
+	DraftKey      string
 	SnapshotID    string
 	ManifestKey   string
 	ParentID      string
@@ -222,11 +245,12 @@ func coalesce(batch []BackupRequest) (trigger, deliveryID string) {
 	return best.Trigger, best.DeliveryID
 }
 
-// runBackup picks the host with the mirror, runs the backup there and records the outcome.
-// Failures are recorded, not returned: the workflow lives on for the next request.
+// runBackup picks the host with the mirror, stages the backup there, commits it and records the
+// outcome. Failures are recorded, not returned: the workflow lives on for the next request.
 func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, status *BackupStatus) {
 	trigger, delivery := coalesce(batch)
 	db := DatabaseActivity(ctx)
+	split := workflow.GetVersion(ctx, stageCommitChange, workflow.DefaultVersion, 1) == 1
 	var res RunBackupResult
 	var runErr error
 	exclude := ""
@@ -239,8 +263,13 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			}
 		}
 		status.Step = "backing up"
-		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host, in.HostTimeout), RunBackupActivity,
-			RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}).Get(ctx, &res)
+		hostCtx := BackupHostActivity(ctx, host, in.HostTimeout, in.HeartbeatTimeout)
+		input := RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}
+		if split {
+			runErr = workflow.ExecuteActivity(hostCtx, StageBackupActivity, input).Get(ctx, &res)
+		} else {
+			runErr = workflow.ExecuteActivity(hostCtx, RunBackupActivity, input).Get(ctx, &res)
+		}
 		var timeout *temporal.TimeoutError
 		if errors.As(runErr, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
 			// The mirror's worker is gone: another worker takes over and hydrates the mirror.
@@ -252,6 +281,11 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			in.LastHost = res.Host
 		}
 		break
+	}
+	if split && runErr == nil && res.DraftKey != "" {
+		status.Step = "committing"
+		runErr = workflow.ExecuteActivity(StorageActivity(ctx), CommitSnapshotActivity,
+			CommitSnapshotInput{Target: in.Target, Staged: res}).Get(ctx, &res)
 	}
 	outcome := BackupOutcomeInput{Target: in.Target, Trigger: trigger, Result: res}
 	status.LastRunAt = workflow.Now(ctx)

@@ -23,6 +23,8 @@ type Settings struct {
 	IdleTimeout time.Duration
 	// HostTimeout bounds the wait for the mirror's worker before another one takes over.
 	HostTimeout time.Duration
+	// HeartbeatTimeout overrides the staging activity's heartbeat timeout (0: the default).
+	HeartbeatTimeout time.Duration
 }
 
 // Request signals the repository's backup workflow, starting it when none runs, and returns
@@ -42,11 +44,12 @@ func Request(ctx context.Context, c client.Client, s Settings, target workflows.
 			workflows.SearchAttrRepository.ValueSet(providerUUID),
 		),
 	}, workflows.BackupRepositoryWorkflowName, workflows.BackupInput{
-		Target:      target,
-		QuietPeriod: s.QuietPeriod,
-		MaxWait:     s.MaxWait,
-		IdleTimeout: s.IdleTimeout,
-		HostTimeout: s.HostTimeout,
+		Target:           target,
+		QuietPeriod:      s.QuietPeriod,
+		MaxWait:          s.MaxWait,
+		IdleTimeout:      s.IdleTimeout,
+		HostTimeout:      s.HostTimeout,
+		HeartbeatTimeout: s.HeartbeatTimeout,
 	})
 	if err != nil {
 		return "", fmt.Errorf("request backup of %s: %w", providerUUID, err)
