@@ -516,9 +516,9 @@ func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackups
 		if in.OnlyNeverBackedUp && r.LastSnapshotID != nil {
 			continue
 		}
-		target := workflows.BackupTarget{TenantID: tenantID.String(), InstallationID: instID.String(), RepositoryID: r.ID.String()}
+		target := backupqueue.Target(r)
 		g.Go(func() error {
-			if _, err := backupqueue.Request(gctx, a.Temporal, a.Backups, target, r.ProviderUUID, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+			if _, err := backupqueue.Request(gctx, a.Temporal, a.Backups, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
 				return err
 			}
 			activity.RecordHeartbeat(ctx, started.Add(1))

@@ -125,7 +125,7 @@ type activityRun struct {
 func (e *backupEnv) stageActivities(slug string) []activityRun {
 	e.t.Helper()
 	ctx := context.Background()
-	iter := e.temporal.GetWorkflowHistory(ctx, workflows.BackupWorkflowID(e.repos[slug].ProviderUUID), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	iter := e.temporal.GetWorkflowHistory(ctx, workflows.BackupWorkflowID(backupqueue.Target(e.repos[slug])), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	var runs []*activityRun
 	bySchedule := map[int64]*activityRun{}
 	for iter.HasNext() {
@@ -387,8 +387,8 @@ func TestBackupRequestDuringRunFollowsIt(t *testing.T) {
 	hold := e.addFault(emulator.FaultRule{Method: "POST", PathRegex: `^/acme/api\.git/git-upload-pack$`, Kind: "latency", Latency: emulator.Duration(3 * time.Second), Count: 1})
 
 	r := e.repos["api"]
-	target := workflows.BackupTarget{TenantID: e.tenantID.String(), InstallationID: e.instID.String(), RepositoryID: r.ID.String()}
-	id, err := backupqueue.Request(ctx, e.temporal, e.settings, target, r.ProviderUUID, workflows.BackupRequest{Trigger: workflows.TriggerManual})
+	target := backupqueue.Target(r)
+	id, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: workflows.TriggerManual})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func TestBackupRequestDuringRunFollowsIt(t *testing.T) {
 
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
 	pushed := e.upstreamRefs("acme/api")
-	if _, err := backupqueue.Request(ctx, e.temporal, e.settings, target, r.ProviderUUID, workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-during"}); err != nil {
+	if _, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-during"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.temporal.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {

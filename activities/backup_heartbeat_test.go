@@ -15,6 +15,7 @@ import (
 
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/testenv"
 	"github.com/gitsec/gitsec/workflows"
@@ -113,7 +114,7 @@ func slowStorage(t *testing.T, storageURL string, bytesPerSecond int) *archive.S
 func (e *backupEnv) heartbeatWatch(slug string) (stop func() []activities.BackupProgress) {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	id := workflows.BackupWorkflowID(e.repos[slug].ProviderUUID)
+	id := workflows.BackupWorkflowID(backupqueue.Target(e.repos[slug]))
 	var seen []activities.BackupProgress
 	done := make(chan struct{})
 	go func() {

@@ -211,11 +211,11 @@ func (e *backupEnv) backup(slug string, reqs ...workflows.BackupRequest) {
 	if len(reqs) == 0 {
 		reqs = []workflows.BackupRequest{{Trigger: workflows.TriggerManual}}
 	}
-	target := workflows.BackupTarget{TenantID: e.tenantID.String(), InstallationID: e.instID.String(), RepositoryID: r.ID.String()}
+	target := backupqueue.Target(r)
 	var id string
 	for _, req := range reqs {
 		var err error
-		if id, err = backupqueue.Request(ctx, e.temporal, e.settings, target, r.ProviderUUID, req); err != nil {
+		if id, err = backupqueue.Request(ctx, e.temporal, e.settings, target, req); err != nil {
 			e.t.Fatal(err)
 		}
 	}

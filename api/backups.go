@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -58,8 +59,7 @@ func (h *handlers) requestBackup(c *gin.Context) error {
 	if err := installationBacksUp(r); err != nil {
 		return err
 	}
-	target := workflows.BackupTarget{TenantID: r.TenantID.String(), InstallationID: r.InstallationID.String(), RepositoryID: r.ID.String()}
-	id, err := h.starts.RequestBackup(c.Request.Context(), target, r.ProviderUUID,
+	id, err := h.starts.RequestBackup(c.Request.Context(), backupqueue.Target(r),
 		workflows.BackupRequest{Trigger: workflows.TriggerManual})
 	if err != nil {
 		return failed("could not queue the backup", err)
@@ -119,7 +119,7 @@ func (h *handlers) backupStatus(c *gin.Context) error {
 	}
 	qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(r.ProviderUUID), "", workflows.BackupStatusQuery)
+	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(backupqueue.Target(r)), "", workflows.BackupStatusQuery)
 	var live workflows.BackupStatus
 	if err == nil && val.Get(&live) == nil {
 		resp["state"] = live.State

@@ -107,12 +107,24 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 	if err != nil {
 		return failed("could not store the credentials", err)
 	}
-	instID, err := h.deps.Store.CreateInstallationWithCredentials(ctx, tenantID, providerBitbucket, sealed)
+	acct, err := h.connectedAccount(exCtx, tok)
+	if err != nil {
+		return failed("could not ask Bitbucket which account was connected; nothing was stored, connect again", err)
+	}
+	instID, reconnected, err := h.deps.Store.ConnectInstallation(ctx, tenantID, acct, sealed)
+	var dup *store.AlreadyConnectedError
+	if errors.As(err, &dup) {
+		return errConflict("already_connected", alreadyConnectedMessage(dup))
+	}
 	if err != nil {
 		return failed("could not record the installation", err)
 	}
-	h.audit(c, tenantID, "installation.connected", "installation", instID.String(), gin.H{"provider": providerBitbucket})
-	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, "connect")
+	action, reason := "installation.connected", "connect"
+	if reconnected {
+		action, reason = "installation.reconnected", "reconnect"
+	}
+	h.audit(c, tenantID, action, "installation", instID.String(), gin.H{"provider": providerBitbucket, "account": acct.Name})
+	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, reason)
 	if err != nil {
 		retry := "retry with POST /api/v1/installations/" + instID.String() + "/sync"
 		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; "+retry); serr != nil {
@@ -120,12 +132,17 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 		}
 		return failed("the account is connected but discovery could not start; "+retry, err)
 	}
+	// A reconnect repairs an existing installation (200); a first connect creates one (201).
+	created := http.StatusCreated
+	if reconnected {
+		created = http.StatusOK
+	}
 	if wantsHTML(c) {
-		c.Data(http.StatusCreated, htmlContentType, callbackPage("Bitbucket connected",
+		c.Data(created, htmlContentType, callbackPage("Bitbucket connected",
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
 		return nil
 	}
-	c.JSON(http.StatusCreated, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID})
+	c.JSON(created, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
 	return nil
 }
 

@@ -38,7 +38,10 @@ type Deps struct {
 	Box *secretbox.Box
 	// BitbucketOAuth is the read-only backup app; nil when no consumer is configured.
 	BitbucketOAuth *oauth2.Config
-	// OAuthHTTPClient is used for the code exchange (tests and the emulator); nil = default.
+	// BitbucketAPIURL is the REST host the callback asks which account was connected.
+	BitbucketAPIURL string
+	// OAuthHTTPClient is used for the code exchange and that question (tests and the
+	// emulator); nil = default.
 	OAuthHTTPClient *http.Client
 	// Backups configures the backup workflows the API wakes.
 	Backups backupqueue.Settings

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -19,11 +20,29 @@ const BackupRequestSignal = "backup-request"
 // BackupStatusQuery returns the live BackupStatus.
 const BackupStatusQuery = "status"
 
-// BackupWorkflowID is derived from the repository's provider UUID: one workflow per repository,
-// so two backups of one repository never run at once.
-func BackupWorkflowID(providerUUID string) string {
-	return "backup-" + strings.ToLower(strings.Trim(providerUUID, "{}"))
+// BackupWorkflowID is derived from the repository row the workflow backs up: tenant,
+// installation and provider UUID. Provider UUIDs are global (two tenants, or two installations of
+// one tenant, may see the same Bitbucket repository), so an ID derived from the UUID alone would
+// let one tenant's requests wake a workflow that runs as another. One workflow per repository row
+// also means two backups of one row never run at once.
+func BackupWorkflowID(t BackupTarget) string {
+	return "backup-" + t.TenantID + "-" + t.InstallationID + "-" + normalizeProviderUUID(t.ProviderUUID)
 }
+
+func normalizeProviderUUID(u string) string { return strings.ToLower(strings.Trim(u, "{}")) }
+
+// ErrTypeBackupTargetMismatch is the non-retryable failure of a BackupRepository execution that
+// refused a request meant for another repository row: the request's workflow ID was derived
+// wrongly somewhere, and a person must find where.
+const ErrTypeBackupTargetMismatch = "BackupTargetMismatch"
+
+// backupIdleDrainVersion marks executions that look for buffered requests before ending idle;
+// older ones ended and dropped them.
+const backupIdleDrainVersion = "backup-idle-drain"
+
+// backupTargetCheckVersion marks executions that refuse requests for another target; older
+// executions accepted every request and must replay as they ran.
+const backupTargetCheckVersion = "backup-request-target-check"
 
 // Backup trigger kinds (the manifest's trigger.kind).
 const (
@@ -34,18 +53,44 @@ const (
 )
 
 // BackupRequest is one reason to back up; requests that arrive while a run is busy are
-// coalesced into the next run.
+// coalesced into the next run. Target is the repository row the sender means: a workflow refuses
+// a request whose target is not its own.
 type BackupRequest struct {
+	Target      BackupTarget
 	Trigger     string
 	DeliveryID  string
 	RequestedAt time.Time
 }
 
-// BackupTarget names the repository by GitSec's IDs; activities load the rest themselves.
+// BackupTarget names the repository row by GitSec's IDs and the provider's UUID (part of the
+// workflow ID); activities load the rest themselves.
 type BackupTarget struct {
 	TenantID       string
 	InstallationID string
 	RepositoryID   string
+	ProviderUUID   string
+}
+
+// Validate refuses a target with a part missing: the workflow ID is built from the parts, so a
+// missing one could make two rows share a workflow.
+func (t BackupTarget) Validate() error {
+	for _, p := range []struct{ name, value string }{
+		{"tenant", t.TenantID}, {"installation", t.InstallationID}, {"repository", t.RepositoryID},
+		{"provider UUID", normalizeProviderUUID(t.ProviderUUID)},
+	} {
+		if strings.TrimSpace(p.value) == "" {
+			return fmt.Errorf("backup target %+v has no %s", t, p.name)
+		}
+		if strings.ContainsAny(p.value, " /") {
+			return fmt.Errorf("backup target %+v: invalid %s %q", t, p.name, p.value)
+		}
+	}
+	return nil
+}
+
+func (t BackupTarget) sameRow(o BackupTarget) bool {
+	return t.TenantID == o.TenantID && t.InstallationID == o.InstallationID && t.RepositoryID == o.RepositoryID &&
+		normalizeProviderUUID(t.ProviderUUID) == normalizeProviderUUID(o.ProviderUUID)
 }
 
 // BackupInput starts (or continues) a BackupRepository workflow.
@@ -63,6 +108,9 @@ type BackupInput struct {
 	// HostTimeout is how long a run waits for the mirror's worker to pick it up before another
 	// worker takes over (and hydrates the mirror from storage).
 	HostTimeout time.Duration
+	// RefusedRequests counts requests refused for another target, carried over continue-as-new
+	// so that the execution that finally ends still fails loudly.
+	RefusedRequests int
 	// HeartbeatTimeout is how long the staging activity may go without a heartbeat before
 	// Temporal retries it (0: two minutes); tests shorten it.
 	HeartbeatTimeout time.Duration
@@ -148,6 +196,8 @@ type BackupStatus struct {
 	LastResult     string    `json:"last_result,omitempty"`
 	LastError      string    `json:"last_error,omitempty"`
 	LastRunAt      time.Time `json:"last_run_at,omitempty"`
+	// RefusedRequests counts requests for another repository row that this workflow refused.
+	RefusedRequests int `json:"refused_requests,omitempty"`
 }
 
 // maxRunsPerExecution bounds the history; continue-as-new carries pending requests over.
@@ -164,7 +214,8 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 	if in.IdleTimeout <= 0 {
 		in.IdleTimeout = 10 * time.Minute
 	}
-	status := &BackupStatus{State: "waiting"}
+	checkTarget := workflow.GetVersion(ctx, backupTargetCheckVersion, workflow.DefaultVersion, 1) >= 1
+	status := &BackupStatus{State: "waiting", RefusedRequests: in.RefusedRequests}
 	if err := workflow.SetQueryHandler(ctx, BackupStatusQuery, func() (BackupStatus, error) {
 		s := *status
 		s.Pending = len(in.Pending)
@@ -173,14 +224,20 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		return err
 	}
 	requests := workflow.GetSignalChannel(ctx, BackupRequestSignal)
+	// receive reports whether a request arrived, refused ones included (they end a wait like
+	// any signal but add no work).
 	receive := func(wait time.Duration) bool {
 		got := false
 		sel := workflow.NewSelector(ctx)
 		sel.AddReceive(requests, func(c workflow.ReceiveChannel, _ bool) {
 			var r BackupRequest
 			c.Receive(ctx, &r)
-			in.Pending = append(in.Pending, r)
 			got = true
+			if checkTarget && !r.Target.sameRow(in.Target) {
+				refuseRequest(ctx, &in, status, r)
+				return
+			}
+			in.Pending = append(in.Pending, r)
 		})
 		if wait > 0 {
 			timerCtx, cancel := workflow.WithCancel(ctx)
@@ -197,11 +254,17 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		// Drain whatever is already buffered, then wait for work or end when idle.
 		for receive(0) {
 		}
-		if len(in.Pending) == 0 {
+		for len(in.Pending) == 0 {
 			status.State = "idle"
-			if !receive(in.IdleTimeout) {
-				return nil
+			if receive(in.IdleTimeout) {
+				continue
 			}
+			// A request delivered in the same workflow task as the idle timer (the worker was
+			// down or busy while both happened) must not end with the execution.
+			if workflow.GetVersion(ctx, backupIdleDrainVersion, workflow.DefaultVersion, 1) >= 1 && receive(0) {
+				continue
+			}
+			return endIdle(in)
 		}
 		// Coalesce a burst: wait until quiet, but not past MaxWait from the first request.
 		status.State = "waiting"
@@ -229,6 +292,30 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 			return workflow.NewContinueAsNewError(ctx, BackupRepositoryWorkflowName, in)
 		}
 	}
+}
+
+// refuseRequest drops a request meant for another repository row: running it would back up this
+// workflow's row for someone who asked about another one (possibly another tenant's). The
+// details go to the worker log only: the status query is answered to this row's tenant, who must
+// not learn another tenant's IDs.
+func refuseRequest(ctx workflow.Context, in *BackupInput, status *BackupStatus, r BackupRequest) {
+	workflow.GetLogger(ctx).Error("refused a backup request for another repository row",
+		"workflow_target", in.Target, "request_target", r.Target, "trigger", r.Trigger, "delivery", r.DeliveryID)
+	in.RefusedRequests++
+	status.RefusedRequests = in.RefusedRequests
+	status.LastResult = "refused"
+	status.LastError = "refused a backup request meant for another repository (workflow ID mismatch; see the worker log)"
+}
+
+// endIdle ends the execution after a quiet spell; one that refused requests fails, so the
+// mismatch shows as a failed workflow in Temporal rather than only in a log line.
+func endIdle(in BackupInput) error {
+	if in.RefusedRequests == 0 {
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("refused %d backup request(s) meant for another repository row", in.RefusedRequests),
+		ErrTypeBackupTargetMismatch, nil)
 }
 
 // coalesce picks the trigger a batch of requests is recorded under: a webhook (with its

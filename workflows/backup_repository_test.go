@@ -3,11 +3,13 @@ package workflows
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 )
@@ -146,5 +148,71 @@ func TestBackupFailureIsRecordedAndTheWorkflowLivesOn(t *testing.T) {
 	}
 	if m.runs.Load() < 2 {
 		t.Fatalf("StageBackup ran %d times, want Temporal's retries", m.runs.Load())
+	}
+}
+
+// TestBackupRefusesRequestsForAnotherTarget: a request addressed to another repository row (or
+// to none) is never run as this row; the refusal shows in the status query and the execution
+// fails with a non-retryable error once it ends.
+func TestBackupRefusesRequestsForAnotherTarget(t *testing.T) {
+	m := &backupMocks{}
+	env := newBackupEnv(t, m)
+	own := BackupTarget{TenantID: "tenant-a", InstallationID: "inst-a", RepositoryID: "repo-a", ProviderUUID: "{ABC}"}
+	other := own
+	other.TenantID, other.InstallationID, other.RepositoryID = "tenant-b", "inst-b", "repo-b"
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: other, Trigger: TriggerManual})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual})
+	}, time.Second)
+	var status BackupStatus
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(BackupStatusQuery)
+		if err != nil {
+			t.Errorf("query: %v", err)
+			return
+		}
+		if err := v.Get(&status); err != nil {
+			t.Errorf("decode status: %v", err)
+		}
+		// The provider UUID's spelling does not matter; the row does.
+		same := own
+		same.ProviderUUID = "abc"
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: same, Trigger: TriggerWebhook})
+	}, 10*time.Second)
+	env.ExecuteWorkflow(BackupRepository, BackupInput{Target: own, QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
+
+	if status.RefusedRequests != 2 || status.LastResult != "refused" || !strings.Contains(status.LastError, "another repository") {
+		t.Fatalf("status after the refused requests = %+v", status)
+	}
+	if strings.Contains(status.LastError, "tenant-b") {
+		t.Fatalf("the status names the other tenant's IDs: %q", status.LastError)
+	}
+	if n := m.runs.Load(); n != 1 || m.triggers[0] != TriggerWebhook {
+		t.Fatalf("runs = %d (triggers %v), want only the own-target webhook request", n, m.triggers)
+	}
+	var appErr *temporal.ApplicationError
+	if err := env.GetWorkflowError(); !errors.As(err, &appErr) || appErr.Type() != ErrTypeBackupTargetMismatch || !appErr.NonRetryable() {
+		t.Fatalf("workflow ended with %v, want a non-retryable %s", err, ErrTypeBackupTargetMismatch)
+	}
+}
+
+func TestBackupTargetValidate(t *testing.T) {
+	ok := BackupTarget{TenantID: "t", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{u}"}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []BackupTarget{
+		{InstallationID: "i", RepositoryID: "r", ProviderUUID: "u"},
+		{TenantID: "t", RepositoryID: "r", ProviderUUID: "u"},
+		{TenantID: "t", InstallationID: "i", ProviderUUID: "u"},
+		{TenantID: "t", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{}"},
+		{TenantID: "t", InstallationID: "i/x", RepositoryID: "r", ProviderUUID: "u"},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v validated", bad)
+		}
+	}
+	if a, b := BackupWorkflowID(ok), BackupWorkflowID(BackupTarget{TenantID: "t2", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{u}"}); a == b {
+		t.Fatalf("two tenants share workflow ID %s", a)
 	}
 }
