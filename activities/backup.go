@@ -19,6 +19,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -31,7 +32,7 @@ import (
 // worker just failed to answer (in.Exclude).
 func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
 	if a.HostQueue == "" {
-		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", "Misconfigured", nil)
+		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", domain.ErrTypeMisconfigured, nil)
 	}
 	tenantID, _, repoID, err := a.parseTarget(in.Target)
 	if err != nil {
@@ -52,7 +53,7 @@ func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installati
 		return
 	}
 	if repoID, err = uuid.Parse(t.RepositoryID); err != nil {
-		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, "InvalidInput", nil)
+		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, domain.ErrTypeInvalidInput, nil)
 	}
 	return
 }
@@ -82,7 +83,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	if err != nil {
 		return res, classify("load repository", err)
 	}
-	if !repo.Included || repo.Status != store.RepositoryActive {
+	if !repo.Included || repo.Status != domain.RepositoryActive {
 		res.Skipped = fmt.Sprintf("repository is %s (included=%t)", repo.Status, repo.Included)
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
@@ -151,7 +152,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
-		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
+		Trigger:    archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID},
 		Started:    started,
 		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 	})
@@ -193,14 +194,14 @@ func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTa
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c, err := a.Archive.CommitStaged(ctx, key, staged.SnapshotID)
 	switch {
 	case errors.Is(err, archive.ErrStaleDraft):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotConflict, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotConflict, nil)
 	case errors.Is(err, archive.ErrNotFound):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 	case err != nil:
 		return res, fmt.Errorf("commit snapshot %s of %s: %w", staged.SnapshotID, repo.FullName, err)
 	}
@@ -239,12 +240,12 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 	var c upstreamCheck
 	workspace, slug, ok := strings.Cut(fullName, "/")
 	if !ok {
-		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", domain.ErrTypeInvalidInput, nil)
 	}
 	c.Remote = client.CloneURL(workspace, slug)
 	key, err := archive.NewRepoKey(tenantID.String(), providerUUID)
 	if err != nil {
-		return c, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c.Key = key
 	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
@@ -316,9 +317,9 @@ func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive
 func classifyGit(what string, err error) error {
 	switch {
 	case errors.Is(err, transport.ErrRepositoryNotFound):
-		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
+		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", domain.ErrTypeNotFound, nil)
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials", workflows.ErrTypeCredentialsRevoked, nil)
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials", domain.ErrTypeCredentialsRevoked, nil)
 	}
 	return classify(what, err)
 }
@@ -338,17 +339,17 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {
-		case workflows.ErrTypeNotFound:
+		case domain.ErrTypeNotFound:
 			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
 				return classify("mark deleted upstream", err)
 			}
-		case workflows.ErrTypeCredentialsRevoked, workflows.ErrTypeForbidden:
-			if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
+		case domain.ErrTypeCredentialsRevoked, domain.ErrTypeForbidden:
+			if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationNeedsReauth,
 				"Bitbucket rejected GitSec's access during a backup; reconnect the account"); err != nil {
 				return classify("mark installation needs_reauth", err)
 			}
 		}
-		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupFailed, time.Now().UTC()))
+		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupFailed, time.Now().UTC()))
 	case r.Skipped != "":
 		return nil
 	}
@@ -360,7 +361,7 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	if r.Changed {
 		return nil
 	}
-	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupUnchanged, r.FinishedAt))
 }
 
 // maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
@@ -381,7 +382,7 @@ func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	// Newest first, down to the first snapshot that has its row.
 	var rows []store.Snapshot
@@ -407,7 +408,7 @@ func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.
 			if len(rows) > 0 {
 				break // an ancestor that retention removed
 			}
-			return temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+			return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("load manifest %s of %s: %w", id, repo.FullName, err)
@@ -447,7 +448,7 @@ func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Man
 		}
 	}
 	return store.Snapshot{
-		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: string(m.Trigger.Kind),
+		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: m.Trigger.Kind,
 		ParentID: parent, RefsCount: m.Totals.Refs, PacksCount: m.Totals.Packs, BytesUploaded: introduced, TotalBytes: m.Totals.Bytes,
 		StartedAt: m.Created.Add(-time.Duration(m.DurationMillis) * time.Millisecond), FinishedAt: m.Created,
 	}

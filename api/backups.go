@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -39,11 +40,11 @@ func (h *handlers) requestBackup(c *gin.Context) error {
 	if !r.Included {
 		return errConflict("excluded", "repository "+r.FullName+" is excluded from backups; include it first (PATCH {\"included\":true})")
 	}
-	if r.Status != store.RepositoryActive {
+	if r.Status != domain.RepositoryActive {
 		return errConflict("not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
 	}
 	id, err := h.starts.RequestBackup(c.Request.Context(), backupqueue.Target(r),
-		workflows.BackupRequest{Trigger: workflows.TriggerManual})
+		workflows.BackupRequest{Trigger: domain.TriggerManual})
 	if err != nil {
 		return failed("could not queue the backup", err)
 	}

@@ -9,19 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-)
 
-// Installation statuses.
-const (
-	InstallationPending       = "pending"
-	InstallationOnboarding    = "onboarding"
-	InstallationActive        = "active"
-	InstallationActivePartial = "active_partial"
-	InstallationNoWorkspace   = "no_workspace"
-	InstallationNeedsReauth   = "needs_reauth"
-	InstallationRemoving      = "removing"
-	InstallationRemoved       = "removed"
-	InstallationFailed        = "failed"
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // Installation is one connected provider account.
@@ -102,7 +91,7 @@ func (s *Store) ConnectInstallation(ctx context.Context, tenantID uuid.UUID, acc
 				tenantID, acct.Provider, acct.UUID, acct.Name, credentialsEncrypted).Scan(&id)
 		case err != nil:
 			return err
-		case status != InstallationNeedsReauth:
+		case status != domain.InstallationNeedsReauth:
 			return &AlreadyConnectedError{InstallationID: id, Status: status, AccountName: acct.Name}
 		}
 		reconnected = true
@@ -237,14 +226,6 @@ func (s *Store) ListInstallations(ctx context.Context, tenantID uuid.UUID) ([]In
 	}
 	return out, rows.Err()
 }
-
-// Workspace statuses.
-const (
-	WorkspaceWebhookRegistered = "webhook_registered"
-	WorkspaceNoAdmin           = "no_admin"
-	WorkspaceWebhookFailed     = "webhook_failed"
-	WorkspaceGone              = "gone"
-)
 
 // Workspace is a provider workspace seen through one installation.
 type Workspace struct {
