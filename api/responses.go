@@ -155,22 +155,24 @@ type InstallationDetail struct {
 
 // Repository is one repository of the tenant.
 type Repository struct {
-	ID               uuid.UUID  `json:"id"`
-	InstallationID   uuid.UUID  `json:"installation_id"`
-	Workspace        string     `json:"workspace"`
-	UUID             string     `json:"uuid"`
-	FullName         string     `json:"full_name"`
-	MainBranch       string     `json:"main_branch"`
-	SizeBytes        int64      `json:"size_bytes"`
-	IsPrivate        bool       `json:"is_private"`
-	Included         bool       `json:"included"`
-	Status           string     `json:"status"`
-	LastBackupStatus string     `json:"last_backup_status"`
-	LastBackupAt     *time.Time `json:"last_backup_at"`
-	LastCheckedAt    *time.Time `json:"last_checked_at"`
-	LastSnapshotID   *string    `json:"last_snapshot_id"`
-	CreatedAt        time.Time  `json:"created_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
+	ID               uuid.UUID `json:"id"`
+	InstallationID   uuid.UUID `json:"installation_id"`
+	Workspace        string    `json:"workspace"`
+	UUID             string    `json:"uuid"`
+	FullName         string    `json:"full_name"`
+	MainBranch       string    `json:"main_branch"`
+	SizeBytes        int64     `json:"size_bytes"`
+	IsPrivate        bool      `json:"is_private"`
+	Included         bool      `json:"included"`
+	Status           string    `json:"status"`
+	LastBackupStatus string    `json:"last_backup_status"`
+	// LastBackupError is why the last backup failed ("" after a good one).
+	LastBackupError string     `json:"last_backup_error"`
+	LastBackupAt    *time.Time `json:"last_backup_at"`
+	LastCheckedAt   *time.Time `json:"last_checked_at"`
+	LastSnapshotID  *string    `json:"last_snapshot_id"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
 }
 
 // Repositories is GET /api/v1/repositories.
@@ -264,14 +266,14 @@ func repositoryView(r store.Repository) Repository {
 	return Repository{
 		ID: r.ID, InstallationID: r.InstallationID, Workspace: r.Workspace, UUID: r.ProviderUUID, FullName: r.FullName,
 		MainBranch: r.MainBranch, SizeBytes: r.SizeBytes, IsPrivate: r.IsPrivate, Included: r.Included, Status: r.Status,
-		LastBackupStatus: r.LastBackupStatus, LastBackupAt: r.LastBackupAt, LastCheckedAt: r.LastCheckedAt,
+		LastBackupStatus: r.LastBackupStatus, LastBackupError: r.LastBackupError, LastBackupAt: r.LastBackupAt, LastCheckedAt: r.LastCheckedAt,
 		LastSnapshotID: r.LastSnapshotID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
 func snapshotView(s store.Snapshot) Snapshot {
 	return Snapshot{
-		ID: s.ID, RepositoryID: s.RepositoryID, ManifestKey: s.ManifestKey, Trigger: s.Trigger, ParentID: s.ParentID,
+		ID: s.ID, RepositoryID: s.RepositoryID, ManifestKey: s.ManifestKey, Trigger: string(s.Trigger), ParentID: s.ParentID,
 		Refs: s.RefsCount, Packs: s.PacksCount, BytesUploaded: s.BytesUploaded, TotalBytes: s.TotalBytes,
 		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS,
 	}

@@ -86,7 +86,7 @@ func TestResponseShapesArePinned(t *testing.T) {
 	}
 
 	const (
-		repo = "{created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_status:s," +
+		repo = "{created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
 			"last_checked_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
 		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null,refs:n,repository_id:s," +
 			"started_at:s,total_bytes:n,trigger:s}"
