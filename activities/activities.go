@@ -104,6 +104,8 @@ func classify(what string, err error) error {
 	}
 	wrapped := fmt.Errorf("%s: %w", what, err)
 	switch {
+	case errors.Is(err, store.ErrInstallationRemoved):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeInstallationRemoved, nil)
 	case errors.Is(err, bitbucket.ErrCredentialsRevoked):
 		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeCredentialsRevoked, nil)
 	case errors.Is(err, bitbucket.ErrForbidden):

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -87,6 +88,13 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
 	}
+	// Checked on every run, on whichever worker: a request queued before an uninstall (or
+	// routed to a worker that still caches the client) must not back up a removed installation.
+	if store.BackupsStopped(repo.InstallationStatus) {
+		res.Skipped = "installation is " + repo.InstallationStatus
+		res.FinishedAt = time.Now().UTC()
+		return res, nil
+	}
 	log := activity.GetLogger(ctx)
 	hb := startHeartbeat(ctx)
 	defer hb.stop()
@@ -137,12 +145,11 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 	defer mirror.Close()
 	hb.step("fetching")
 	// Fresh credentials for the fetch: each git operation spends its own unit of the budget.
-	auth, err := client.GitAuth(ctx)
-	if err != nil {
-		return res, classify("git credentials", err)
-	}
-	_, err = mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
-		hb.report(BackupProgress{Step: "fetching", Fetch: &p})
+	err = client.WithGitAuth(ctx, func(auth *githttp.BasicAuth) error {
+		_, err := mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
+			hb.report(BackupProgress{Step: "fetching", Fetch: &p})
+		})
+		return err
 	})
 	if err != nil {
 		return res, classifyGit("fetch "+repo.FullName, err)
@@ -190,6 +197,10 @@ func (a *Backups) commitStaged(ctx context.Context, target workflows.BackupTarge
 	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
 	if err != nil {
 		return res, classify("load repository", err)
+	}
+	if st := repo.InstallationStatus; st == store.InstallationRemoving || st == store.InstallationRemoved {
+		return res, temporal.NewNonRetryableApplicationError("installation is "+st+": staged snapshot "+staged.SnapshotID+" is not committed",
+			workflows.ErrTypeInstallationRemoved, nil)
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
@@ -253,12 +264,16 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 		return c, fmt.Errorf("load latest manifest of %s: %w", fullName, err)
 	}
 	c.Latest = latest
-	auth, err := client.GitAuth(ctx)
-	if err != nil {
-		return c, classify("git credentials", err)
+	var refs gitmirror.RefMap
+	var head string
+	lsRemote := func(remote string) error {
+		return client.WithGitAuth(ctx, func(auth *githttp.BasicAuth) (err error) {
+			refs, head, err = gitmirror.LsRemote(ctx, remote, auth)
+			return err
+		})
 	}
 	c.FullName = fullName
-	refs, head, err := gitmirror.LsRemote(ctx, c.Remote, auth)
+	err = lsRemote(c.Remote)
 	if errors.Is(err, transport.ErrRepositoryNotFound) {
 		// Slugs change; the UUID does not. A renamed repository is found again by UUID and
 		// followed, instead of being taken for deleted until the next sync.
@@ -270,10 +285,7 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 			activity.GetLogger(ctx).Info("repository renamed upstream", "from", fullName, "to", renamed.FullName)
 			ws, sl, _ := strings.Cut(renamed.FullName, "/")
 			c.FullName, c.Remote = renamed.FullName, client.CloneURL(ws, sl)
-			if auth, err = client.GitAuth(ctx); err != nil {
-				return c, classify("git credentials", err)
-			}
-			refs, head, err = gitmirror.LsRemote(ctx, c.Remote, auth)
+			err = lsRemote(c.Remote)
 		}
 	}
 	if err != nil {
@@ -313,15 +325,31 @@ func (a *Backups) openMirror(ctx context.Context, dir string, latest *archive.Ma
 	return m, nil
 }
 
-// classifyGit maps git transport errors to the provider error types.
+// classifyGit maps git transport errors to the provider error types. Errors come from
+// bitbucket.Client.WithGitAuth, which has already retried a 401 after one forced refresh: a 401
+// now means the credentials are revoked, while a 403 concerns this repository alone.
 func classifyGit(what string, err error) error {
 	switch {
+	case errors.Is(err, store.ErrInstallationRemoved):
+		return classify(what, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
 		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
-	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials", workflows.ErrTypeCredentialsRevoked, nil)
+	case errors.Is(err, bitbucket.ErrForbidden), errors.Is(err, transport.ErrAuthorizationFailed):
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket denied access to this repository (403): "+gitReason(err), workflows.ErrTypeForbidden, nil)
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials even after a token refresh", workflows.ErrTypeCredentialsRevoked, nil)
 	}
 	return classify(what, err)
+}
+
+// gitReason is the git server's own message from a transport error ("authorization failed:
+// You do not have read access ..."); go-git puts the response body after the sentinel's text.
+func gitReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, transport.ErrAuthorizationFailed.Error()); i >= 0 {
+		msg = msg[i:]
+	}
+	return strings.TrimSpace(msg)
 }
 
 // RecordBackupOutcome writes a run's result to Postgres for the dashboard.
@@ -339,17 +367,28 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {
+		case workflows.ErrTypeInstallationRemoved:
+			// Uninstalled while the run was under way: nothing is recorded for it any more.
+			return nil
 		case workflows.ErrTypeNotFound:
 			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
 				return classify("mark deleted upstream", err)
 			}
-		case workflows.ErrTypeCredentialsRevoked, workflows.ErrTypeForbidden:
-			if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
-				"Bitbucket rejected GitSec's access during a backup; reconnect the account"); err != nil {
+		case workflows.ErrTypeCredentialsRevoked:
+			// Only a 401 that survived a forced refresh gets here: the credential itself is dead,
+			// for every repository. A 403 (ErrTypeForbidden) is this repository's alone and is
+			// recorded on it below, while the installation's other repositories go on.
+			err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
+				"Bitbucket rejected GitSec's credentials during a backup, even after a token refresh; reconnect the account")
+			if err != nil && !errors.Is(err, store.ErrInstallationRemoved) {
 				return classify("mark installation needs_reauth", err)
 			}
 		}
-		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupFailed, time.Now().UTC()))
+		reason := in.Reason
+		if reason == "" {
+			reason = in.Failure
+		}
+		return classify("record failed backup", a.Store.RecordBackupFailure(ctx, tenantID, repoID, reason, time.Now().UTC()))
 	case r.Skipped != "":
 		return nil
 	}

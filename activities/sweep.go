@@ -74,10 +74,12 @@ const maxPageErrors = 5
 // CheckRepositoriesForChanges checks one page of an installation's included repositories with
 // one ls-remote each, at most SweepSettings.Concurrency at once, and returns the ones that
 // changed since their last snapshot. Repositories never backed up have changed without a check,
-// and so has one that is gone upstream (its backup workflow records the deletion).
+// and so has one that is gone upstream or that Bitbucket refuses (403) to show: its backup
+// workflow records the deletion, or the refusal on that repository alone.
 //
-// A revoked credential fails the whole page (non-retryable): every other check would fail the
-// same way. Other failures are counted per repository; the next sweep checks them again.
+// A revoked credential (a 401 even after a forced refresh) fails the whole page
+// (non-retryable): every other check would fail the same way. Other failures are counted per
+// repository; the next sweep checks them again.
 func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.SweepPageInput) (workflows.SweepPageResult, error) {
 	var res workflows.SweepPageResult
 	tenantID, instID, err := parseRef(in.InstallationRef)
@@ -105,6 +107,9 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 		return res, nil
 	}
 	bb, err := a.Clients.Client(ctx, tenantID, instID)
+	if errors.Is(err, store.ErrInstallationRemoved) {
+		return installationRemovedPage(err), nil
+	}
 	if err != nil {
 		return res, classify("load credentials", err)
 	}
@@ -156,9 +161,9 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 				mu.Lock()
 				res.Unchanged++
 				mu.Unlock()
-			case errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeNotFound:
+			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeNotFound || appErr.Type() == workflows.ErrTypeForbidden):
 				changed(r)
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeForbidden):
+			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeInstallationRemoved):
 				mu.Lock()
 				if fatal == nil {
 					fatal = err
@@ -177,6 +182,10 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 		}(r)
 	}
 	wg.Wait()
+	var appErr *temporal.ApplicationError
+	if errors.As(fatal, &appErr) && appErr.Type() == workflows.ErrTypeInstallationRemoved {
+		return installationRemovedPage(fatal), nil
+	}
 	if fatal != nil {
 		return workflows.SweepPageResult{}, fatal
 	}
@@ -187,12 +196,27 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 	return res, nil
 }
 
+// installationRemovedPage ends a sweep whose installation was removed under it (by another
+// worker): an empty last page, so the sweep finishes quietly instead of failing.
+func installationRemovedPage(err error) workflows.SweepPageResult {
+	return workflows.SweepPageResult{Errors: []string{"sweep stopped: " + err.Error()}}
+}
+
 // WakeRepositories signals the backup workflow of each repository (starting it when none
 // runs); requests coalesce there with webhook ones.
 func (a *Sweeps) WakeRepositories(ctx context.Context, in workflows.WakeInput) (int, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return 0, err
+	}
+	// The installation may have been removed since its page was checked.
+	status, err := a.Store.InstallationStatus(ctx, tenantID, instID)
+	if err != nil {
+		return 0, classify("load installation status", err)
+	}
+	if store.BackupsStopped(status) {
+		a.Logger.Info("sweep wakes no backups: installation is "+status, "installation", in.InstallationID)
+		return 0, nil
 	}
 	n := 0
 	for _, r := range in.Repositories {

@@ -29,6 +29,20 @@ func (h *handlers) loadRepository(c *gin.Context) (store.Repository, error) {
 	return r, nil
 }
 
+// installationBacksUp is a 409 when the repository's installation is no longer backed up:
+// removed (or being removed), or waiting for a reconnect. Workers check again before each run.
+func installationBacksUp(r store.Repository) error {
+	switch {
+	case r.InstallationStatus == store.InstallationNeedsReauth:
+		return errConflict("installation_needs_reauth", "the installation of repository "+r.FullName+
+			" needs a reconnect: Bitbucket rejected its credentials; connect the account again")
+	case store.BackupsStopped(r.InstallationStatus):
+		return errConflict("installation_removed", "the installation of repository "+r.FullName+" is "+
+			r.InstallationStatus+": nothing more is backed up; its existing backups are kept")
+	}
+	return nil
+}
+
 // requestBackup wakes the repository's backup workflow (202); requests during a running
 // backup are coalesced into one follow-up run.
 func (h *handlers) requestBackup(c *gin.Context) error {
@@ -41,6 +55,9 @@ func (h *handlers) requestBackup(c *gin.Context) error {
 	}
 	if r.Status != store.RepositoryActive {
 		return errConflict("not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
+	}
+	if err := installationBacksUp(r); err != nil {
+		return err
 	}
 	id, err := h.starts.RequestBackup(c.Request.Context(), backupqueue.Target(r),
 		workflows.BackupRequest{Trigger: workflows.TriggerManual})

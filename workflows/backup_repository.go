@@ -179,9 +179,11 @@ type BackupOutcomeInput struct {
 	Target  BackupTarget
 	Trigger string
 	Result  RunBackupResult
-	// Failure is set when the run failed; ErrorType is the non-retryable type if any.
+	// Failure is set when the run failed; ErrorType is the non-retryable type if any, and
+	// Reason that error's own message (what the repository shows, without Temporal's framing).
 	Failure   string
 	ErrorType string
+	Reason    string `json:",omitempty"`
 }
 
 // BackupStatus is what the "status" query returns.
@@ -378,7 +380,7 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 		outcome.Failure = runErr.Error()
 		var appErr *temporal.ApplicationError
 		if errors.As(runErr, &appErr) {
-			outcome.ErrorType = appErr.Type()
+			outcome.ErrorType, outcome.Reason = appErr.Type(), appErr.Message()
 		}
 		status.LastResult, status.LastError = "failed", runErr.Error()
 	} else if res.Changed {

@@ -63,6 +63,9 @@ const (
 	ErrTypeNotFound             = "NotFound"
 	ErrTypeEndpointGone         = "EndpointGone"
 	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeInstallationRemoved: the installation was uninstalled (possibly by another worker)
+	// while the activity ran; nothing more is done for it.
+	ErrTypeInstallationRemoved = "InstallationRemoved"
 	// ErrTypeAlreadyConnected: another live installation of the tenant is the same account.
 	ErrTypeAlreadyConnected = "AlreadyConnected"
 	// ErrTypeSnapshotConflict: a staged snapshot no longer follows the latest one (committing
@@ -75,7 +78,7 @@ const (
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.
 var NonRetryableProviderErrors = []string{
 	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
-	ErrTypeAlreadyConnected,
+	ErrTypeInstallationRemoved, ErrTypeAlreadyConnected,
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host

@@ -122,7 +122,7 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 			SweepPageInput{InstallationRef: in.InstallationRef, After: in.After, Limit: SweepPageSize}).Get(ctx, &page)
 		if err != nil {
 			var appErr *temporal.ApplicationError
-			if errors.As(err, &appErr) && (appErr.Type() == ErrTypeCredentialsRevoked || appErr.Type() == ErrTypeForbidden) {
+			if errors.As(err, &appErr) && revokesInstallation(ctx, appErr.Type()) {
 				// The same reaction as a failed backup: the installation waits for a reconnect,
 				// and the next sweeps skip it quietly until then.
 				msg := "Bitbucket rejected GitSec's access during the scheduled sweep; reconnect the account"
@@ -161,4 +161,15 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 	log.Info("sweep done", "installation", in.InstallationID, "checked", res.Checked, "changed", res.Changed,
 		"woken", res.Woken, "failed", res.Failed)
 	return res, nil
+}
+
+// revokesInstallation says whether a failed page means the installation's credentials are dead.
+// Only a 401 that survived a forced refresh does; a 403 is one repository's (the check wakes its
+// backup, which records the reason on it). Executions from before that change also took a 403
+// for a revocation, and replay them so.
+func revokesInstallation(ctx workflow.Context, errType string) bool {
+	if workflow.GetVersion(ctx, "sweep-forbidden-is-per-repository", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return errType == ErrTypeCredentialsRevoked || errType == ErrTypeForbidden
+	}
+	return errType == ErrTypeCredentialsRevoked
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,7 +56,7 @@ func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 			`UPDATE repositories
 			    SET last_snapshot_id = CASE WHEN last_snapshot_id IS NULL OR last_snapshot_id COLLATE "C" < $3 THEN $3
 			                                ELSE last_snapshot_id END,
-			        last_backup_status = 'succeeded', last_backup_at = GREATEST(last_backup_at, $4),
+			        last_backup_status = 'succeeded', last_backup_error = '', last_backup_at = GREATEST(last_backup_at, $4),
 			        last_checked_at = GREATEST(last_checked_at, $4), updated_at = now()
 			  WHERE tenant_id = $1 AND id = $2`,
 			sn.TenantID, sn.RepositoryID, sn.ID, sn.FinishedAt)
@@ -69,13 +70,27 @@ func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 	})
 }
 
-// RecordBackupCheck records a run that found nothing to back up, or one that failed.
+// RecordBackupCheck records a run that found nothing to back up.
 func (s *Store) RecordBackupCheck(ctx context.Context, tenantID, repositoryID uuid.UUID, status string, at time.Time) error {
 	return s.execOne(ctx, "record backup check",
 		`UPDATE repositories SET last_backup_status = CASE WHEN $3 = 'unchanged' AND last_snapshot_id IS NOT NULL THEN 'succeeded' ELSE $3 END,
-		        last_checked_at = $4, updated_at = now()
+		        last_backup_error = '', last_checked_at = $4, updated_at = now()
 		  WHERE tenant_id = $1 AND id = $2`,
 		tenantID, repositoryID, status, at)
+}
+
+// maxBackupErrorLen bounds the stored reason; the full error is in the workflow's history.
+const maxBackupErrorLen = 1000
+
+// RecordBackupFailure records a failed run and why it failed, for the dashboard.
+func (s *Store) RecordBackupFailure(ctx context.Context, tenantID, repositoryID uuid.UUID, reason string, at time.Time) error {
+	if len(reason) > maxBackupErrorLen {
+		reason = strings.ToValidUTF8(reason[:maxBackupErrorLen], "") + "…"
+	}
+	return s.execOne(ctx, "record backup failure",
+		`UPDATE repositories SET last_backup_status = 'failed', last_backup_error = $3, last_checked_at = $4, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID, reason, at)
 }
 
 // MarkRepositoryDeletedUpstream flags a repository Bitbucket no longer has; backups are kept.
