@@ -20,6 +20,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -32,7 +33,7 @@ import (
 // worker just failed to answer (in.Exclude).
 func (a *Backups) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
 	if a.HostQueue == "" {
-		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", "Misconfigured", nil)
+		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", domain.ErrTypeMisconfigured, nil)
 	}
 	tenantID, _, repoID, err := parseTarget(in.Target)
 	if err != nil {
@@ -53,7 +54,7 @@ func parseTarget(t workflows.BackupTarget) (tenantID, installationID, repoID uui
 		return
 	}
 	if repoID, err = uuid.Parse(t.RepositoryID); err != nil {
-		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, "InvalidInput", nil)
+		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, domain.ErrTypeInvalidInput, nil)
 	}
 	return
 }
@@ -83,7 +84,7 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 	if err != nil {
 		return res, classify("load repository", err)
 	}
-	if !repo.Included || repo.Status != store.RepositoryActive {
+	if !repo.Included || repo.Status != domain.RepositoryActive {
 		res.Skipped = fmt.Sprintf("repository is %s (included=%t)", repo.Status, repo.Included)
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
@@ -158,7 +159,7 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
-		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
+		Trigger:    archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID},
 		Started:    started,
 		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 	})
@@ -198,20 +199,20 @@ func (a *Backups) commitStaged(ctx context.Context, target workflows.BackupTarge
 	if err != nil {
 		return res, classify("load repository", err)
 	}
-	if st := repo.InstallationStatus; st == store.InstallationRemoving || st == store.InstallationRemoved {
+	if st := repo.InstallationStatus; st == domain.InstallationRemoving || st == domain.InstallationRemoved {
 		return res, temporal.NewNonRetryableApplicationError("installation is "+st+": staged snapshot "+staged.SnapshotID+" is not committed",
-			workflows.ErrTypeInstallationRemoved, nil)
+			domain.ErrTypeInstallationRemoved, nil)
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c, err := a.Archive.CommitStaged(ctx, key, staged.SnapshotID)
 	switch {
 	case errors.Is(err, archive.ErrStaleDraft):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotConflict, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotConflict, nil)
 	case errors.Is(err, archive.ErrNotFound):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 	case err != nil:
 		return res, fmt.Errorf("commit snapshot %s of %s: %w", staged.SnapshotID, repo.FullName, err)
 	}
@@ -251,12 +252,12 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 	var c upstreamCheck
 	workspace, slug, ok := strings.Cut(fullName, "/")
 	if !ok {
-		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", domain.ErrTypeInvalidInput, nil)
 	}
 	c.Remote = client.CloneURL(workspace, slug)
 	key, err := archive.NewRepoKey(tenantID.String(), providerUUID)
 	if err != nil {
-		return c, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c.Key = key
 	latest, err := arc.LoadManifest(ctx, key, "latest")
@@ -333,11 +334,11 @@ func classifyGit(what string, err error) error {
 	case errors.Is(err, store.ErrInstallationRemoved):
 		return classify(what, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
-		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
+		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", domain.ErrTypeNotFound, nil)
 	case errors.Is(err, bitbucket.ErrForbidden), errors.Is(err, transport.ErrAuthorizationFailed):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket denied access to this repository (403): "+gitReason(err), workflows.ErrTypeForbidden, nil)
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket denied access to this repository (403): "+gitReason(err), domain.ErrTypeForbidden, nil)
 	case errors.Is(err, transport.ErrAuthenticationRequired):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials even after a token refresh", workflows.ErrTypeCredentialsRevoked, nil)
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials even after a token refresh", domain.ErrTypeCredentialsRevoked, nil)
 	}
 	return classify(what, err)
 }
@@ -367,18 +368,18 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {
-		case workflows.ErrTypeInstallationRemoved:
+		case domain.ErrTypeInstallationRemoved:
 			// Uninstalled while the run was under way: nothing is recorded for it any more.
 			return nil
-		case workflows.ErrTypeNotFound:
+		case domain.ErrTypeNotFound:
 			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
 				return classify("mark deleted upstream", err)
 			}
-		case workflows.ErrTypeCredentialsRevoked:
+		case domain.ErrTypeCredentialsRevoked:
 			// Only a 401 that survived a forced refresh gets here: the credential itself is dead,
 			// for every repository. A 403 (ErrTypeForbidden) is this repository's alone and is
 			// recorded on it below, while the installation's other repositories go on.
-			err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
+			err := a.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationNeedsReauth,
 				"Bitbucket rejected GitSec's credentials during a backup, even after a token refresh; reconnect the account")
 			if err != nil && !errors.Is(err, store.ErrInstallationRemoved) {
 				return classify("mark installation needs_reauth", err)
@@ -400,7 +401,7 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 	if r.Changed {
 		return nil
 	}
-	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupUnchanged, r.FinishedAt))
 }
 
 // maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
@@ -421,7 +422,7 @@ func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUI
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	// Newest first, down to the first snapshot that has its row.
 	var rows []store.Snapshot
@@ -447,7 +448,7 @@ func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUI
 			if len(rows) > 0 {
 				break // an ancestor that retention removed
 			}
-			return temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+			return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("load manifest %s of %s: %w", id, repo.FullName, err)
@@ -487,7 +488,7 @@ func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Man
 		}
 	}
 	return store.Snapshot{
-		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: string(m.Trigger.Kind),
+		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: m.Trigger.Kind,
 		ParentID: parent, RefsCount: m.Totals.Refs, PacksCount: m.Totals.Packs, BytesUploaded: introduced, TotalBytes: m.Totals.Bytes,
 		StartedAt: m.Created.Add(-time.Duration(m.DurationMillis) * time.Millisecond), FinishedAt: m.Created,
 	}

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/schedules"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -60,9 +61,9 @@ func (a *Sweeps) PrepareSweep(ctx context.Context, ref workflows.InstallationRef
 		return workflows.SweepPlan{}, classify("load installation", err)
 	}
 	switch inst.Status {
-	case store.InstallationRemoving, store.InstallationRemoved:
+	case domain.InstallationRemoving, domain.InstallationRemoved:
 		return workflows.SweepPlan{Skip: "installation is " + inst.Status}, nil
-	case store.InstallationNeedsReauth:
+	case domain.InstallationNeedsReauth:
 		return workflows.SweepPlan{Skip: "installation needs a reconnect: " + inst.StatusMessage}, nil
 	}
 	return workflows.SweepPlan{}, nil
@@ -89,7 +90,7 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 	after := uuid.Nil
 	if in.After != "" {
 		if after, err = uuid.Parse(in.After); err != nil {
-			return res, temporal.NewNonRetryableApplicationError("invalid sweep cursor "+in.After, "InvalidInput", nil)
+			return res, temporal.NewNonRetryableApplicationError("invalid sweep cursor "+in.After, domain.ErrTypeInvalidInput, nil)
 		}
 	}
 	limit := in.Limit
@@ -161,9 +162,9 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 				mu.Lock()
 				res.Unchanged++
 				mu.Unlock()
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeNotFound || appErr.Type() == workflows.ErrTypeForbidden):
+			case errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeNotFound || appErr.Type() == domain.ErrTypeForbidden):
 				changed(r)
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeInstallationRemoved):
+			case errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeCredentialsRevoked || appErr.Type() == domain.ErrTypeInstallationRemoved):
 				mu.Lock()
 				if fatal == nil {
 					fatal = err
@@ -183,7 +184,7 @@ func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.S
 	}
 	wg.Wait()
 	var appErr *temporal.ApplicationError
-	if errors.As(fatal, &appErr) && appErr.Type() == workflows.ErrTypeInstallationRemoved {
+	if errors.As(fatal, &appErr) && appErr.Type() == domain.ErrTypeInstallationRemoved {
 		return installationRemovedPage(fatal), nil
 	}
 	if fatal != nil {
@@ -264,7 +265,7 @@ func (a *Sweeps) EnsureSweepSchedule(ctx context.Context, ref workflows.Installa
 		return err
 	}
 	if a.Temporal == nil {
-		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", "Misconfigured", nil)
+		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	spec, action := a.sweepSchedule(ref)
@@ -295,7 +296,7 @@ func (a *Sweeps) DeleteSweepSchedule(ctx context.Context, ref workflows.Installa
 		return err
 	}
 	if a.Temporal == nil {
-		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", "Misconfigured", nil)
+		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	err := a.Temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx)

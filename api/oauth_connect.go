@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
 )
@@ -127,7 +128,7 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, reason)
 	if err != nil {
 		retry := "retry with POST /api/v1/installations/" + instID.String() + "/sync"
-		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; "+retry); serr != nil {
+		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationFailed, "could not start discovery; "+retry); serr != nil {
 			err = errors.Join(err, fmt.Errorf("mark installation failed: %w", serr))
 		}
 		return failed("the account is connected but discovery could not start; "+retry, err)
@@ -142,7 +143,7 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
 		return nil
 	}
-	c.JSON(created, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
+	c.JSON(created, gin.H{"installation_id": instID, "status": domain.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
 	return nil
 }
 
