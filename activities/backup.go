@@ -31,11 +31,11 @@ import (
 //
 // A repository whose mirror is known to live on a worker goes back to that worker, unless that
 // worker just failed to answer (in.Exclude).
-func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
+func (a *Backups) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
 	if a.HostQueue == "" {
 		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", domain.ErrTypeMisconfigured, nil)
 	}
-	tenantID, _, repoID, err := a.parseTarget(in.Target)
+	tenantID, _, repoID, err := parseTarget(in.Target)
 	if err != nil {
 		return "", err
 	}
@@ -49,7 +49,7 @@ func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostIn
 	return a.HostQueue, nil
 }
 
-func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installationID, repoID uuid.UUID, err error) {
+func parseTarget(t workflows.BackupTarget) (tenantID, installationID, repoID uuid.UUID, err error) {
 	if tenantID, installationID, err = parseRef(workflows.InstallationRef{TenantID: t.TenantID, InstallationID: t.InstallationID}); err != nil {
 		return
 	}
@@ -61,7 +61,7 @@ func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installati
 
 // RunBackup stages and commits a backup in one activity. Executions started before StageBackup
 // and CommitSnapshot existed still schedule it.
-func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+func (a *Backups) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
 	res, err := a.StageBackup(ctx, in)
 	if err != nil || res.DraftKey == "" {
 		return res, err
@@ -73,10 +73,10 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 // detection with one ls-remote against the last manifest, then fetch into the local mirror
 // (hydrated from storage when missing), upload the new packs and store the manifest draft
 // (result.DraftKey) for CommitSnapshot. Progress goes to heartbeats.
-func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
 	started := time.Now().UTC()
 	res := workflows.RunBackupResult{StartedAt: started, Host: a.HostQueue}
-	tenantID, instID, repoID, err := a.parseTarget(in.Target)
+	tenantID, instID, repoID, err := parseTarget(in.Target)
 	if err != nil {
 		return res, err
 	}
@@ -110,7 +110,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 		return res, classify("load credentials", err)
 	}
 	hb.step("checking for changes")
-	check, err := a.checkUpstream(ctx, client, tenantID, repo.ProviderUUID, repo.FullName)
+	check, err := checkUpstream(ctx, a.Store, a.Archive, client, tenantID, repo.ProviderUUID, repo.FullName)
 	if err != nil {
 		return res, err
 	}
@@ -183,13 +183,13 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 // CommitSnapshot writes the manifest of the snapshot StageBackup staged, which makes the
 // snapshot exist. It runs on the shared queue (it needs only storage) and is idempotent: a
 // retry after the manifest was written succeeds with the same snapshot.
-func (a *Activities) CommitSnapshot(ctx context.Context, in workflows.CommitSnapshotInput) (workflows.RunBackupResult, error) {
+func (a *Backups) CommitSnapshot(ctx context.Context, in workflows.CommitSnapshotInput) (workflows.RunBackupResult, error) {
 	return a.commitStaged(ctx, in.Target, in.Staged)
 }
 
-func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTarget, staged workflows.RunBackupResult) (workflows.RunBackupResult, error) {
+func (a *Backups) commitStaged(ctx context.Context, target workflows.BackupTarget, staged workflows.RunBackupResult) (workflows.RunBackupResult, error) {
 	res := staged
-	tenantID, _, repoID, err := a.parseTarget(target)
+	tenantID, _, repoID, err := parseTarget(target)
 	if err != nil {
 		return res, err
 	}
@@ -228,7 +228,7 @@ func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTa
 }
 
 // mirrorPath is where this worker keeps a repository's mirror.
-func (a *Activities) mirrorPath(tenantID uuid.UUID, providerUUID string) string {
+func (a *Backups) mirrorPath(tenantID uuid.UUID, providerUUID string) string {
 	return filepath.Join(a.MirrorDir, tenantID.String(), archive.NormalizeUUID(providerUUID))
 }
 
@@ -245,9 +245,10 @@ type upstreamCheck struct {
 }
 
 // checkUpstream compares the remote's refs (one ls-remote, spending one unit of the git budget)
-// with the latest snapshot's. A repository without a snapshot has changed. Backups and the
-// scheduled sweep both decide with it, so they never disagree about what "changed" means.
-func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client, tenantID uuid.UUID, providerUUID, fullName string) (upstreamCheck, error) {
+// with the latest snapshot's in arc, and records a rename upstream in st. A repository without
+// a snapshot has changed. Backups and the scheduled sweep both decide with it, so they never
+// disagree about what "changed" means.
+func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, client *bitbucket.Client, tenantID uuid.UUID, providerUUID, fullName string) (upstreamCheck, error) {
 	var c upstreamCheck
 	workspace, slug, ok := strings.Cut(fullName, "/")
 	if !ok {
@@ -259,7 +260,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 		return c, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c.Key = key
-	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
+	latest, err := arc.LoadManifest(ctx, key, "latest")
 	if err != nil && !errors.Is(err, archive.ErrNotFound) {
 		return c, fmt.Errorf("load latest manifest of %s: %w", fullName, err)
 	}
@@ -279,7 +280,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 		// followed, instead of being taken for deleted until the next sync.
 		renamed, rerr := client.GetRepository(ctx, workspace, providerUUID)
 		if rerr == nil && renamed.FullName != "" && renamed.FullName != fullName {
-			if uerr := a.Store.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName); uerr != nil {
+			if uerr := st.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName); uerr != nil {
 				return c, classify("record rename", uerr)
 			}
 			activity.GetLogger(ctx).Info("repository renamed upstream", "from", fullName, "to", renamed.FullName)
@@ -298,7 +299,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 
 // openMirror opens the local mirror, or rebuilds it from the latest snapshot when it is missing
 // or unreadable, so a new worker never re-clones a repository that has a backup.
-func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest, hb *heartbeat) (*gitmirror.Mirror, error) {
+func (a *Backups) openMirror(ctx context.Context, dir string, latest *archive.Manifest, hb *heartbeat) (*gitmirror.Mirror, error) {
 	exists, err := gitmirror.Exists(dir)
 	if err == nil && exists {
 		if m, err := gitmirror.Open(dir); err == nil {
@@ -353,8 +354,8 @@ func gitReason(err error) string {
 }
 
 // RecordBackupOutcome writes a run's result to Postgres for the dashboard.
-func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.BackupOutcomeInput) error {
-	tenantID, instID, repoID, err := a.parseTarget(in.Target)
+func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOutcomeInput) error {
+	tenantID, instID, repoID, err := parseTarget(in.Target)
 	if err != nil {
 		return err
 	}
@@ -411,7 +412,7 @@ const maxSnapshotsReconciled = 50
 // that are missing. Storage is the truth and the rows follow it: a manifest whose row was lost
 // (the record failed past its retries, or an attempt committed and died before returning) is
 // recorded by the next run, with its own ID, even when upstream has not changed since.
-func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
+func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
 	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
 	if err != nil {
 		return classify("load repository", err)
@@ -494,7 +495,7 @@ func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Man
 }
 
 // StartBackups wakes the backup workflow of every included repository of the installation.
-func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackupsInput) (int, error) {
+func (a *Backups) StartBackups(ctx context.Context, in workflows.StartBackupsInput) (int, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return 0, err
@@ -519,7 +520,7 @@ func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackups
 		}
 		target := backupqueue.Target(r)
 		g.Go(func() error {
-			if _, err := backupqueue.Request(gctx, a.Temporal, a.Backups, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+			if _, err := backupqueue.Request(gctx, a.Temporal, a.Queue, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
 				return err
 			}
 			activity.RecordHeartbeat(ctx, started.Add(1))

@@ -122,7 +122,7 @@ func BenchmarkBackupVersusGit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		acts := &activities.Activities{Store: st, Box: box, Logger: log, Archive: storage, Clients: clients,
+		acts := &activities.Backups{Store: st, Logger: log, Archive: storage, Clients: clients,
 			MirrorDir: filepath.Join(iterDir, "mirrors"), HostQueue: "bench-host"}
 		run := func(trigger domain.TriggerKind) (workflows.RunBackupResult, float64) {
 			var suite testsuite.WorkflowTestSuite

@@ -19,6 +19,7 @@ import (
 	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/testenv"
+	"github.com/gitsec/gitsec/worker"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -181,7 +182,7 @@ func TestBackupHeartbeatsThroughSlowTransfers(t *testing.T) {
 	)
 	storageURL := testenv.S3(t)
 	slow := slowStorage(t, storageURL, linkSpeed)
-	e := newBackupEnvWith(t, storageURL, func(a *activities.Activities) { a.Archive = slow },
+	e := newBackupEnvWith(t, storageURL, func(a *worker.Activities) { a.Backups.Archive, a.Sweeps.Archive = slow, slow },
 		emulator.SeedRepository{Slug: "assets", Generate: &emulator.Generate{Commits: 2, BinaryBytes: blobSize}})
 	e.settings.HeartbeatTimeout = 8 * time.Second
 

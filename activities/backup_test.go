@@ -50,7 +50,7 @@ type backupEnv struct {
 	mirrors  string
 	repos    map[string]store.Repository // by slug
 	token    string                      // alice's access token for the emulator's REST API
-	acts     *activities.Activities      // what the workers run
+	acts     worker.Activities           // what the workers run
 }
 
 // newBackupEnv seeds acme/api and acme/empty, plus any extra repositories of acme (all of them
@@ -62,7 +62,7 @@ func newBackupEnv(t *testing.T, storageURL string, extra ...emulator.SeedReposit
 
 // newBackupEnvWith is newBackupEnv with configure adjusting the activities before the workers
 // start (their settings must not change while the workers run).
-func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activities.Activities), extra ...emulator.SeedRepository) *backupEnv {
+func newBackupEnvWith(t *testing.T, storageURL string, configure func(*worker.Activities), extra ...emulator.SeedRepository) *backupEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -152,17 +152,23 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activitie
 	t.Cleanup(e.temporal.Close)
 	e.settings = backupqueue.Settings{TaskQueue: tenv.TaskQueue, QuietPeriod: 200 * time.Millisecond, MaxWait: 2 * time.Second, IdleTimeout: time.Second}
 	oauth := bitbucket.OAuthConfig("backup-test", "backup-test-secret", e.emu.URL()+"/site/oauth2", "http://127.0.0.1:1/cb")
-	acts := &activities.Activities{
-		Store: e.store, Box: box, Logger: log, Archive: e.archive, MirrorDir: e.mirrors,
-		HostQueue: tenv.TaskQueue + "-host", Temporal: e.temporal, Backups: e.settings,
-		Clients: &providerclient.Factory{Store: e.store, Box: box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
-			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: log},
+	clients := &providerclient.Factory{Store: e.store, Box: box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: log}
+	acts := &worker.Activities{
+		Onboarding: &activities.Onboarding{Store: e.store, Clients: clients, Box: box, Logger: log},
+		Backups: &activities.Backups{
+			Store: e.store, Clients: clients, Archive: e.archive, MirrorDir: e.mirrors,
+			HostQueue: tenv.TaskQueue + "-host", Temporal: e.temporal, Queue: e.settings, Logger: log,
+		},
+		Sweeps:       &activities.Sweeps{Store: e.store, Clients: clients, Archive: e.archive, Temporal: e.temporal, Queue: e.settings, Logger: log},
+		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: log},
+		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
 	}
 	if configure != nil {
 		configure(acts)
 	}
-	e.acts = acts
-	opts := worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, HostQueue: acts.HostQueue, Activities: acts, Logger: log, MaxConcurrentBackups: 2}
+	e.acts = *acts
+	opts := worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, HostQueue: acts.Backups.HostQueue, Activities: *acts, Logger: log, MaxConcurrentBackups: 2}
 	for _, w := range []interface {
 		Start() error
 		Stop()
@@ -441,8 +447,8 @@ func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
 	ctx := context.Background()
 	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	r := e.repo("api")
-	if r.MirrorHost != e.acts.HostQueue {
-		t.Fatalf("mirror host = %q, want %q", r.MirrorHost, e.acts.HostQueue)
+	if r.MirrorHost != e.acts.Backups.HostQueue {
+		t.Fatalf("mirror host = %q, want %q", r.MirrorHost, e.acts.Backups.HostQueue)
 	}
 
 	// The mirror's worker is gone (nobody polls its queue) and so is its disk.
@@ -460,8 +466,8 @@ func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
 	if len(snaps) != 2 || snaps[0].PacksCount != 2 || snaps[0].BytesUploaded > 20_000 {
 		t.Fatalf("snapshots after failover = %+v, want an incremental second snapshot", snaps)
 	}
-	if r := e.repo("api"); r.MirrorHost != e.acts.HostQueue {
-		t.Fatalf("mirror host after failover = %q, want %q", r.MirrorHost, e.acts.HostQueue)
+	if r := e.repo("api"); r.MirrorHost != e.acts.Backups.HostQueue {
+		t.Fatalf("mirror host after failover = %q, want %q", r.MirrorHost, e.acts.Backups.HostQueue)
 	}
 	e.restoreAndVerify("api", snaps[0].ID)
 }

@@ -172,16 +172,16 @@ func TestUninstallStopsOtherWorkers(t *testing.T) {
 // secondWorker starts another worker like a second `gitsec worker` process would have: the
 // same Postgres, Temporal, storage and emulator, but its own client cache, mirror directory and
 // host queue. It polls only that host queue, so the test knows which worker runs what.
-func (e *backupEnv) secondWorker() *activities.Activities {
+func (e *backupEnv) secondWorker() *activities.Backups {
 	e.t.Helper()
-	a, f := e.acts, e.acts.Clients
-	b := &activities.Activities{
-		Store: a.Store, Box: a.Box, Logger: a.Logger, Archive: a.Archive, MirrorDir: e.t.TempDir(),
-		HostQueue: a.HostQueue + "-b", Temporal: a.Temporal, Backups: a.Backups,
+	a, f := e.acts.Backups, e.acts.Backups.Clients
+	b := &activities.Backups{
+		Store: a.Store, Logger: a.Logger, Archive: a.Archive, MirrorDir: e.t.TempDir(),
+		HostQueue: a.HostQueue + "-b", Temporal: a.Temporal, Queue: a.Queue,
 		Clients: &providerclient.Factory{Store: f.Store, Box: f.Box, OAuth: f.OAuth, APIURL: f.APIURL, GitURL: f.GitURL,
 			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: f.Logger},
 	}
-	w := worker.NewHost(worker.Options{Client: e.temporal, HostQueue: b.HostQueue, Activities: b, Logger: b.Logger, MaxConcurrentBackups: 2})
+	w := worker.NewHost(worker.Options{Client: e.temporal, HostQueue: b.HostQueue, Activities: worker.Activities{Backups: b}, Logger: b.Logger, MaxConcurrentBackups: 2})
 	if err := w.Start(); err != nil {
 		e.t.Fatal(err)
 	}

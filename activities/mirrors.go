@@ -241,7 +241,7 @@ func dirSize(dir string) (int64, error) {
 // storage on its next backup, whereas refusing would leave a repository without backups for as
 // long as the disk stays full. Only a repository that alone exceeds the budget fails, with a
 // non-retryable error that names the setting to raise.
-func (a *Activities) reserveMirrorSpace(dir string, need int64) error {
+func (a *Backups) reserveMirrorSpace(dir string, need int64) error {
 	limit := a.MirrorMaxBytes
 	if limit <= 0 {
 		return nil
@@ -310,7 +310,7 @@ type MirrorCleanup struct {
 //
 // It is a function rather than a method so that it is never registered as a Temporal activity:
 // every worker cleans its own disk, which no activity task routed by Temporal could target.
-func CleanMirrors(ctx context.Context, a *Activities) (MirrorCleanup, error) {
+func CleanMirrors(ctx context.Context, a *Backups) (MirrorCleanup, error) {
 	var res MirrorCleanup
 	if a.MirrorDir == "" {
 		return res, nil

@@ -52,7 +52,7 @@ func TestReserveMirrorSpaceEvictsLeastRecentlyUsed(t *testing.T) {
 	root := t.TempDir()
 	tenant := uuid.NewString()
 	now := time.Now()
-	a := &Activities{MirrorDir: root, MirrorMaxBytes: 1000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	a := &Backups{MirrorDir: root, MirrorMaxBytes: 1000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	oldest := fakeMirror(t, root, tenant, 400, now.Add(-3*time.Hour))
 	busy := fakeMirror(t, root, tenant, 300, now.Add(-2*time.Hour))
 	target := fakeMirror(t, root, tenant, 100, now.Add(-time.Hour))

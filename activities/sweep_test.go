@@ -23,6 +23,7 @@ import (
 	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/worker"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -91,8 +92,8 @@ func triggers(snaps []store.Snapshot) string {
 // that only the repository pushed to upstream is woken, and the others keep their single
 // snapshot and their backup workflow run.
 func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
-	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *activities.Activities) {
-		a.Sweep = activities.SweepSettings{Concurrency: 2}
+	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *worker.Activities) {
+		a.Sweeps.Settings = activities.SweepSettings{Concurrency: 2}
 	}, emulator.SeedRepository{Slug: "web", Generate: &emulator.Generate{Commits: 5, Branches: 1}})
 	all := []string{"api", "empty", "web"}
 
@@ -171,7 +172,7 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	ref := e.ref()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, every := range []time.Duration{6 * time.Hour, 12 * time.Hour} {
-		a := &activities.Activities{Temporal: e.temporal, Logger: log, Backups: e.settings, Sweep: activities.SweepSettings{Interval: every}}
+		a := &activities.Sweeps{Temporal: e.temporal, Logger: log, Queue: e.settings, Settings: activities.SweepSettings{Interval: every}}
 		if err := a.EnsureSweepSchedule(ctx, ref); err != nil {
 			t.Fatalf("EnsureSweepSchedule every %s: %v", every, err)
 		}
@@ -239,7 +240,7 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	if _, err := e.store.SetRepositoryIncluded(ctx, e.tenantID, e.repos["empty"].ID, false); err != nil {
 		t.Fatal(err)
 	}
-	clean, err := activities.CleanMirrors(ctx, e.acts)
+	clean, err := activities.CleanMirrors(ctx, e.acts.Backups)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	if _, err := os.Stat(e.mirrorOf("api")); err != nil {
 		t.Fatalf("mirror of included api: %v", err)
 	}
-	if again, err := activities.CleanMirrors(ctx, e.acts); err != nil || len(again.Removed) != 0 {
+	if again, err := activities.CleanMirrors(ctx, e.acts.Backups); err != nil || len(again.Removed) != 0 {
 		t.Fatalf("second cleanup = %+v, %v; want nothing left to remove", again, err)
 	}
 
@@ -270,13 +271,13 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	if _, err := h.Describe(ctx); !errors.As(err, &notFound) {
 		t.Fatalf("schedule after uninstall: %v, want NotFound", err)
 	}
-	if err := e.acts.DeleteSweepSchedule(ctx, ref); err != nil {
+	if err := e.acts.Sweeps.DeleteSweepSchedule(ctx, ref); err != nil {
 		t.Fatalf("deleting a deleted schedule: %v", err)
 	}
 	if skipped := e.sweep(); !strings.Contains(skipped.Skipped, "removed") || skipped.Checked != 0 {
 		t.Fatalf("sweep of a removed installation = %+v", skipped)
 	}
-	clean, err = activities.CleanMirrors(ctx, e.acts)
+	clean, err = activities.CleanMirrors(ctx, e.acts.Backups)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,8 +301,8 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 // A repository larger than GITSEC_MIRROR_MAX_BYTES fails its backup without cloning, and the
 // failure is recorded.
 func TestBackupRefusesMirrorOverDiskBudget(t *testing.T) {
-	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *activities.Activities) {
-		a.MirrorMaxBytes = 1024
+	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *worker.Activities) {
+		a.Backups.MirrorMaxBytes = 1024
 	})
 	// Onboarding records Bitbucket's size of each repository; the budget check relies on it.
 	var upstream struct {

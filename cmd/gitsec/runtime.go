@@ -174,35 +174,37 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 	if err != nil {
 		return fmt.Errorf("GITSEC_MIRROR_DIR: %w", err)
 	}
+	clients := &providerclient.Factory{
+		Store:        st,
+		Box:          box,
+		OAuth:        bitbucketOAuth(cfg),
+		APIURL:       cfg.Bitbucket.APIURL,
+		GitURL:       cfg.Bitbucket.GitURL,
+		RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
+		GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst),
+		Logger:       log,
+	}
+	queue := backupSettings(cfg)
 	return worker.Run(ctx, worker.Options{
 		Client:    tc,
 		TaskQueue: cfg.TaskQueue,
-		Activities: &activities.Activities{
-			Store: st,
-			Box:   box,
-			Clients: &providerclient.Factory{
-				Store:        st,
-				Box:          box,
-				OAuth:        bitbucketOAuth(cfg),
-				APIURL:       cfg.Bitbucket.APIURL,
-				GitURL:       cfg.Bitbucket.GitURL,
-				RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
-				GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst),
-				Logger:       log,
+		Activities: worker.Activities{
+			Onboarding: &activities.Onboarding{Store: st, Clients: clients, Box: box, PublicURL: cfg.PublicURL, Logger: log},
+			Backups: &activities.Backups{
+				Store: st, Clients: clients, Archive: arch,
+				MirrorDir: mirrorDir, HostQueue: cfg.HostQueue, MirrorMaxBytes: cfg.MirrorMaxBytes,
+				Temporal: tc, Queue: queue, Logger: log,
 			},
-			PublicURL: cfg.PublicURL,
-			Logger:    log,
-			Archive:   arch,
-			MirrorDir: mirrorDir,
-			HostQueue: cfg.HostQueue,
-			Temporal:  tc,
-			Backups:   backupSettings(cfg),
-			Sweep: activities.SweepSettings{
-				Interval:    cfg.SweepEvery,
-				Concurrency: cfg.SweepConcurrency,
-				TaskQueue:   cfg.TaskQueue,
+			Sweeps: &activities.Sweeps{
+				Store: st, Clients: clients, Archive: arch, Temporal: tc, Queue: queue, Logger: log,
+				Settings: activities.SweepSettings{
+					Interval:    cfg.SweepEvery,
+					Concurrency: cfg.SweepConcurrency,
+					TaskQueue:   cfg.TaskQueue,
+				},
 			},
-			MirrorMaxBytes: cfg.MirrorMaxBytes,
+			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
+			Uninstall:    &activities.Uninstall{Store: st, Clients: clients},
 		},
 		HostQueue:            cfg.HostQueue,
 		MaxConcurrentBackups: cfg.MaxConcurrentBackups,
