@@ -74,6 +74,8 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/me", h.me)
 	v1.GET("/audit-events", h.listAuditEvents)
 	v1.POST("/tokens", h.createToken)
+	v1.GET("/tokens", h.listTokens)
+	v1.DELETE("/tokens/:id", h.revokeToken)
 
 	r.GET("/oauth/bitbucket/callback", h.bitbucketCallback)
 	v1.POST("/installations/bitbucket/connect", h.connectBitbucket)
