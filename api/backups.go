@@ -8,7 +8,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -47,7 +46,7 @@ func (h *handlers) requestBackup(c *gin.Context) {
 		return
 	}
 	target := workflows.BackupTarget{TenantID: r.TenantID.String(), InstallationID: r.InstallationID.String(), RepositoryID: r.ID.String()}
-	id, err := backupqueue.Request(c.Request.Context(), h.deps.Temporal, h.deps.Backups, target, r.ProviderUUID,
+	id, err := h.starts.RequestBackup(c.Request.Context(), target, r.ProviderUUID,
 		workflows.BackupRequest{Trigger: workflows.TriggerManual})
 	if err != nil {
 		h.deps.Logger.Error("request backup", "repository", r.ID, "error", err)

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"path"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
@@ -111,4 +114,94 @@ func (h *handlers) patchRepository(c *gin.Context) {
 	}
 	h.audit(c, t.ID, action, "repository", id.String(), gin.H{"full_name": r.FullName})
 	c.JSON(http.StatusOK, gin.H{"repository": r})
+}
+
+type bulkRequest struct {
+	Include         []string `json:"include"`
+	Exclude         []string `json:"exclude"`
+	DefaultIncluded *bool    `json:"default_included"`
+}
+
+// bulkSetIncluded applies glob patterns over "workspace/slug": includes first, then excludes,
+// so an exclude always wins. default_included decides for repositories discovered later.
+func (h *handlers) bulkSetIncluded(c *gin.Context) {
+	inst, ok := h.installationParam(c)
+	if !ok {
+		return
+	}
+	var req bulkRequest
+	if !decodeJSON(c, &req) {
+		return
+	}
+	if len(req.Include) == 0 && len(req.Exclude) == 0 && req.DefaultIncluded == nil {
+		abortError(c, http.StatusBadRequest, "invalid_field", `give at least one of "include", "exclude" or "default_included"`)
+		return
+	}
+	for _, p := range append(append([]string{}, req.Include...), req.Exclude...) {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			abortError(c, http.StatusBadRequest, "invalid_pattern", fmt.Sprintf("pattern %q is not a valid glob over workspace/slug", p))
+			return
+		}
+	}
+	ctx := c.Request.Context()
+	names, err := h.deps.Store.RepositoryNames(ctx, inst.TenantID, inst.ID)
+	if err != nil {
+		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list repositories")
+		return
+	}
+	include, exclude := matchAll(names, req.Include), matchAll(names, req.Exclude)
+	excluded := map[string]bool{}
+	for _, n := range exclude {
+		excluded[n] = true
+	}
+	var onlyInclude []string
+	for _, n := range include {
+		if !excluded[n] {
+			onlyInclude = append(onlyInclude, n)
+		}
+	}
+	result, err := h.applyInclusion(ctx, inst, onlyInclude, exclude, req.DefaultIncluded)
+	if err != nil {
+		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not update the repositories")
+		return
+	}
+	h.audit(c, inst.TenantID, "repositories.bulk_inclusion", "installation", inst.ID.String(), gin.H{
+		"include": req.Include, "exclude": req.Exclude, "default_included": req.DefaultIncluded, "result": result,
+	})
+	c.JSON(http.StatusOK, result)
+}
+
+func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (gin.H, error) {
+	nIn, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, include, true)
+	if err != nil {
+		return nil, err
+	}
+	nOut, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, exclude, false)
+	if err != nil {
+		return nil, err
+	}
+	result := gin.H{
+		"matched_include": len(include), "matched_exclude": len(exclude),
+		"changed_to_included": nIn, "changed_to_excluded": nOut,
+	}
+	if defaultIncluded != nil {
+		if err := h.deps.Store.SetInstallationDefaultIncluded(ctx, inst.TenantID, inst.ID, *defaultIncluded); err != nil {
+			return nil, err
+		}
+		result["default_included"] = *defaultIncluded
+	}
+	return result, nil
+}
+
+func matchAll(names, patterns []string) []string {
+	var out []string
+	for _, n := range names {
+		for _, p := range patterns {
+			if ok, _ := path.Match(p, n); ok {
+				out = append(out, n)
+				break
+			}
+		}
+	}
+	return out
 }

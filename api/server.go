@@ -16,6 +16,7 @@ import (
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/workflowstarts"
 )
 
 // Check is one dependency that /readyz reports on.
@@ -55,7 +56,11 @@ func NewHandler(d Deps) http.Handler {
 	if d.OAuthStateTTL == 0 {
 		d.OAuthStateTTL = 15 * time.Minute
 	}
-	h := &handlers{deps: d, states: &stateSigner{store: d.Store, box: d.Box}}
+	h := &handlers{
+		deps:   d,
+		states: &stateSigner{store: d.Store, box: d.Box},
+		starts: &workflowstarts.Starter{Temporal: d.Temporal, TaskQueue: d.TaskQueue, Backups: d.Backups, Logger: d.Logger},
+	}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -97,4 +102,5 @@ func NewHandler(d Deps) http.Handler {
 type handlers struct {
 	deps   Deps
 	states *stateSigner
+	starts *workflowstarts.Starter
 }

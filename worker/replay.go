@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"os"
 
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
@@ -22,10 +23,33 @@ func ReplayExecution(ctx context.Context, c client.Client, workflowID, runID str
 		}
 		hist.Events = append(hist.Events, ev)
 	}
+	if err := NewReplayer().ReplayWorkflowHistory(nil, hist); err != nil {
+		return fmt.Errorf("replay %s/%s: %w", workflowID, runID, err)
+	}
+	return nil
+}
+
+// NewReplayer returns a replayer with every workflow registered exactly as a worker registers
+// them, so a replayed history meets the code and names a deploy would run.
+func NewReplayer() sdkworker.WorkflowReplayer {
 	r := sdkworker.NewWorkflowReplayer()
 	registerWorkflows(r)
-	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
-		return fmt.Errorf("replay %s/%s: %w", workflowID, runID, err)
+	return r
+}
+
+// ReplayHistoryFile replays a history saved with `temporal workflow show --output json`.
+func ReplayHistoryFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open history: %w", err)
+	}
+	defer f.Close()
+	hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+	if err != nil {
+		return fmt.Errorf("decode history %s: %w", path, err)
+	}
+	if err := NewReplayer().ReplayWorkflowHistory(nil, hist); err != nil {
+		return fmt.Errorf("replay %s: %w", path, err)
 	}
 	return nil
 }

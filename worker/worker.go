@@ -53,8 +53,13 @@ func NewHost(o Options) sdkworker.Worker {
 		n = 4
 	}
 	w := sdkworker.New(o.Client, o.HostQueue, sdkworker.Options{MaxConcurrentActivityExecutionSize: n, DisableWorkflowWorker: true})
-	w.RegisterActivityWithOptions(o.Activities.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
+	RegisterHost(w, o.Activities)
 	return w
+}
+
+// RegisterHost registers the activities that run on a host queue, next to the worker's mirrors.
+func RegisterHost(w sdkworker.ActivityRegistry, acts *activities.Activities) {
+	w.RegisterActivityWithOptions(acts.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
 }
 
 // Register registers GitSec's workflows and activities on any worker (tests use it too).

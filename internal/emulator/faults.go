@@ -42,8 +42,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // webhook deliveries (Target "webhook").
 //
 // HTTP kinds: "429" (text/plain body, no Retry-After unless RetryAfter > 0, exactly like
-// Bitbucket), "5xx" (Status, default 503), "latency" (sleep Latency, then continue), "drop"
-// (send part of the response, then close the connection). Webhook kinds: "drop" (the
+// Bitbucket), "5xx" (Status, default 503), "4xx" (Status, default 403: an answer Bitbucket gives
+// for one repository, such as a permission taken away; 401 carries WWW-Authenticate), "latency"
+// (sleep Latency, then continue), "drop" (send part of the response, then close the connection). Webhook kinds: "drop" (the
 // delivery is lost) and "latency" (delayed).
 //
 // Matching: Method ("" = any), Path (glob where * matches any run of characters, including
@@ -106,9 +107,9 @@ func compileRule(r FaultRule) (*compiledRule, error) {
 	switch c.Target {
 	case "http":
 		switch c.Kind {
-		case "429", "5xx", "latency", "drop":
+		case "429", "4xx", "5xx", "latency", "drop":
 		default:
-			return nil, fmt.Errorf("unknown fault kind %q (want 429, 5xx, latency or drop)", c.Kind)
+			return nil, fmt.Errorf("unknown fault kind %q (want 429, 4xx, 5xx, latency or drop)", c.Kind)
 		}
 	case "webhook":
 		if c.Kind != "drop" && c.Kind != "latency" {
@@ -122,6 +123,13 @@ func compileRule(r FaultRule) (*compiledRule, error) {
 	}
 	if c.Kind == "5xx" && (c.Status < 500 || c.Status > 599) {
 		return nil, fmt.Errorf("5xx fault needs a status between 500 and 599, got %d", c.Status)
+	}
+	if c.Kind == "4xx" && c.Status == 0 {
+		c.Status = http.StatusForbidden
+	}
+	// 429 has its own kind, whose body and headers follow Bitbucket's rate limiter.
+	if c.Kind == "4xx" && (c.Status < 400 || c.Status > 499 || c.Status == http.StatusTooManyRequests) {
+		return nil, fmt.Errorf("4xx fault needs a status between 400 and 499 other than 429, got %d", c.Status)
 	}
 	if c.Fraction < 0 || c.Fraction > 1 {
 		return nil, fmt.Errorf("fraction must be within [0,1]")
@@ -288,6 +296,13 @@ func (s *Server) withFaults(w http.ResponseWriter, r *http.Request, next http.Ha
 		writeRateLimited(w, &rule.RetryAfter)
 	case "5xx":
 		writeError(w, rule.Status, "Something went wrong (injected fault)", nil)
+	case "4xx":
+		msg := http.StatusText(rule.Status) + " (injected fault)"
+		if strings.HasPrefix(r.URL.Path, "/2.0/") {
+			writeError(w, rule.Status, msg, nil)
+		} else {
+			gitDenied(w, rule.Status, msg)
+		}
 	case "drop":
 		dw := &dropWriter{ResponseWriter: w, limit: rule.DropAfterBytes}
 		if dw.limit <= 0 {

@@ -1,0 +1,48 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/gitsec/gitsec/internal/store"
+)
+
+// audit records a change; failures are logged, never shown to the caller as a failed change.
+func (h *handlers) audit(c *gin.Context, tenantID uuid.UUID, action, targetType, targetID string, details any) {
+	raw, _ := json.Marshal(details)
+	actor := "api_token:" + tokenPrefixOf(c)
+	if tokenPrefixOf(c) == "" {
+		actor = "oauth_callback"
+	}
+	if err := h.deps.Store.RecordAudit(c.Request.Context(), store.AuditEvent{
+		TenantID: tenantID, Actor: actor, Action: action, TargetType: targetType, TargetID: targetID, Details: raw,
+	}); err != nil {
+		h.deps.Logger.Error("record audit event", "action", action, "error", err)
+	}
+}
+
+// listAuditEvents pages newest first; the cursor is the last event ID seen.
+func (h *handlers) listAuditEvents(c *gin.Context) {
+	limit, ok := intQuery(c, "limit", 50, 1, 200)
+	if !ok {
+		return
+	}
+	before, ok := intQuery(c, "cursor", 0, 0, 1<<62)
+	if !ok {
+		return
+	}
+	events, err := h.deps.Store.ListAuditEvents(c.Request.Context(), tenantOf(c).ID, int64(before), limit)
+	if err != nil {
+		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list audit events")
+		return
+	}
+	resp := gin.H{"audit_events": nonNil(events)}
+	if len(events) == limit {
+		resp["next_cursor"] = strconv.FormatInt(events[len(events)-1].ID, 10)
+	}
+	c.JSON(http.StatusOK, resp)
+}
