@@ -84,6 +84,7 @@ func NewHandler(d Deps) http.Handler {
 
 	r.GET("/oauth/bitbucket/callback", h.bitbucketCallback)
 	v1.POST("/installations/bitbucket/connect", h.connectBitbucket)
+	v1.POST("/installations/bitbucket/complete", h.completeBitbucketConnect)
 	v1.GET("/installations", h.listInstallations)
 	v1.GET("/installations/:id", h.getInstallation)
 	v1.DELETE("/installations/:id", h.deleteInstallation)
