@@ -75,6 +75,8 @@ func classify(what string, err error) error {
 		return temporal.NewNonRetryableApplicationError(wrapped.Error()+" (Bitbucket removed this endpoint: GitSec must be updated)", workflows.ErrTypeEndpointGone, nil)
 	case errors.Is(err, bitbucket.ErrNotFound):
 		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeNotFound, nil)
+	case errors.Is(err, store.ErrConflict):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeAlreadyConnected, nil)
 	case errors.Is(err, store.ErrNotFound):
 		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeInstallationNotFound, nil)
 	}

@@ -57,10 +57,21 @@ func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installati
 	return
 }
 
-// RunBackup is one backup run on the host worker: change detection with one ls-remote against
-// the last manifest, then fetch into the local mirror (hydrated from storage when missing),
-// upload the new packs and write the manifest last. Progress goes to heartbeats.
+// RunBackup stages and commits a backup in one activity. Executions started before StageBackup
+// and CommitSnapshot existed still schedule it.
 func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+	res, err := a.StageBackup(ctx, in)
+	if err != nil || res.DraftKey == "" {
+		return res, err
+	}
+	return a.commitStaged(ctx, in.Target, res)
+}
+
+// StageBackup is the part of a backup run that needs the mirror, on its host worker: change
+// detection with one ls-remote against the last manifest, then fetch into the local mirror
+// (hydrated from storage when missing), upload the new packs and store the manifest draft
+// (result.DraftKey) for CommitSnapshot. Progress goes to heartbeats.
+func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
 	started := time.Now().UTC()
 	res := workflows.RunBackupResult{StartedAt: started, Host: a.HostQueue}
 	tenantID, instID, repoID, err := a.parseTarget(in.Target)
@@ -77,11 +88,19 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 		return res, nil
 	}
 	log := activity.GetLogger(ctx)
+	hb := startHeartbeat(ctx)
+	defer hb.stop()
+	dir := a.mirrorPath(tenantID, repo.ProviderUUID)
+	unhold, err := a.mirrors.hold(ctx, dir, func() { hb.step("waiting for an earlier attempt on this mirror") })
+	if err != nil {
+		return res, err
+	}
+	defer unhold()
 	client, err := a.Clients.Client(ctx, tenantID, instID)
 	if err != nil {
 		return res, classify("load credentials", err)
 	}
-	activity.RecordHeartbeat(ctx, "checking for changes")
+	hb.step("checking for changes")
 	check, err := a.checkUpstream(ctx, client, tenantID, repo.ProviderUUID, repo.FullName)
 	if err != nil {
 		return res, err
@@ -96,7 +115,6 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 	}
 	key := check.Key
 
-	dir := a.mirrorPath(tenantID, repo.ProviderUUID)
 	release := a.mirrors.acquire(dir)
 	defer release()
 	// Room for the clone or fetch: the larger of Bitbucket's size and the stored packs
@@ -112,42 +130,88 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 	if err := a.reserveMirrorSpace(dir, estimate-have); err != nil {
 		return res, err
 	}
-	mirror, err := a.openMirror(ctx, dir, latest)
+	mirror, err := a.openMirror(ctx, dir, latest, hb)
 	if err != nil {
 		return res, err
 	}
 	defer mirror.Close()
-	activity.RecordHeartbeat(ctx, "fetching")
+	hb.step("fetching")
 	// Fresh credentials for the fetch: each git operation spends its own unit of the budget.
 	auth, err := client.GitAuth(ctx)
 	if err != nil {
 		return res, classify("git credentials", err)
 	}
 	_, err = mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
-		activity.RecordHeartbeat(ctx, p)
+		hb.report(BackupProgress{Step: "fetching", Fetch: &p})
 	})
 	if err != nil {
 		return res, classifyGit("fetch "+repo.FullName, err)
 	}
-	activity.RecordHeartbeat(ctx, "uploading")
-	snap, err := a.Archive.SnapshotMirror(ctx, mirror, archive.SnapshotRequest{
+	hb.step("uploading")
+	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
 		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
 		Started:    started,
+		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 	})
 	if err != nil {
-		return res, fmt.Errorf("snapshot %s: %w", repo.FullName, err)
+		return res, fmt.Errorf("stage snapshot of %s: %w", repo.FullName, err)
 	}
-	m := snap.Manifest
-	res.Changed = snap.Created
+	m := staged.Manifest
 	res.SnapshotID, res.ParentID = m.ID, m.Parent
 	res.ManifestKey = key.ManifestKey(m.ID)
 	res.Refs, res.Packs, res.TotalBytes = m.Totals.Refs, m.Totals.Packs, m.Totals.Bytes
-	res.PacksUploaded, res.BytesUploaded = snap.PacksUploaded, snap.BytesUploaded
+	res.PacksUploaded, res.BytesUploaded = staged.PacksUploaded, staged.BytesUploaded
+	if staged.Staged {
+		res.DraftKey = key.DraftKey(m.ID)
+	}
 	res.FinishedAt = time.Now().UTC()
-	log.Info("backup done", "repository", repo.FullName, "snapshot", m.ID, "created", snap.Created,
-		"packs_uploaded", snap.PacksUploaded, "bytes_uploaded", snap.BytesUploaded, "duration_ms", res.FinishedAt.Sub(started).Milliseconds())
+	log.Info("backup staged", "repository", repo.FullName, "snapshot", m.ID, "staged", staged.Staged,
+		"packs_uploaded", staged.PacksUploaded, "bytes_uploaded", staged.BytesUploaded, "duration_ms", res.FinishedAt.Sub(started).Milliseconds())
+	return res, nil
+}
+
+// CommitSnapshot writes the manifest of the snapshot StageBackup staged, which makes the
+// snapshot exist. It runs on the shared queue (it needs only storage) and is idempotent: a
+// retry after the manifest was written succeeds with the same snapshot.
+func (a *Activities) CommitSnapshot(ctx context.Context, in workflows.CommitSnapshotInput) (workflows.RunBackupResult, error) {
+	return a.commitStaged(ctx, in.Target, in.Staged)
+}
+
+func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTarget, staged workflows.RunBackupResult) (workflows.RunBackupResult, error) {
+	res := staged
+	tenantID, _, repoID, err := a.parseTarget(target)
+	if err != nil {
+		return res, err
+	}
+	// The storage key comes from the repository row, not from the input, so that a commit can
+	// only ever touch the target's own prefix.
+	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
+	if err != nil {
+		return res, classify("load repository", err)
+	}
+	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
+	if err != nil {
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+	}
+	c, err := a.Archive.CommitStaged(ctx, key, staged.SnapshotID)
+	switch {
+	case errors.Is(err, archive.ErrStaleDraft):
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotConflict, nil)
+	case errors.Is(err, archive.ErrNotFound):
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+	case err != nil:
+		return res, fmt.Errorf("commit snapshot %s of %s: %w", staged.SnapshotID, repo.FullName, err)
+	}
+	m := c.Manifest
+	res.Changed, res.DraftKey = true, ""
+	res.SnapshotID, res.ParentID, res.ManifestKey = m.ID, m.Parent, key.ManifestKey(m.ID)
+	res.Refs, res.Packs, res.TotalBytes = m.Totals.Refs, m.Totals.Packs, m.Totals.Bytes
+	res.BytesUploaded += c.Bytes
+	res.FinishedAt = time.Now().UTC()
+	activity.GetLogger(ctx).Info("backup done", "repository", repo.FullName, "snapshot", m.ID,
+		"packs_uploaded", res.PacksUploaded, "bytes_uploaded", res.BytesUploaded, "duration_ms", res.FinishedAt.Sub(res.StartedAt).Milliseconds())
 	return res, nil
 }
 
@@ -221,7 +285,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 
 // openMirror opens the local mirror, or rebuilds it from the latest snapshot when it is missing
 // or unreadable, so a new worker never re-clones a repository that has a backup.
-func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest) (*gitmirror.Mirror, error) {
+func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest, hb *heartbeat) (*gitmirror.Mirror, error) {
 	exists, err := gitmirror.Exists(dir)
 	if err == nil && exists {
 		if m, err := gitmirror.Open(dir); err == nil {
@@ -235,11 +299,13 @@ func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive
 	if latest == nil {
 		return gitmirror.Open(dir)
 	}
-	activity.RecordHeartbeat(ctx, "hydrating mirror from storage")
+	hb.step("hydrating mirror from storage")
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
-	m, err := a.Archive.Hydrate(ctx, latest, dir, func(ev archive.TransferEvent) { activity.RecordHeartbeat(ctx, ev) })
+	m, err := a.Archive.Hydrate(ctx, latest, dir, func(ev archive.TransferEvent) {
+		hb.report(BackupProgress{Step: "hydrating mirror from storage", Transfer: &ev})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("hydrate mirror from snapshot %s: %w", latest.ID, err)
 	}
@@ -285,18 +351,105 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupFailed, time.Now().UTC()))
 	case r.Skipped != "":
 		return nil
-	case r.Changed:
-		var parent *string
-		if r.ParentID != "" {
-			parent = &r.ParentID
+	}
+	if r.SnapshotID != "" {
+		if err := a.recordSnapshots(ctx, tenantID, repoID, r); err != nil {
+			return err
 		}
-		return classify("record snapshot", a.Store.RecordSnapshot(ctx, store.Snapshot{
-			ID: r.SnapshotID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: r.ManifestKey, Trigger: in.Trigger,
-			ParentID: parent, RefsCount: r.Refs, PacksCount: r.Packs, BytesUploaded: r.BytesUploaded, TotalBytes: r.TotalBytes,
-			StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-		}))
-	default:
-		return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	}
+	if r.Changed {
+		return nil
+	}
+	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+}
+
+// maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
+const maxSnapshotsReconciled = 50
+
+// recordSnapshots writes the row of the run's snapshot (the one it committed, or the latest one
+// it found unchanged) from its manifest in storage, together with the rows of its ancestors
+// that are missing. Storage is the truth and the rows follow it: a manifest whose row was lost
+// (the record failed past its retries, or an attempt committed and died before returning) is
+// recorded by the next run, with its own ID, even when upstream has not changed since.
+func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
+	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
+	if err != nil {
+		return classify("load repository", err)
+	}
+	if !r.Changed && repo.LastSnapshotID != nil && *repo.LastSnapshotID == r.SnapshotID {
+		return nil
+	}
+	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+	}
+	// Newest first, down to the first snapshot that has its row.
+	var rows []store.Snapshot
+	for id := r.SnapshotID; id != ""; {
+		if len(rows) == maxSnapshotsReconciled {
+			a.Logger.Warn("older snapshots of the repository lack rows; only the newest are recorded",
+				"repository", repo.FullName, "recorded", len(rows), "next", id)
+			break
+		}
+		row, err := a.Store.GetSnapshot(ctx, tenantID, id)
+		if err == nil {
+			if len(rows) == 0 {
+				// The row exists; recording it again still moves the repository's pointer on.
+				rows = append(rows, row)
+			}
+			break
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return classify("load snapshot row", err)
+		}
+		m, err := a.Archive.LoadManifest(ctx, key, id)
+		if errors.Is(err, archive.ErrNotFound) {
+			if len(rows) > 0 {
+				break // an ancestor that retention removed
+			}
+			return temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("load manifest %s of %s: %w", id, repo.FullName, err)
+		}
+		rows = append(rows, snapshotRow(tenantID, repoID, key, m))
+		id = m.Parent
+	}
+	if len(rows) > 0 && r.Changed && rows[0].ID == r.SnapshotID {
+		// The run's own figures are better than what the manifest tells.
+		rows[0].BytesUploaded, rows[0].StartedAt, rows[0].FinishedAt = r.BytesUploaded, r.StartedAt, r.FinishedAt
+	}
+	for i := len(rows) - 1; i >= 0; i-- {
+		if err := a.Store.RecordSnapshot(ctx, rows[i]); err != nil {
+			return classify("record snapshot", err)
+		}
+	}
+	if !r.Changed && len(rows) > 0 {
+		a.Logger.Info("recorded snapshots that storage had and the database lacked", "repository", repo.FullName,
+			"snapshot", r.SnapshotID, "rows", len(rows))
+	}
+	return nil
+}
+
+// snapshotRow is the dashboard's row of a manifest. The manifest keeps no run timestamps nor
+// upload counts, so the run is taken to have finished when the snapshot was taken and to have
+// uploaded the packs the snapshot introduced.
+func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Manifest) store.Snapshot {
+	var parent *string
+	if m.Parent != "" {
+		p := m.Parent
+		parent = &p
+	}
+	var introduced int64
+	for _, p := range m.Packs {
+		if p.Snapshot == m.ID {
+			introduced += p.Pack.Size + p.Idx.Size
+		}
+	}
+	return store.Snapshot{
+		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: string(m.Trigger.Kind),
+		ParentID: parent, RefsCount: m.Totals.Refs, PacksCount: m.Totals.Packs, BytesUploaded: introduced, TotalBytes: m.Totals.Bytes,
+		StartedAt: m.Created.Add(-time.Duration(m.DurationMillis) * time.Millisecond), FinishedAt: m.Created,
 	}
 }
 
@@ -324,9 +477,9 @@ func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackups
 		if in.OnlyNeverBackedUp && r.LastSnapshotID != nil {
 			continue
 		}
-		target := workflows.BackupTarget{TenantID: tenantID.String(), InstallationID: instID.String(), RepositoryID: r.ID.String()}
+		target := backupqueue.Target(r)
 		g.Go(func() error {
-			if _, err := backupqueue.Request(gctx, a.Temporal, a.Backups, target, r.ProviderUUID, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+			if _, err := backupqueue.Request(gctx, a.Temporal, a.Backups, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
 				return err
 			}
 			activity.RecordHeartbeat(ctx, started.Add(1))

@@ -109,7 +109,7 @@ func BenchmarkBackupVersusGit(b *testing.B) {
 		OAuth:  bitbucket.OAuthConfig("bench", "bench-secret", emu.URL()+"/site/oauth2", "http://127.0.0.1:1/cb"),
 		APIURL: emu.URL(), GitURL: emu.URL(), Logger: log,
 		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000)}
-	target := workflows.BackupTarget{TenantID: ten.ID.String(), InstallationID: instID.String(), RepositoryID: repoID.String()}
+	target := workflows.BackupTarget{TenantID: ten.ID.String(), InstallationID: instID.String(), RepositoryID: repoID.String(), ProviderUUID: repoUUID}
 	remote := emu.URL() + "/acme/big.git"
 
 	var fullS, cloneS, goGitCloneS, incrS, gitFetchS float64

@@ -76,7 +76,7 @@ func (e *backupEnv) repoKey(slug string) archive.RepoKey {
 	return key
 }
 
-// mirrorDir is where the host worker keeps the repository's mirror (see RunBackup).
+// mirrorDir is where the host worker keeps the repository's mirror (see StageBackup).
 func (e *backupEnv) mirrorDir(slug string) string {
 	return filepath.Join(e.mirrors, e.tenantID.String(), archive.NormalizeUUID(e.repos[slug].ProviderUUID))
 }
@@ -113,19 +113,19 @@ func (e *backupEnv) faultFired(id string) int {
 	return 0
 }
 
-// activityRun is one RunBackup activity of a workflow run, by history event ids.
+// activityRun is one StageBackup activity of a workflow run, by history event ids.
 type activityRun struct {
 	scheduled, started, closed int64
 	attempt                    int32
 	outcome                    enumspb.EventType
 }
 
-// runBackupActivities reads the RunBackup activities from the history of the repository's
+// stageActivities reads the StageBackup activities from the history of the repository's
 // latest BackupRepository workflow run, in the order they were scheduled.
-func (e *backupEnv) runBackupActivities(slug string) []activityRun {
+func (e *backupEnv) stageActivities(slug string) []activityRun {
 	e.t.Helper()
 	ctx := context.Background()
-	iter := e.temporal.GetWorkflowHistory(ctx, workflows.BackupWorkflowID(e.repos[slug].ProviderUUID), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	iter := e.temporal.GetWorkflowHistory(ctx, workflows.BackupWorkflowID(backupqueue.Target(e.repos[slug])), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	var runs []*activityRun
 	bySchedule := map[int64]*activityRun{}
 	for iter.HasNext() {
@@ -135,7 +135,7 @@ func (e *backupEnv) runBackupActivities(slug string) []activityRun {
 		}
 		switch ev.GetEventType() {
 		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			if ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == workflows.RunBackupActivity {
+			if ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == workflows.StageBackupActivity {
 				r := &activityRun{scheduled: ev.GetEventId()}
 				runs = append(runs, r)
 				bySchedule[r.scheduled] = r
@@ -287,7 +287,7 @@ func TestBackupAfterUpstreamRename(t *testing.T) {
 	}
 }
 
-// A fetch whose connection is cut mid-pack fails the first RunBackup attempt; Temporal retries
+// A fetch whose connection is cut mid-pack fails the first StageBackup attempt; Temporal retries
 // it and the backup completes, with no trace of the broken transfer in the snapshot.
 func TestBackupRetriesFetchCutMidPack(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
@@ -297,9 +297,9 @@ func TestBackupRetriesFetchCutMidPack(t *testing.T) {
 	if n := e.faultFired(drop); n != 1 {
 		t.Fatalf("the drop fault fired %d times, want 1", n)
 	}
-	runs := e.runBackupActivities("api")
+	runs := e.stageActivities("api")
 	if len(runs) != 1 || runs[0].attempt != 2 || runs[0].outcome != enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {
-		t.Fatalf("RunBackup activities = %+v, want one that completed on its second attempt", runs)
+		t.Fatalf("StageBackup activities = %+v, want one that completed on its second attempt", runs)
 	}
 	snaps := e.snapshots("api")
 	if len(snaps) != 1 || snaps[0].PacksCount != 1 {
@@ -350,7 +350,7 @@ func TestBackupAfterCrashBetweenPackUploadAndManifest(t *testing.T) {
 		t.Fatalf("fetch wrote %d packs, want 1", len(fetched.NewPacks))
 	}
 	orphan := fetched.NewPacks[0]
-	if _, uploaded, err := e.archive.PutPack(ctx, e.repoKey("api"), orphan); err != nil || uploaded < fileSize {
+	if _, uploaded, err := e.archive.PutPack(ctx, e.repoKey("api"), orphan, nil); err != nil || uploaded < fileSize {
 		t.Fatalf("upload of the crashed run's pack: %d bytes, %v", uploaded, err)
 	}
 	if err := mirror.Close(); err != nil {
@@ -387,8 +387,8 @@ func TestBackupRequestDuringRunFollowsIt(t *testing.T) {
 	hold := e.addFault(emulator.FaultRule{Method: "POST", PathRegex: `^/acme/api\.git/git-upload-pack$`, Kind: "latency", Latency: emulator.Duration(3 * time.Second), Count: 1})
 
 	r := e.repos["api"]
-	target := workflows.BackupTarget{TenantID: e.tenantID.String(), InstallationID: e.instID.String(), RepositoryID: r.ID.String()}
-	id, err := backupqueue.Request(ctx, e.temporal, e.settings, target, r.ProviderUUID, workflows.BackupRequest{Trigger: workflows.TriggerManual})
+	target := backupqueue.Target(r)
+	id, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: workflows.TriggerManual})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,19 +410,19 @@ func TestBackupRequestDuringRunFollowsIt(t *testing.T) {
 
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
 	pushed := e.upstreamRefs("acme/api")
-	if _, err := backupqueue.Request(ctx, e.temporal, e.settings, target, r.ProviderUUID, workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-during"}); err != nil {
+	if _, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-during"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.temporal.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
 		t.Fatalf("backup workflow: %v", err)
 	}
 
-	runs := e.runBackupActivities("api")
+	runs := e.stageActivities("api")
 	if len(runs) != 2 {
-		t.Fatalf("RunBackup activities = %+v, want two", runs)
+		t.Fatalf("StageBackup activities = %+v, want two", runs)
 	}
 	if runs[0].closed == 0 || runs[1].scheduled < runs[0].closed {
-		t.Fatalf("RunBackup activities overlap: %+v", runs)
+		t.Fatalf("StageBackup activities overlap: %+v", runs)
 	}
 	snaps := e.snapshots("api")
 	if len(snaps) != 2 {

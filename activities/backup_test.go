@@ -40,6 +40,7 @@ type backupEnv struct {
 	t        *testing.T
 	emu      *emulator.Server
 	store    *store.Store
+	dbURL    string
 	archive  *archive.Store
 	temporal client.Client
 	settings backupqueue.Settings
@@ -82,7 +83,8 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activitie
 	}
 	t.Cleanup(func() { e.emu.Close() })
 
-	if e.store, err = store.Open(ctx, testenv.Postgres(t)); err != nil {
+	e.dbURL = testenv.Postgres(t)
+	if e.store, err = store.Open(ctx, e.dbURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.store.Close)
@@ -209,11 +211,11 @@ func (e *backupEnv) backup(slug string, reqs ...workflows.BackupRequest) {
 	if len(reqs) == 0 {
 		reqs = []workflows.BackupRequest{{Trigger: workflows.TriggerManual}}
 	}
-	target := workflows.BackupTarget{TenantID: e.tenantID.String(), InstallationID: e.instID.String(), RepositoryID: r.ID.String()}
+	target := backupqueue.Target(r)
 	var id string
 	for _, req := range reqs {
 		var err error
-		if id, err = backupqueue.Request(ctx, e.temporal, e.settings, target, r.ProviderUUID, req); err != nil {
+		if id, err = backupqueue.Request(ctx, e.temporal, e.settings, target, req); err != nil {
 			e.t.Fatal(err)
 		}
 	}

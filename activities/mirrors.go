@@ -52,6 +52,45 @@ type mirrorLeases struct {
 	reserved map[string]int64
 	// budget serialises space reservations so two fetches cannot both claim the last room.
 	budget sync.Mutex
+	// held maps a mirror directory to a channel closed when its backup ends (see hold).
+	held map[string]chan struct{}
+}
+
+// hold makes the backups of one mirror on this worker take turns, and blocks until it is dir's
+// turn or ctx ends; waiting is called once if it has to wait. Attempts of one backup go to the
+// same host queue, so this is where a second attempt meets a first one that Temporal gave up
+// on but that still runs: it waits for it (the first attempt learns of its end at its next
+// heartbeat and stops) instead of fetching and uploading the same packs beside it.
+func (l *mirrorLeases) hold(ctx context.Context, dir string, waiting func()) (release func(), err error) {
+	told := false
+	for {
+		l.mu.Lock()
+		busy, taken := l.held[dir]
+		if !taken {
+			if l.held == nil {
+				l.held = map[string]chan struct{}{}
+			}
+			mine := make(chan struct{})
+			l.held[dir] = mine
+			l.mu.Unlock()
+			return func() {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				delete(l.held, dir)
+				close(mine)
+			}, nil
+		}
+		l.mu.Unlock()
+		if !told {
+			waiting()
+			told = true
+		}
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for the backup running on mirror %s: %w", dir, ctx.Err())
+		}
+	}
 }
 
 // acquire marks dir in use until release is called; release also stamps the directory's

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -120,5 +121,52 @@ func TestListMirrorsIgnoresEverythingButMirrors(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Dir != m || got[0].Size != 10 || got[0].Tenant != tenant {
 		t.Fatalf("listMirrors = %+v, want only %s", got, m)
+	}
+}
+
+// A second attempt of a backup waits for the first one on the same mirror instead of running
+// beside it, gives up when its own context ends, and other mirrors are not held up.
+func TestMirrorHoldMakesAttemptsTakeTurns(t *testing.T) {
+	var l mirrorLeases
+	ctx := context.Background()
+	first, err := l.hold(ctx, "/m/a", func() { t.Error("the first attempt waited") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := l.hold(ctx, "/m/b", func() { t.Error("another mirror waited") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	other()
+
+	waited := make(chan struct{})
+	got := make(chan error, 1)
+	go func() {
+		release, err := l.hold(ctx, "/m/a", func() { close(waited) })
+		if err == nil {
+			release()
+		}
+		got <- err
+	}()
+	<-waited
+	select {
+	case err := <-got:
+		t.Fatalf("the second attempt went ahead (%v) while the first held the mirror", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	first()
+	if err := <-got; err != nil {
+		t.Fatalf("second attempt after the first ended: %v", err)
+	}
+
+	held, err := l.hold(ctx, "/m/a", func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := l.hold(cancelled, "/m/a", func() {}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("hold with a cancelled context = %v, want context.Canceled", err)
 	}
 }

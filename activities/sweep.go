@@ -196,8 +196,8 @@ func (a *Activities) WakeRepositories(ctx context.Context, in workflows.WakeInpu
 	}
 	n := 0
 	for _, r := range in.Repositories {
-		target := workflows.BackupTarget{TenantID: tenantID.String(), InstallationID: instID.String(), RepositoryID: r.ID}
-		if _, err := backupqueue.Request(ctx, a.Temporal, a.Backups, target, r.ProviderUUID, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+		target := workflows.BackupTarget{TenantID: tenantID.String(), InstallationID: instID.String(), RepositoryID: r.ID, ProviderUUID: r.ProviderUUID}
+		if _, err := backupqueue.Request(ctx, a.Temporal, a.Backups, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
 			return n, err
 		}
 		n++

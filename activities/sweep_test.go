@@ -19,6 +19,7 @@ import (
 
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -51,7 +52,7 @@ func (e *backupEnv) waitBackups(slugs ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for _, slug := range slugs {
-		id := workflows.BackupWorkflowID(e.repos[slug].ProviderUUID)
+		id := workflows.BackupWorkflowID(backupqueue.Target(e.repos[slug]))
 		if err := e.temporal.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
 			e.t.Fatalf("backup workflow of %s: %v", slug, err)
 		}
@@ -62,7 +63,7 @@ func (e *backupEnv) waitBackups(slugs ...string) {
 // repository the sweep did not wake keeps its run.
 func (e *backupEnv) backupRunID(slug string) string {
 	e.t.Helper()
-	d, err := e.temporal.DescribeWorkflowExecution(context.Background(), workflows.BackupWorkflowID(e.repos[slug].ProviderUUID), "")
+	d, err := e.temporal.DescribeWorkflowExecution(context.Background(), workflows.BackupWorkflowID(backupqueue.Target(e.repos[slug])), "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
 		return ""

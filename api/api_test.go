@@ -44,6 +44,8 @@ func (b *lockedBuffer) String() string {
 type fixture struct {
 	srv    *httptest.Server
 	store  *store.Store
+	dbURL  string
+	deps   api.Deps
 	logs   *lockedBuffer
 	tokenA string
 	tokenB string
@@ -52,7 +54,8 @@ type fixture struct {
 func newFixture(t *testing.T, checks ...api.Check) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, testenv.Postgres(t))
+	dbURL := testenv.Postgres(t)
+	st, err := store.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +63,7 @@ func newFixture(t *testing.T, checks ...api.Check) *fixture {
 	if _, err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{store: st, logs: &lockedBuffer{}}
+	f := &fixture{store: st, dbURL: dbURL, logs: &lockedBuffer{}}
 	for name, dst := range map[string]*string{"acme": &f.tokenA, "globex": &f.tokenB} {
 		ten, err := st.CreateTenant(ctx, name)
 		if err != nil {
@@ -73,13 +76,30 @@ func newFixture(t *testing.T, checks ...api.Check) *fixture {
 	if checks == nil {
 		checks = []api.Check{{Name: "postgres", Fn: st.Ping}}
 	}
-	h := api.NewHandler(api.Deps{Store: st, Checks: checks, Logger: slog.New(slog.NewJSONHandler(f.logs, nil)), Version: "test"})
-	f.srv = httptest.NewServer(h)
-	t.Cleanup(f.srv.Close)
+	f.deps = api.Deps{Store: st, Checks: checks, Logger: slog.New(slog.NewJSONHandler(f.logs, nil)), Version: "test"}
+	f.serve(t)
 	return f
 }
 
+// serve (re)starts the API on f.deps, so a test can swap a dependency for one that is down.
+func (f *fixture) serve(t *testing.T) {
+	t.Helper()
+	if f.srv != nil {
+		f.srv.Close()
+	}
+	srv := httptest.NewServer(api.NewHandler(f.deps))
+	f.srv = srv
+	t.Cleanup(srv.Close)
+}
+
 func (f *fixture) do(t *testing.T, method, path, token, body string) (int, map[string]any) {
+	t.Helper()
+	status, _, out := f.send(t, method, path, token, body, "")
+	return status, out
+}
+
+// send is do with a caller-chosen X-Request-Id (none when empty) that also returns the raw body.
+func (f *fixture) send(t *testing.T, method, path, token, body, requestID string) (int, string, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -95,6 +115,9 @@ func (f *fixture) do(t *testing.T, method, path, token, body string) (int, map[s
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if requestID != "" {
+		req.Header.Set("X-Request-Id", requestID)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +128,7 @@ func (f *fixture) do(t *testing.T, method, path, token, body string) (int, map[s
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("%s %s: response is not a JSON object: %q", method, path, raw)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, string(raw), out
 }
 
 func errorCode(t *testing.T, body map[string]any) string {

@@ -26,23 +26,23 @@ func (h *handlers) audit(c *gin.Context, tenantID uuid.UUID, action, targetType,
 }
 
 // listAuditEvents pages newest first; the cursor is the last event ID seen.
-func (h *handlers) listAuditEvents(c *gin.Context) {
-	limit, ok := intQuery(c, "limit", 50, 1, 200)
-	if !ok {
-		return
+func (h *handlers) listAuditEvents(c *gin.Context) error {
+	limit, err := intQuery(c, "limit", 50, 1, 200)
+	if err != nil {
+		return err
 	}
-	before, ok := intQuery(c, "cursor", 0, 0, 1<<62)
-	if !ok {
-		return
+	before, err := intQuery(c, "cursor", 0, 0, 1<<62)
+	if err != nil {
+		return err
 	}
 	events, err := h.deps.Store.ListAuditEvents(c.Request.Context(), tenantOf(c).ID, int64(before), limit)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list audit events")
-		return
+		return failed("could not list audit events", err)
 	}
 	resp := gin.H{"audit_events": nonNil(events)}
 	if len(events) == limit {
 		resp["next_cursor"] = strconv.FormatInt(events[len(events)-1].ID, 10)
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }

@@ -8,96 +8,90 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
 
 // loadRepository answers 404 for unknown IDs and other tenants' repositories.
-func (h *handlers) loadRepository(c *gin.Context) (store.Repository, bool) {
-	id, ok := h.repositoryParam(c)
-	if !ok {
-		return store.Repository{}, false
+func (h *handlers) loadRepository(c *gin.Context) (store.Repository, error) {
+	id, err := h.repositoryParam(c)
+	if err != nil {
+		return store.Repository{}, err
 	}
 	r, err := h.deps.Store.GetRepository(c.Request.Context(), tenantOf(c).ID, id)
 	if errors.Is(err, store.ErrNotFound) {
-		abortError(c, http.StatusNotFound, "not_found", "repository "+id.String()+" does not exist")
-		return store.Repository{}, false
+		return store.Repository{}, errNotFound("repository", id.String())
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not read the repository")
-		return store.Repository{}, false
+		return store.Repository{}, failed("could not read the repository", err)
 	}
-	return r, true
+	return r, nil
 }
 
 // requestBackup wakes the repository's backup workflow (202); requests during a running
 // backup are coalesced into one follow-up run.
-func (h *handlers) requestBackup(c *gin.Context) {
-	r, ok := h.loadRepository(c)
-	if !ok {
-		return
+func (h *handlers) requestBackup(c *gin.Context) error {
+	r, err := h.loadRepository(c)
+	if err != nil {
+		return err
 	}
 	if !r.Included {
-		abortError(c, http.StatusConflict, "excluded", "repository "+r.FullName+" is excluded from backups; include it first (PATCH {\"included\":true})")
-		return
+		return errConflict("excluded", "repository "+r.FullName+" is excluded from backups; include it first (PATCH {\"included\":true})")
 	}
 	if r.Status != store.RepositoryActive {
-		abortError(c, http.StatusConflict, "not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
-		return
+		return errConflict("not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
 	}
-	target := workflows.BackupTarget{TenantID: r.TenantID.String(), InstallationID: r.InstallationID.String(), RepositoryID: r.ID.String()}
-	id, err := h.starts.RequestBackup(c.Request.Context(), target, r.ProviderUUID,
+	id, err := h.starts.RequestBackup(c.Request.Context(), backupqueue.Target(r),
 		workflows.BackupRequest{Trigger: workflows.TriggerManual})
 	if err != nil {
-		h.deps.Logger.Error("request backup", "repository", r.ID, "error", err)
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not queue the backup")
-		return
+		return failed("could not queue the backup", err)
 	}
 	h.audit(c, r.TenantID, "repository.backup_requested", "repository", r.ID.String(), gin.H{"full_name": r.FullName, "workflow_id": id})
 	c.JSON(http.StatusAccepted, gin.H{"repository_id": r.ID, "workflow_id": id, "status": "queued"})
+	return nil
 }
 
-func (h *handlers) listSnapshots(c *gin.Context) {
-	r, ok := h.loadRepository(c)
-	if !ok {
-		return
+func (h *handlers) listSnapshots(c *gin.Context) error {
+	r, err := h.loadRepository(c)
+	if err != nil {
+		return err
 	}
-	limit, ok := intQuery(c, "limit", 50, 1, 200)
-	if !ok {
-		return
+	limit, err := intQuery(c, "limit", 50, 1, 200)
+	if err != nil {
+		return err
 	}
 	cursor := c.Query("cursor")
 	snaps, err := h.deps.Store.ListSnapshots(c.Request.Context(), r.TenantID, r.ID, cursor, limit)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list snapshots")
-		return
+		return failed("could not list snapshots", err)
 	}
 	resp := gin.H{"snapshots": nonNil(snaps)}
 	if len(snaps) == limit {
 		resp["next_cursor"] = snaps[len(snaps)-1].ID
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }
 
-func (h *handlers) getSnapshot(c *gin.Context) {
+func (h *handlers) getSnapshot(c *gin.Context) error {
 	sn, err := h.deps.Store.GetSnapshot(c.Request.Context(), tenantOf(c).ID, c.Param("id"))
 	if errors.Is(err, store.ErrNotFound) {
-		abortError(c, http.StatusNotFound, "not_found", "snapshot "+c.Param("id")+" does not exist")
-		return
+		return errNotFound("snapshot", c.Param("id"))
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not read the snapshot")
-		return
+		return failed("could not read the snapshot", err)
 	}
 	c.JSON(http.StatusOK, gin.H{"snapshot": sn})
+	return nil
 }
 
 // backupStatus asks the running workflow; with none running, the database says how the last
 // backup went.
-func (h *handlers) backupStatus(c *gin.Context) {
-	r, ok := h.loadRepository(c)
-	if !ok {
-		return
+func (h *handlers) backupStatus(c *gin.Context) error {
+	r, err := h.loadRepository(c)
+	if err != nil {
+		return err
 	}
 	resp := gin.H{
 		"repository_id":      r.ID,
@@ -108,11 +102,12 @@ func (h *handlers) backupStatus(c *gin.Context) {
 	}
 	qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(r.ProviderUUID), "", workflows.BackupStatusQuery)
+	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(backupqueue.Target(r)), "", workflows.BackupStatusQuery)
 	var live workflows.BackupStatus
 	if err == nil && val.Get(&live) == nil {
 		resp["state"] = live.State
 		resp["live"] = live
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }

@@ -25,10 +25,11 @@ func TestBackupsThroughTheAPI(t *testing.T) {
 		t.Fatalf("repositories = %v", body)
 	}
 	repo := repos[0].(map[string]any)
-	repoID, uuid := repo["id"].(string), repo["uuid"].(string)
+	repoID := repo["id"].(string)
+	backupID := workflows.BackupWorkflowID(e.backupTarget("acme-corp", repo))
 
 	// The initial backup onboarding started finishes on its own.
-	waitWorkflow(t, e, workflows.BackupWorkflowID(uuid))
+	waitWorkflow(t, e, backupID)
 	_, body = e.call("GET", "/api/v1/repositories/"+repoID+"/snapshots", "acme-corp", "")
 	snaps := body["snapshots"].([]any)
 	if len(snaps) != 1 {
@@ -50,10 +51,10 @@ func TestBackupsThroughTheAPI(t *testing.T) {
 	// A manual backup after a push produces a second snapshot.
 	e.emulatorPOST("/_emulator/repositories/acme/api/push", `{"commits":1}`)
 	status, queued := e.call("POST", "/api/v1/repositories/"+repoID+"/backups", "acme-corp", "")
-	if status != 202 || queued["workflow_id"] != workflows.BackupWorkflowID(uuid) {
+	if status != 202 || queued["workflow_id"] != backupID {
 		t.Fatalf("POST backups = %d %v", status, queued)
 	}
-	waitWorkflow(t, e, workflows.BackupWorkflowID(uuid))
+	waitWorkflow(t, e, backupID)
 	_, body = e.call("GET", "/api/v1/repositories/"+repoID+"/snapshots?limit=1", "acme-corp", "")
 	latest := body["snapshots"].([]any)[0].(map[string]any)
 	if latest["trigger"] != "manual" || latest["parent_id"] != first["id"] || body["next_cursor"] == nil {
@@ -83,6 +84,17 @@ func TestBackupsThroughTheAPI(t *testing.T) {
 	if status, _ := e.call("POST", "/api/v1/repositories/"+repoID+"/backups", "other-corp", ""); status != 404 {
 		t.Fatalf("other tenant POST backups = %d, want 404", status)
 	}
+}
+
+// backupTarget is the backup target of a repository as the API lists it.
+func (e *connectEnv) backupTarget(tenant string, repo map[string]any) workflows.BackupTarget {
+	e.t.Helper()
+	ten, err := e.store.TenantByName(context.Background(), tenant)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return workflows.BackupTarget{TenantID: ten.ID.String(), InstallationID: repo["installation_id"].(string),
+		RepositoryID: repo["id"].(string), ProviderUUID: repo["uuid"].(string)}
 }
 
 func (e *connectEnv) emulatorPOST(path, body string) {

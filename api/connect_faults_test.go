@@ -456,11 +456,7 @@ func (e *connectEnv) storedToken(instID string) *oauth2.Token {
 // installation reads an acme-corp installation through the API.
 func (e *connectEnv) installation(instID string) map[string]any {
 	e.t.Helper()
-	status, body := e.call("GET", "/api/v1/installations/"+instID, "acme-corp", "")
-	if status != 200 {
-		e.t.Fatalf("GET installation = %d %v", status, body)
-	}
-	return body["installation"].(map[string]any)
+	return e.installationOf("acme-corp", instID)
 }
 
 // workspaces returns an installation's workspaces by slug, as the API shows them.

@@ -168,7 +168,7 @@ func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
 
 	e.api.Config.Handler = api.NewHandler(api.Deps{
 		Store: e.store, Logger: e.log, Version: "test", Temporal: e.temporal, TaskQueue: tenv.TaskQueue,
-		Box: e.box, BitbucketOAuth: e.oauth,
+		Box: e.box, BitbucketOAuth: e.oauth, BitbucketAPIURL: e.emu.URL(),
 		Backups: backupqueue.Settings{TaskQueue: tenv.TaskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second},
 	})
 	e.api.Start()

@@ -16,22 +16,19 @@ import (
 )
 
 // installationParam loads the installation named in the path; another tenant's ID is a 404.
-func (h *handlers) installationParam(c *gin.Context) (store.Installation, bool) {
+func (h *handlers) installationParam(c *gin.Context) (store.Installation, error) {
 	id, err := uuid.Parse(c.Param("id"))
 	if err != nil {
-		abortError(c, http.StatusNotFound, "not_found", "installation "+c.Param("id")+" does not exist")
-		return store.Installation{}, false
+		return store.Installation{}, errNotFound("installation", c.Param("id"))
 	}
 	inst, err := h.deps.Store.GetInstallation(c.Request.Context(), tenantOf(c).ID, id)
 	if errors.Is(err, store.ErrNotFound) {
-		abortError(c, http.StatusNotFound, "not_found", "installation "+id.String()+" does not exist")
-		return store.Installation{}, false
+		return store.Installation{}, errNotFound("installation", id.String())
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not read the installation")
-		return store.Installation{}, false
+		return store.Installation{}, failed("could not read the installation", err)
 	}
-	return inst, true
+	return inst, nil
 }
 
 type installationView struct {
@@ -52,35 +49,33 @@ func (h *handlers) view(ctx context.Context, inst store.Installation) (installat
 	}, nil
 }
 
-func (h *handlers) listInstallations(c *gin.Context) {
+func (h *handlers) listInstallations(c *gin.Context) error {
 	ctx := c.Request.Context()
 	insts, err := h.deps.Store.ListInstallations(ctx, tenantOf(c).ID)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list installations")
-		return
+		return failed("could not list installations", err)
 	}
 	out := make([]installationView, 0, len(insts))
 	for _, inst := range insts {
 		v, err := h.view(ctx, inst)
 		if err != nil {
-			abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list workspaces")
-			return
+			return failed("could not list workspaces", err)
 		}
 		out = append(out, v)
 	}
 	c.JSON(http.StatusOK, gin.H{"installations": out})
+	return nil
 }
 
-func (h *handlers) getInstallation(c *gin.Context) {
-	inst, ok := h.installationParam(c)
-	if !ok {
-		return
+func (h *handlers) getInstallation(c *gin.Context) error {
+	inst, err := h.installationParam(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Request.Context()
 	v, err := h.view(ctx, inst)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list workspaces")
-		return
+		return failed("could not list workspaces", err)
 	}
 	progress, source := json.RawMessage(inst.Progress), "database"
 	if h.deps.Temporal != nil {
@@ -96,21 +91,20 @@ func (h *handlers) getInstallation(c *gin.Context) {
 	}
 	v.Progress = progress
 	c.JSON(http.StatusOK, gin.H{"installation": v, "progress_source": source})
+	return nil
 }
 
-func (h *handlers) deleteInstallation(c *gin.Context) {
-	inst, ok := h.installationParam(c)
-	if !ok {
-		return
+func (h *handlers) deleteInstallation(c *gin.Context) error {
+	inst, err := h.installationParam(c)
+	if err != nil {
+		return err
 	}
 	if inst.Status == store.InstallationRemoved {
-		abortError(c, http.StatusConflict, "already_removed", "installation "+inst.ID.String()+" was already removed; its backups are kept")
-		return
+		return errConflict("already_removed", "installation "+inst.ID.String()+" was already removed; its backups are kept")
 	}
 	id, err := h.starts.StartUninstall(c.Request.Context(), inst.TenantID, inst.ID)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not start the uninstall")
-		return
+		return failed("could not start the uninstall", err)
 	}
 	h.audit(c, inst.TenantID, "installation.uninstalled", "installation", inst.ID.String(), gin.H{"workflow_id": id})
 	c.JSON(http.StatusAccepted, gin.H{
@@ -119,26 +113,25 @@ func (h *handlers) deleteInstallation(c *gin.Context) {
 		"workflow_id":     id,
 		"backups":         "kept: existing snapshots stay in storage and remain restorable",
 	})
+	return nil
 }
 
-func (h *handlers) syncInstallation(c *gin.Context) {
-	inst, ok := h.installationParam(c)
-	if !ok {
-		return
+func (h *handlers) syncInstallation(c *gin.Context) error {
+	inst, err := h.installationParam(c)
+	if err != nil {
+		return err
 	}
 	if inst.Status == store.InstallationRemoved || inst.Status == store.InstallationRemoving {
-		abortError(c, http.StatusConflict, "removed", "installation "+inst.ID.String()+" is removed; connect the account again")
-		return
+		return errConflict("removed", "installation "+inst.ID.String()+" is removed; connect the account again")
 	}
 	id, err := h.starts.StartOnboarding(c.Request.Context(), inst.TenantID, inst.ID, "sync")
 	if errors.Is(err, workflowstarts.ErrAlreadyRunning) {
-		abortError(c, http.StatusConflict, "discovery_running", "a discovery is already running for installation "+inst.ID.String())
-		return
+		return errConflict("discovery_running", "a discovery is already running for installation "+inst.ID.String())
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not start the discovery")
-		return
+		return failed("could not start the discovery", err)
 	}
 	h.audit(c, inst.TenantID, "installation.sync_requested", "installation", inst.ID.String(), gin.H{"workflow_id": id})
 	c.JSON(http.StatusAccepted, gin.H{"installation_id": inst.ID, "workflow_id": id})
+	return nil
 }

@@ -10,22 +10,22 @@ import (
 	"github.com/gitsec/gitsec/internal/store"
 )
 
-func (h *handlers) me(c *gin.Context) {
+func (h *handlers) me(c *gin.Context) error {
 	t := tenantOf(c)
 	c.JSON(http.StatusOK, gin.H{"tenant": gin.H{"id": t.ID, "name": t.Name, "created_at": t.CreatedAt}})
+	return nil
 }
 
-func intQuery(c *gin.Context, name string, def, min, max int) (int, bool) {
+func intQuery(c *gin.Context, name string, def, min, max int) (int, error) {
 	raw := c.Query(name)
 	if raw == "" {
-		return def, true
+		return def, nil
 	}
 	n, err := strconv.Atoi(raw)
 	if err != nil || n < min || n > max {
-		abortError(c, http.StatusBadRequest, "invalid_parameter", "query parameter "+name+"="+strconv.Quote(raw)+" must be an integer between "+strconv.Itoa(min)+" and "+strconv.Itoa(max))
-		return 0, false
+		return 0, errInvalid("invalid_parameter", "query parameter "+name+"="+strconv.Quote(raw)+" must be an integer between "+strconv.Itoa(min)+" and "+strconv.Itoa(max))
 	}
-	return n, true
+	return n, nil
 }
 
 func nonNil[T any](s []T) []T {
@@ -41,21 +41,19 @@ type createTokenRequest struct {
 
 // createToken issues another API token for the caller's tenant; the response is the only time
 // the token is shown.
-func (h *handlers) createToken(c *gin.Context) {
+func (h *handlers) createToken(c *gin.Context) error {
 	var req createTokenRequest
-	if !decodeJSON(c, &req) {
-		return
+	if err := decodeJSON(c, &req); err != nil {
+		return err
 	}
 	if len(req.Name) > 100 {
-		abortError(c, http.StatusBadRequest, "invalid_field", "field \"name\" must be at most 100 characters")
-		return
+		return errInvalid("invalid_field", "field \"name\" must be at most 100 characters")
 	}
 	ctx := c.Request.Context()
 	t := tenantOf(c)
 	token, rec, err := h.deps.Store.IssueAPIToken(ctx, t.ID, req.Name)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not create the token")
-		return
+		return failed("could not create the token", err)
 	}
 	details, _ := json.Marshal(map[string]string{"token_id": rec.ID.String(), "name": rec.Name, "display_prefix": rec.DisplayPrefix})
 	if err := h.deps.Store.RecordAudit(ctx, store.AuditEvent{TenantID: t.ID, Actor: "api_token:" + tokenPrefixOf(c), Action: "api_token.created", TargetType: "api_token", TargetID: rec.ID.String(), Details: details}); err != nil {
@@ -69,4 +67,5 @@ func (h *handlers) createToken(c *gin.Context) {
 		"created_at":     rec.CreatedAt,
 		"note":           "store this token now: it is not shown again",
 	})
+	return nil
 }

@@ -18,6 +18,8 @@ const (
 	ctxRequestID   = "request_id"
 	ctxTenant      = "tenant"
 	ctxTokenPrefix = "token_prefix"
+	// ctxErrorCode is the code of an error answer, for the request's log line.
+	ctxErrorCode = "error_code"
 )
 
 func requestID() gin.HandlerFunc {
@@ -49,6 +51,9 @@ func requestLogger(log *slog.Logger) gin.HandlerFunc {
 			"duration_ms", time.Since(start).Milliseconds(),
 			"request_id", c.GetString(ctxRequestID),
 		}
+		if code := c.GetString(ctxErrorCode); code != "" {
+			attrs = append(attrs, "error_code", code)
+		}
 		if t, ok := c.Get(ctxTenant); ok {
 			attrs = append(attrs, "tenant", t.(store.Tenant).Name)
 		}
@@ -73,31 +78,29 @@ func recoverer(log *slog.Logger) gin.HandlerFunc {
 }
 
 // authenticate resolves "Authorization: Bearer gsk_..." to a tenant.
-func authenticate(s *store.Store) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			abortError(c, http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer gsk_...")
-			return
-		}
-		token = strings.TrimSpace(token)
-		if apitoken.Check(token) != nil {
-			abortError(c, http.StatusUnauthorized, "unauthorized", "invalid API token")
-			return
-		}
-		tenant, err := s.TenantByTokenHash(c.Request.Context(), apitoken.Hash(token))
-		if errors.Is(err, store.ErrNotFound) {
-			abortError(c, http.StatusUnauthorized, "unauthorized", "invalid API token")
-			return
-		}
-		if err != nil {
-			abortError(c, http.StatusServiceUnavailable, "unavailable", "could not check the API token: metadata store unavailable")
-			return
-		}
-		c.Set(ctxTenant, tenant)
-		c.Set(ctxTokenPrefix, apitoken.DisplayPrefix(token))
-		c.Next()
+func (h *handlers) authenticate(c *gin.Context) {
+	scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		abortError(c, http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer gsk_...")
+		return
 	}
+	token = strings.TrimSpace(token)
+	if apitoken.Check(token) != nil {
+		abortError(c, http.StatusUnauthorized, "unauthorized", "invalid API token")
+		return
+	}
+	tenant, err := h.deps.Store.TenantByTokenHash(c.Request.Context(), apitoken.Hash(token))
+	if errors.Is(err, store.ErrNotFound) {
+		abortError(c, http.StatusUnauthorized, "unauthorized", "invalid API token")
+		return
+	}
+	if err != nil {
+		h.fail(c, abortError, failed("could not check the API token", err))
+		return
+	}
+	c.Set(ctxTenant, tenant)
+	c.Set(ctxTokenPrefix, apitoken.DisplayPrefix(token))
+	c.Next()
 }
 
 func tenantOf(c *gin.Context) store.Tenant {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"html"
 	"net/http"
 	"net/url"
@@ -38,33 +39,30 @@ func bindingCookieName(nonce string) string {
 
 // errNotBound explains a callback that arrived without the binding. It names the escape for the
 // legitimate case and warns the person who was sent someone else's link.
-var errNotBound = errors.New("this connect link was opened in a different browser from the one that asked for it, so nothing was connected. " +
+var errNotBound = &apiError{status: http.StatusForbidden, code: "not_bound", message: "this connect link was opened in a different browser from the one that asked for it, so nothing was connected. " +
 	"If you asked for it from a script or shell, finish there: POST this page's address as {\"callback_url\": \"...\"} to /api/v1/installations/bitbucket/complete with your tenant's API token; " +
-	"otherwise ask for a new link from this browser. If someone sent you this link, stop here: finishing it would give their GitSec tenant read access to your Bitbucket repositories")
+	"otherwise ask for a new link from this browser. If someone sent you this link, stop here: finishing it would give their GitSec tenant read access to your Bitbucket repositories"}
 
-func (h *handlers) connectBitbucket(c *gin.Context) {
+func (h *handlers) connectBitbucket(c *gin.Context) error {
 	if h.deps.BitbucketOAuth == nil || h.deps.BitbucketOAuth.ClientID == "" {
-		abortError(c, http.StatusServiceUnavailable, "not_configured", "no Bitbucket OAuth consumer is configured (GITSEC_BITBUCKET_CLIENT_ID)")
-		return
+		return errNotConfigured("no Bitbucket OAuth consumer is configured (GITSEC_BITBUCKET_CLIENT_ID)")
 	}
 	ctx := c.Request.Context()
 	t := tenantOf(c)
 	st, err := h.states.issue(ctx, t.ID)
 	if err != nil {
-		h.deps.Logger.Error("issue oauth state", "error", err)
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not create the connect link")
-		return
+		return failed("could not create the connect link", fmt.Errorf("issue oauth state: %w", err))
 	}
 	expires := time.Now().Add(h.deps.OAuthStateTTL)
 	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, st.Nonce, providerBitbucket, expires); err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not create the connect link")
-		return
+		return failed("could not create the connect link", err)
 	}
 	h.setBindingCookie(c, st)
 	c.JSON(http.StatusOK, gin.H{
 		"authorize_url": h.deps.BitbucketOAuth.AuthCodeURL(st.State),
 		"expires_at":    expires.UTC(),
 	})
+	return nil
 }
 
 // setBindingCookie hands the binding to the client that asked. It is scoped to the callback's
@@ -83,9 +81,15 @@ func (h *handlers) setBindingCookie(c *gin.Context, st issuedState) {
 	})
 }
 
+// errNotConfigured is a 503 that no retry fixes until the operator sets the consumer.
+func errNotConfigured(message string) error {
+	return &apiError{status: http.StatusServiceUnavailable, code: "not_configured", message: message}
+}
+
 // callbackError answers the OAuth callback: JSON for API clients, a short page for browsers.
 func callbackError(c *gin.Context, status int, code, message string) {
 	if wantsHTML(c) {
+		c.Set(ctxErrorCode, code)
 		c.Data(status, htmlContentType, callbackPage("Connecting Bitbucket failed", message))
 		c.Abort()
 		return
@@ -96,21 +100,20 @@ func callbackError(c *gin.Context, status int, code, message string) {
 // bitbucketCallback is where Bitbucket sends the browser back. The binding is checked before
 // the state is consumed, so a link opened in the wrong browser can still be finished by the
 // client that asked.
-func (h *handlers) bitbucketCallback(c *gin.Context) {
-	st, err := h.states.verify(c.Request.Context(), c.Query("state"))
+func (h *handlers) bitbucketCallback(c *gin.Context) error {
+	st, err := h.verifyState(c, c.Query("state"))
 	if err != nil {
-		callbackError(c, http.StatusBadRequest, "invalid_state", errBadState.Error())
-		return
+		return err
 	}
 	cookie, err := c.Request.Cookie(bindingCookieName(st.Nonce))
 	if err != nil || !st.boundTo(cookie.Value) {
-		h.deps.Logger.Warn("oauth callback without the binding of the client that asked", "tenant_id", st.TenantID, "cookie_present", err == nil)
-		callbackError(c, http.StatusForbidden, "not_bound", errNotBound.Error())
-		return
+		h.deps.Logger.WarnContext(c.Request.Context(), "oauth callback without the binding of the client that asked",
+			"tenant_id", st.TenantID, "cookie_present", err == nil, "request_id", c.GetString(ctxRequestID))
+		return errNotBound
 	}
 	// The cookie is left to expire with the link rather than cleared: once the state is used it
 	// binds nothing, and keeping it lets a replay in the same browser be told "already used".
-	h.finishConnect(c, st, c.Request.URL.Query())
+	return h.finishConnect(c, st, c.Request.URL.Query())
 }
 
 type completeConnectRequest struct {
@@ -119,52 +122,67 @@ type completeConnectRequest struct {
 
 // completeBitbucketConnect finishes a connect whose callback landed in a browser without the
 // binding: the tenant proves itself with its API token instead of the cookie.
-func (h *handlers) completeBitbucketConnect(c *gin.Context) {
+func (h *handlers) completeBitbucketConnect(c *gin.Context) error {
 	var req completeConnectRequest
-	if !decodeJSON(c, &req) {
-		return
+	if err := decodeJSON(c, &req); err != nil {
+		return err
 	}
 	u, err := url.Parse(req.CallbackURL)
 	if err != nil || u.Query().Get("state") == "" {
-		abortError(c, http.StatusBadRequest, "invalid_field", "field \"callback_url\" must be the address Bitbucket sent the browser to (.../oauth/bitbucket/callback?code=...&state=...)")
-		return
+		return errInvalid("invalid_field", "field \"callback_url\" must be the address Bitbucket sent the browser to (.../oauth/bitbucket/callback?code=...&state=...)")
 	}
 	q := u.Query()
-	st, err := h.states.verify(c.Request.Context(), q.Get("state"))
-	// Another tenant's link looks like an invalid one: its existence is not revealed.
-	if err != nil || st.TenantID != tenantOf(c).ID {
-		abortError(c, http.StatusBadRequest, "invalid_state", errBadState.Error())
-		return
+	st, err := h.verifyState(c, q.Get("state"))
+	if err != nil {
+		return err
 	}
-	h.finishConnect(c, st, q)
+	// Another tenant's link looks like an invalid one: its existence is not revealed.
+	if st.TenantID != tenantOf(c).ID {
+		return errInvalid("invalid_state", errBadState.Error())
+	}
+	return h.finishConnect(c, st, q)
+}
+
+func (h *handlers) verifyState(c *gin.Context, state string) (verifiedState, error) {
+	st, err := h.states.verify(c.Request.Context(), state)
+	if errors.Is(err, errBadState) {
+		return verifiedState{}, errInvalid("invalid_state", errBadState.Error())
+	}
+	if err != nil {
+		return verifiedState{}, failed("could not check the OAuth state", err)
+	}
+	return st, nil
 }
 
 // finishConnect consumes the state and, if Bitbucket granted access, exchanges the code, stores
 // the sealed credentials and starts discovery.
-func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values) {
+func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values) error {
 	ctx := c.Request.Context()
+	badState := errInvalid("invalid_state", errBadState.Error())
 	tenantID := st.TenantID
 	consumedBy, err := h.deps.Store.ConsumeOAuthState(ctx, st.Nonce, providerBitbucket, time.Now())
-	if err != nil || consumedBy != tenantID {
-		callbackError(c, http.StatusBadRequest, "invalid_state", errBadState.Error())
-		return
+	if errors.Is(err, store.ErrNotFound) {
+		return badState
+	}
+	if err != nil {
+		return failed("could not check the OAuth state", err)
+	}
+	if consumedBy != tenantID {
+		return badState
 	}
 	if e := q.Get("error"); e != "" {
 		msg := "Bitbucket authorization was not granted (" + e + ")"
 		if d := q.Get("error_description"); d != "" {
 			msg += ": " + d
 		}
-		callbackError(c, http.StatusBadRequest, "access_denied", msg+". Nothing was connected.")
-		return
+		return errInvalid("access_denied", msg+". Nothing was connected.")
 	}
 	code := q.Get("code")
 	if code == "" {
-		callbackError(c, http.StatusBadRequest, "missing_code", "the callback carries no authorization code")
-		return
+		return errInvalid("missing_code", "the callback carries no authorization code")
 	}
 	if h.deps.BitbucketOAuth == nil {
-		callbackError(c, http.StatusServiceUnavailable, "not_configured", "no Bitbucket OAuth consumer is configured")
-		return
+		return errNotConfigured("no Bitbucket OAuth consumer is configured")
 	}
 	exCtx := ctx
 	if h.deps.OAuthHTTPClient != nil {
@@ -172,34 +190,50 @@ func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values)
 	}
 	tok, err := bitbucket.ExchangeCode(exCtx, h.deps.BitbucketOAuth, code)
 	if err != nil {
-		h.deps.Logger.Warn("oauth code exchange failed", "error", err)
-		callbackError(c, http.StatusBadRequest, "oauth_exchange_failed", "Bitbucket did not accept the authorization code (expired or already used); connect again")
-		return
+		return &apiError{status: http.StatusBadRequest, code: "oauth_exchange_failed",
+			message: "Bitbucket did not accept the authorization code (expired or already used); connect again", cause: err}
 	}
 	sealed, err := providerclient.SealToken(ctx, h.deps.Box, tok)
 	if err != nil {
-		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not store the credentials")
-		return
+		return failed("could not store the credentials", err)
 	}
-	instID, err := h.deps.Store.CreateInstallationWithCredentials(ctx, tenantID, providerBitbucket, sealed)
+	acct, err := h.connectedAccount(exCtx, tok)
 	if err != nil {
-		callbackError(c, http.StatusServiceUnavailable, "unavailable", "could not record the installation")
-		return
+		return failed("could not ask Bitbucket which account was connected; nothing was stored, connect again", err)
 	}
-	h.audit(c, tenantID, "installation.connected", "installation", instID.String(), gin.H{"provider": providerBitbucket})
-	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, "connect")
+	instID, reconnected, err := h.deps.Store.ConnectInstallation(ctx, tenantID, acct, sealed)
+	var dup *store.AlreadyConnectedError
+	if errors.As(err, &dup) {
+		return errConflict("already_connected", alreadyConnectedMessage(dup))
+	}
 	if err != nil {
-		h.deps.Logger.Error("start onboarding", "installation", instID, "error", err)
-		_ = h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; retry with POST /api/v1/installations/"+instID.String()+"/sync")
-		callbackError(c, http.StatusServiceUnavailable, "unavailable", "the account is connected but discovery could not start; retry with POST /api/v1/installations/"+instID.String()+"/sync")
-		return
+		return failed("could not record the installation", err)
+	}
+	action, reason := "installation.connected", "connect"
+	if reconnected {
+		action, reason = "installation.reconnected", "reconnect"
+	}
+	h.audit(c, tenantID, action, "installation", instID.String(), gin.H{"provider": providerBitbucket, "account": acct.Name})
+	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, reason)
+	if err != nil {
+		retry := "retry with POST /api/v1/installations/" + instID.String() + "/sync"
+		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; "+retry); serr != nil {
+			err = errors.Join(err, fmt.Errorf("mark installation failed: %w", serr))
+		}
+		return failed("the account is connected but discovery could not start; "+retry, err)
+	}
+	// A reconnect repairs an existing installation (200); a first connect creates one (201).
+	created := http.StatusCreated
+	if reconnected {
+		created = http.StatusOK
 	}
 	if wantsHTML(c) {
-		c.Data(http.StatusCreated, htmlContentType, callbackPage("Bitbucket connected",
+		c.Data(created, htmlContentType, callbackPage("Bitbucket connected",
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
-		return
+		return nil
 	}
-	c.JSON(http.StatusCreated, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID})
+	c.JSON(created, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
+	return nil
 }
 
 const htmlContentType = "text/html; charset=utf-8"

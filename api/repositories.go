@@ -14,69 +14,64 @@ import (
 	"github.com/gitsec/gitsec/internal/store"
 )
 
-func (h *handlers) listRepositories(c *gin.Context) {
+func (h *handlers) listRepositories(c *gin.Context) error {
 	f := store.RepositoryFilter{Workspace: c.Query("workspace"), Query: c.Query("q"), Cursor: c.Query("cursor")}
 	if raw := c.Query("installation"); raw != "" {
 		id, err := uuid.Parse(raw)
 		if err != nil {
-			abortError(c, http.StatusBadRequest, "invalid_parameter", "query parameter installation="+strconv.Quote(raw)+" is not an installation ID")
-			return
+			return errInvalid("invalid_parameter", "query parameter installation="+strconv.Quote(raw)+" is not an installation ID")
 		}
 		f.InstallationID = &id
 	}
 	if raw := c.Query("included"); raw != "" {
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
-			abortError(c, http.StatusBadRequest, "invalid_parameter", "query parameter included="+strconv.Quote(raw)+" must be true or false")
-			return
+			return errInvalid("invalid_parameter", "query parameter included="+strconv.Quote(raw)+" must be true or false")
 		}
 		f.Included = &b
 	}
-	limit, ok := intQuery(c, "limit", 50, 1, 500)
-	if !ok {
-		return
+	limit, err := intQuery(c, "limit", 50, 1, 500)
+	if err != nil {
+		return err
 	}
 	f.Limit = limit
 	repos, next, err := h.deps.Store.ListRepositories(c.Request.Context(), tenantOf(c).ID, f)
 	if errors.Is(err, store.ErrBadCursor) {
-		abortError(c, http.StatusBadRequest, "invalid_parameter", "query parameter cursor is not a cursor this API returned")
-		return
+		return errInvalid("invalid_parameter", "query parameter cursor is not a cursor this API returned")
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list repositories")
-		return
+		return failed("could not list repositories", err)
 	}
 	resp := gin.H{"repositories": nonNil(repos)}
 	if next != "" {
 		resp["next_cursor"] = next
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }
 
-func (h *handlers) repositoryParam(c *gin.Context) (uuid.UUID, bool) {
+func (h *handlers) repositoryParam(c *gin.Context) (uuid.UUID, error) {
 	id, err := uuid.Parse(c.Param("id"))
 	if err != nil {
-		abortError(c, http.StatusNotFound, "not_found", "repository "+c.Param("id")+" does not exist")
-		return uuid.Nil, false
+		return uuid.Nil, errNotFound("repository", c.Param("id"))
 	}
-	return id, true
+	return id, nil
 }
 
-func (h *handlers) getRepository(c *gin.Context) {
-	id, ok := h.repositoryParam(c)
-	if !ok {
-		return
+func (h *handlers) getRepository(c *gin.Context) error {
+	id, err := h.repositoryParam(c)
+	if err != nil {
+		return err
 	}
 	r, err := h.deps.Store.GetRepository(c.Request.Context(), tenantOf(c).ID, id)
 	if errors.Is(err, store.ErrNotFound) {
-		abortError(c, http.StatusNotFound, "not_found", "repository "+id.String()+" does not exist")
-		return
+		return errNotFound("repository", id.String())
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not read the repository")
-		return
+		return failed("could not read the repository", err)
 	}
 	c.JSON(http.StatusOK, gin.H{"repository": r})
+	return nil
 }
 
 type patchRepositoryRequest struct {
@@ -85,28 +80,25 @@ type patchRepositoryRequest struct {
 
 // patchRepository includes or excludes one repository. Excluding stops future backups and
 // keeps every existing snapshot.
-func (h *handlers) patchRepository(c *gin.Context) {
-	id, ok := h.repositoryParam(c)
-	if !ok {
-		return
+func (h *handlers) patchRepository(c *gin.Context) error {
+	id, err := h.repositoryParam(c)
+	if err != nil {
+		return err
 	}
 	var req patchRepositoryRequest
-	if !decodeJSON(c, &req) {
-		return
+	if err := decodeJSON(c, &req); err != nil {
+		return err
 	}
 	if req.Included == nil {
-		abortError(c, http.StatusBadRequest, "invalid_field", `field "included" (true or false) is required`)
-		return
+		return errInvalid("invalid_field", `field "included" (true or false) is required`)
 	}
 	t := tenantOf(c)
 	r, err := h.deps.Store.SetRepositoryIncluded(c.Request.Context(), t.ID, id, *req.Included)
 	if errors.Is(err, store.ErrNotFound) {
-		abortError(c, http.StatusNotFound, "not_found", "repository "+id.String()+" does not exist")
-		return
+		return errNotFound("repository", id.String())
 	}
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not update the repository")
-		return
+		return failed("could not update the repository", err)
 	}
 	action := "repository.excluded"
 	if *req.Included {
@@ -114,6 +106,7 @@ func (h *handlers) patchRepository(c *gin.Context) {
 	}
 	h.audit(c, t.ID, action, "repository", id.String(), gin.H{"full_name": r.FullName})
 	c.JSON(http.StatusOK, gin.H{"repository": r})
+	return nil
 }
 
 type bulkRequest struct {
@@ -124,30 +117,27 @@ type bulkRequest struct {
 
 // bulkSetIncluded applies glob patterns over "workspace/slug": includes first, then excludes,
 // so an exclude always wins. default_included decides for repositories discovered later.
-func (h *handlers) bulkSetIncluded(c *gin.Context) {
-	inst, ok := h.installationParam(c)
-	if !ok {
-		return
+func (h *handlers) bulkSetIncluded(c *gin.Context) error {
+	inst, err := h.installationParam(c)
+	if err != nil {
+		return err
 	}
 	var req bulkRequest
-	if !decodeJSON(c, &req) {
-		return
+	if err := decodeJSON(c, &req); err != nil {
+		return err
 	}
 	if len(req.Include) == 0 && len(req.Exclude) == 0 && req.DefaultIncluded == nil {
-		abortError(c, http.StatusBadRequest, "invalid_field", `give at least one of "include", "exclude" or "default_included"`)
-		return
+		return errInvalid("invalid_field", `give at least one of "include", "exclude" or "default_included"`)
 	}
 	for _, p := range append(append([]string{}, req.Include...), req.Exclude...) {
 		if _, err := path.Match(p, ""); err != nil || p == "" {
-			abortError(c, http.StatusBadRequest, "invalid_pattern", fmt.Sprintf("pattern %q is not a valid glob over workspace/slug", p))
-			return
+			return errInvalid("invalid_pattern", fmt.Sprintf("pattern %q is not a valid glob over workspace/slug", p))
 		}
 	}
 	ctx := c.Request.Context()
 	names, err := h.deps.Store.RepositoryNames(ctx, inst.TenantID, inst.ID)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list repositories")
-		return
+		return failed("could not list repositories", err)
 	}
 	include, exclude := matchAll(names, req.Include), matchAll(names, req.Exclude)
 	excluded := map[string]bool{}
@@ -162,13 +152,13 @@ func (h *handlers) bulkSetIncluded(c *gin.Context) {
 	}
 	result, err := h.applyInclusion(ctx, inst, onlyInclude, exclude, req.DefaultIncluded)
 	if err != nil {
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not update the repositories")
-		return
+		return failed("could not update the repositories", err)
 	}
 	h.audit(c, inst.TenantID, "repositories.bulk_inclusion", "installation", inst.ID.String(), gin.H{
 		"include": req.Include, "exclude": req.Exclude, "default_included": req.DefaultIncluded, "result": result,
 	})
 	c.JSON(http.StatusOK, result)
+	return nil
 }
 
 func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (gin.H, error) {

@@ -38,7 +38,10 @@ type Deps struct {
 	Box *secretbox.Box
 	// BitbucketOAuth is the read-only backup app; nil when no consumer is configured.
 	BitbucketOAuth *oauth2.Config
-	// OAuthHTTPClient is used for the code exchange (tests and the emulator); nil = default.
+	// BitbucketAPIURL is the REST host the callback asks which account was connected.
+	BitbucketAPIURL string
+	// OAuthHTTPClient is used for the code exchange and that question (tests and the
+	// emulator); nil = default.
 	OAuthHTTPClient *http.Client
 	// Backups configures the backup workflows the API wakes.
 	Backups backupqueue.Settings
@@ -75,28 +78,28 @@ func NewHandler(d Deps) http.Handler {
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
 
-	v1 := r.Group("/api/v1", authenticate(d.Store))
-	v1.GET("/me", h.me)
-	v1.GET("/audit-events", h.listAuditEvents)
-	v1.POST("/tokens", h.createToken)
-	v1.GET("/tokens", h.listTokens)
-	v1.DELETE("/tokens/:id", h.revokeToken)
+	v1 := r.Group("/api/v1", h.authenticate)
+	v1.GET("/me", h.handle(h.me))
+	v1.GET("/audit-events", h.handle(h.listAuditEvents))
+	v1.POST("/tokens", h.handle(h.createToken))
+	v1.GET("/tokens", h.handle(h.listTokens))
+	v1.DELETE("/tokens/:id", h.handle(h.revokeToken))
 
-	r.GET("/oauth/bitbucket/callback", h.bitbucketCallback)
-	v1.POST("/installations/bitbucket/connect", h.connectBitbucket)
-	v1.POST("/installations/bitbucket/complete", h.completeBitbucketConnect)
-	v1.GET("/installations", h.listInstallations)
-	v1.GET("/installations/:id", h.getInstallation)
-	v1.DELETE("/installations/:id", h.deleteInstallation)
-	v1.POST("/installations/:id/sync", h.syncInstallation)
-	v1.POST(`/installations/:id/repositories\:bulk`, h.bulkSetIncluded)
-	v1.GET("/repositories", h.listRepositories)
-	v1.GET("/repositories/:id", h.getRepository)
-	v1.PATCH("/repositories/:id", h.patchRepository)
-	v1.POST("/repositories/:id/backups", h.requestBackup)
-	v1.GET("/repositories/:id/snapshots", h.listSnapshots)
-	v1.GET("/repositories/:id/backup-status", h.backupStatus)
-	v1.GET("/snapshots/:id", h.getSnapshot)
+	r.GET("/oauth/bitbucket/callback", h.handleWith(callbackError, h.bitbucketCallback))
+	v1.POST("/installations/bitbucket/connect", h.handle(h.connectBitbucket))
+	v1.POST("/installations/bitbucket/complete", h.handle(h.completeBitbucketConnect))
+	v1.GET("/installations", h.handle(h.listInstallations))
+	v1.GET("/installations/:id", h.handle(h.getInstallation))
+	v1.DELETE("/installations/:id", h.handle(h.deleteInstallation))
+	v1.POST("/installations/:id/sync", h.handle(h.syncInstallation))
+	v1.POST(`/installations/:id/repositories\:bulk`, h.handle(h.bulkSetIncluded))
+	v1.GET("/repositories", h.handle(h.listRepositories))
+	v1.GET("/repositories/:id", h.handle(h.getRepository))
+	v1.PATCH("/repositories/:id", h.handle(h.patchRepository))
+	v1.POST("/repositories/:id/backups", h.handle(h.requestBackup))
+	v1.GET("/repositories/:id/snapshots", h.handle(h.listSnapshots))
+	v1.GET("/repositories/:id/backup-status", h.handle(h.backupStatus))
+	v1.GET("/snapshots/:id", h.handle(h.getSnapshot))
 	return r
 }
 

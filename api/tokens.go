@@ -31,18 +31,17 @@ func newTokenView(t store.APIToken) tokenView {
 }
 
 // listTokens lists the caller's tenant's active tokens.
-func (h *handlers) listTokens(c *gin.Context) {
+func (h *handlers) listTokens(c *gin.Context) error {
 	toks, err := h.deps.Store.ListAPITokens(c.Request.Context(), tenantOf(c).ID)
 	if err != nil {
-		h.deps.Logger.Error("list api tokens", "error", err)
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not list the API tokens")
-		return
+		return failed("could not list the API tokens", err)
 	}
 	out := tokenList{Tokens: make([]tokenView, 0, len(toks))}
 	for _, t := range toks {
 		out.Tokens = append(out.Tokens, newTokenView(t))
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // revokeToken revokes one of the caller's tenant's tokens; the token gets 401 from the next
@@ -50,26 +49,22 @@ func (h *handlers) listTokens(c *gin.Context) {
 // with either), but not the tenant's last active token: that would lock the tenant out until an
 // operator runs `gitsec admin create-token`, so it answers 409 and operators use
 // `gitsec admin revoke-token` when they really mean it.
-func (h *handlers) revokeToken(c *gin.Context) {
+func (h *handlers) revokeToken(c *gin.Context) error {
 	t := tenantOf(c)
 	id, err := uuid.Parse(c.Param("id"))
 	if err != nil {
-		abortError(c, http.StatusNotFound, "not_found", "API token "+c.Param("id")+" does not exist (use the id from GET /api/v1/tokens)")
-		return
+		return errNotFound("API token", c.Param("id"))
 	}
 	tok, err := h.deps.Store.RevokeAPIToken(c.Request.Context(), t.ID, id, store.KeepLastToken)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		abortError(c, http.StatusNotFound, "not_found", "API token "+id.String()+" does not exist or is already revoked")
-		return
+		return &apiError{status: http.StatusNotFound, code: "not_found", message: "API token " + id.String() + " does not exist or is already revoked"}
 	case errors.Is(err, store.ErrLastToken):
-		abortError(c, http.StatusConflict, "last_token", "API token "+id.String()+" is the tenant's last active token: create another first (POST /api/v1/tokens), then revoke this one")
-		return
+		return errConflict("last_token", "API token "+id.String()+" is the tenant's last active token: create another first (POST /api/v1/tokens), then revoke this one")
 	case err != nil:
-		h.deps.Logger.Error("revoke api token", "token_id", id, "error", err)
-		abortError(c, http.StatusServiceUnavailable, "unavailable", "could not revoke the API token")
-		return
+		return failed("could not revoke the API token", err)
 	}
 	h.audit(c, t.ID, "api_token.revoked", "api_token", tok.ID.String(), map[string]string{"name": tok.Name, "display_prefix": tok.DisplayPrefix})
 	c.JSON(http.StatusOK, newTokenView(tok))
+	return nil
 }

@@ -14,11 +14,20 @@ install_go_tool() { # name module version
   local name=$1 module=$2 version=$3
   local cached="$cache/$name@$version"
   if [ ! -x "$cached" ]; then
-    echo "install-tools: building $name $version (takes a few minutes once; cached in $cache)"
-    local tmp; tmp=$(mktemp -d)
-    GOBIN="$tmp" go install "$module@$version"
-    mv "$tmp/$name" "$cached"
-    rm -rf "$tmp"
+    # Another clone or test run may be building the same tool: wait for it rather than build twice.
+    local lock
+    exec {lock}>"$cached.lock"
+    if command -v flock >/dev/null 2>&1; then
+      flock "$lock"
+    fi
+    if [ ! -x "$cached" ]; then
+      echo "install-tools: building $name $version (takes a few minutes once; cached in $cache)"
+      local tmp; tmp=$(mktemp -d)
+      GOBIN="$tmp" go install "$module@$version"
+      mv "$tmp/$name" "$cached"
+      rm -rf "$tmp"
+    fi
+    exec {lock}>&-
   fi
   ln -sf "$cached" "$root/bin/$name"
 }

@@ -59,6 +59,7 @@ func NewHost(o Options) sdkworker.Worker {
 
 // RegisterHost registers the activities that run on a host queue, next to the worker's mirrors.
 func RegisterHost(w sdkworker.ActivityRegistry, acts *activities.Activities) {
+	w.RegisterActivityWithOptions(acts.StageBackup, activity.RegisterOptions{Name: workflows.StageBackupActivity})
 	w.RegisterActivityWithOptions(acts.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
 }
 

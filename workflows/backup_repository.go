@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -19,11 +20,29 @@ const BackupRequestSignal = "backup-request"
 // BackupStatusQuery returns the live BackupStatus.
 const BackupStatusQuery = "status"
 
-// BackupWorkflowID is derived from the repository's provider UUID: one workflow per repository,
-// so two backups of one repository never run at once.
-func BackupWorkflowID(providerUUID string) string {
-	return "backup-" + strings.ToLower(strings.Trim(providerUUID, "{}"))
+// BackupWorkflowID is derived from the repository row the workflow backs up: tenant,
+// installation and provider UUID. Provider UUIDs are global (two tenants, or two installations of
+// one tenant, may see the same Bitbucket repository), so an ID derived from the UUID alone would
+// let one tenant's requests wake a workflow that runs as another. One workflow per repository row
+// also means two backups of one row never run at once.
+func BackupWorkflowID(t BackupTarget) string {
+	return "backup-" + t.TenantID + "-" + t.InstallationID + "-" + normalizeProviderUUID(t.ProviderUUID)
 }
+
+func normalizeProviderUUID(u string) string { return strings.ToLower(strings.Trim(u, "{}")) }
+
+// ErrTypeBackupTargetMismatch is the non-retryable failure of a BackupRepository execution that
+// refused a request meant for another repository row: the request's workflow ID was derived
+// wrongly somewhere, and a person must find where.
+const ErrTypeBackupTargetMismatch = "BackupTargetMismatch"
+
+// backupIdleDrainVersion marks executions that look for buffered requests before ending idle;
+// older ones ended and dropped them.
+const backupIdleDrainVersion = "backup-idle-drain"
+
+// backupTargetCheckVersion marks executions that refuse requests for another target; older
+// executions accepted every request and must replay as they ran.
+const backupTargetCheckVersion = "backup-request-target-check"
 
 // Backup trigger kinds (the manifest's trigger.kind).
 const (
@@ -34,18 +53,44 @@ const (
 )
 
 // BackupRequest is one reason to back up; requests that arrive while a run is busy are
-// coalesced into the next run.
+// coalesced into the next run. Target is the repository row the sender means: a workflow refuses
+// a request whose target is not its own.
 type BackupRequest struct {
+	Target      BackupTarget
 	Trigger     string
 	DeliveryID  string
 	RequestedAt time.Time
 }
 
-// BackupTarget names the repository by GitSec's IDs; activities load the rest themselves.
+// BackupTarget names the repository row by GitSec's IDs and the provider's UUID (part of the
+// workflow ID); activities load the rest themselves.
 type BackupTarget struct {
 	TenantID       string
 	InstallationID string
 	RepositoryID   string
+	ProviderUUID   string
+}
+
+// Validate refuses a target with a part missing: the workflow ID is built from the parts, so a
+// missing one could make two rows share a workflow.
+func (t BackupTarget) Validate() error {
+	for _, p := range []struct{ name, value string }{
+		{"tenant", t.TenantID}, {"installation", t.InstallationID}, {"repository", t.RepositoryID},
+		{"provider UUID", normalizeProviderUUID(t.ProviderUUID)},
+	} {
+		if strings.TrimSpace(p.value) == "" {
+			return fmt.Errorf("backup target %+v has no %s", t, p.name)
+		}
+		if strings.ContainsAny(p.value, " /") {
+			return fmt.Errorf("backup target %+v: invalid %s %q", t, p.name, p.value)
+		}
+	}
+	return nil
+}
+
+func (t BackupTarget) sameRow(o BackupTarget) bool {
+	return t.TenantID == o.TenantID && t.InstallationID == o.InstallationID && t.RepositoryID == o.RepositoryID &&
+		normalizeProviderUUID(t.ProviderUUID) == normalizeProviderUUID(o.ProviderUUID)
 }
 
 // BackupInput starts (or continues) a BackupRepository workflow.
@@ -63,6 +108,12 @@ type BackupInput struct {
 	// HostTimeout is how long a run waits for the mirror's worker to pick it up before another
 	// worker takes over (and hydrates the mirror from storage).
 	HostTimeout time.Duration
+	// RefusedRequests counts requests refused for another target, carried over continue-as-new
+	// so that the execution that finally ends still fails loudly.
+	RefusedRequests int
+	// HeartbeatTimeout is how long the staging activity may go without a heartbeat before
+	// Temporal retries it (0: two minutes); tests shorten it.
+	HeartbeatTimeout time.Duration
 }
 
 // PickHostInput asks which worker should run a backup; Exclude is a host that did not answer.
@@ -71,23 +122,43 @@ type PickHostInput struct {
 	Exclude string
 }
 
-// Activities of a backup run.
+// Activities of a backup run. A run stages on the mirror's host (fetch, upload the new packs,
+// store the manifest draft), then commits on the shared queue (the manifest is written last);
+// steps that add objects to a snapshot (exports) go between the two. RunBackup is both in one,
+// kept for executions that scheduled it before the split.
 const (
 	PickBackupHostActivity      = "PickBackupHost"
+	StageBackupActivity         = "StageBackup"
+	CommitSnapshotActivity      = "CommitSnapshot"
 	RunBackupActivity           = "RunBackup"
 	RecordBackupOutcomeActivity = "RecordBackupOutcome"
 )
 
-// RunBackupInput is one backup run on the host worker.
+// stageCommitChange guards the split of RunBackup into StageBackup and CommitSnapshot, so that
+// executions started before it replay their single RunBackup.
+const stageCommitChange = "backup-stage-commit"
+
+// RunBackupInput is one backup run (or its staging) on the host worker.
 type RunBackupInput struct {
 	Target     BackupTarget
 	Trigger    string
 	DeliveryID string
 }
 
+// CommitSnapshotInput commits what StageBackup staged; Staged is its result.
+type CommitSnapshotInput struct {
+	Target BackupTarget
+	Staged RunBackupResult
+}
+
 // RunBackupResult summarises a run. Unchanged runs wrote nothing but the check record.
 type RunBackupResult struct {
-	Changed       bool
+	// Changed says a new snapshot was committed.
+	Changed bool
+	// DraftKey is set by StageBackup when a snapshot (SnapshotID) is staged and awaits
+	// CommitSnapshot: the storage key of its manifest draft, which holds the ref map and pack
+	// list (too big for workflow history).
+	DraftKey      string
 	SnapshotID    string
 	ManifestKey   string
 	ParentID      string
@@ -123,6 +194,8 @@ type BackupStatus struct {
 	LastResult     string    `json:"last_result,omitempty"`
 	LastError      string    `json:"last_error,omitempty"`
 	LastRunAt      time.Time `json:"last_run_at,omitempty"`
+	// RefusedRequests counts requests for another repository row that this workflow refused.
+	RefusedRequests int `json:"refused_requests,omitempty"`
 }
 
 // maxRunsPerExecution bounds the history; continue-as-new carries pending requests over.
@@ -139,7 +212,8 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 	if in.IdleTimeout <= 0 {
 		in.IdleTimeout = 10 * time.Minute
 	}
-	status := &BackupStatus{State: "waiting"}
+	checkTarget := workflow.GetVersion(ctx, backupTargetCheckVersion, workflow.DefaultVersion, 1) >= 1
+	status := &BackupStatus{State: "waiting", RefusedRequests: in.RefusedRequests}
 	if err := workflow.SetQueryHandler(ctx, BackupStatusQuery, func() (BackupStatus, error) {
 		s := *status
 		s.Pending = len(in.Pending)
@@ -148,14 +222,20 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		return err
 	}
 	requests := workflow.GetSignalChannel(ctx, BackupRequestSignal)
+	// receive reports whether a request arrived, refused ones included (they end a wait like
+	// any signal but add no work).
 	receive := func(wait time.Duration) bool {
 		got := false
 		sel := workflow.NewSelector(ctx)
 		sel.AddReceive(requests, func(c workflow.ReceiveChannel, _ bool) {
 			var r BackupRequest
 			c.Receive(ctx, &r)
-			in.Pending = append(in.Pending, r)
 			got = true
+			if checkTarget && !r.Target.sameRow(in.Target) {
+				refuseRequest(ctx, &in, status, r)
+				return
+			}
+			in.Pending = append(in.Pending, r)
 		})
 		if wait > 0 {
 			timerCtx, cancel := workflow.WithCancel(ctx)
@@ -172,11 +252,17 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		// Drain whatever is already buffered, then wait for work or end when idle.
 		for receive(0) {
 		}
-		if len(in.Pending) == 0 {
+		for len(in.Pending) == 0 {
 			status.State = "idle"
-			if !receive(in.IdleTimeout) {
-				return nil
+			if receive(in.IdleTimeout) {
+				continue
 			}
+			// A request delivered in the same workflow task as the idle timer (the worker was
+			// down or busy while both happened) must not end with the execution.
+			if workflow.GetVersion(ctx, backupIdleDrainVersion, workflow.DefaultVersion, 1) >= 1 && receive(0) {
+				continue
+			}
+			return endIdle(in)
 		}
 		// Coalesce a burst: wait until quiet, but not past MaxWait from the first request.
 		status.State = "waiting"
@@ -206,6 +292,30 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 	}
 }
 
+// refuseRequest drops a request meant for another repository row: running it would back up this
+// workflow's row for someone who asked about another one (possibly another tenant's). The
+// details go to the worker log only: the status query is answered to this row's tenant, who must
+// not learn another tenant's IDs.
+func refuseRequest(ctx workflow.Context, in *BackupInput, status *BackupStatus, r BackupRequest) {
+	workflow.GetLogger(ctx).Error("refused a backup request for another repository row",
+		"workflow_target", in.Target, "request_target", r.Target, "trigger", r.Trigger, "delivery", r.DeliveryID)
+	in.RefusedRequests++
+	status.RefusedRequests = in.RefusedRequests
+	status.LastResult = "refused"
+	status.LastError = "refused a backup request meant for another repository (workflow ID mismatch; see the worker log)"
+}
+
+// endIdle ends the execution after a quiet spell; one that refused requests fails, so the
+// mismatch shows as a failed workflow in Temporal rather than only in a log line.
+func endIdle(in BackupInput) error {
+	if in.RefusedRequests == 0 {
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("refused %d backup request(s) meant for another repository row", in.RefusedRequests),
+		ErrTypeBackupTargetMismatch, nil)
+}
+
 // coalesce picks the trigger a batch of requests is recorded under: a webhook (with its
 // delivery ID) beats a manual request, which beats a schedule, which beats the initial one.
 func coalesce(batch []BackupRequest) (trigger, deliveryID string) {
@@ -220,11 +330,12 @@ func coalesce(batch []BackupRequest) (trigger, deliveryID string) {
 	return best.Trigger, best.DeliveryID
 }
 
-// runBackup picks the host with the mirror, runs the backup there and records the outcome.
-// Failures are recorded, not returned: the workflow lives on for the next request.
+// runBackup picks the host with the mirror, stages the backup there, commits it and records the
+// outcome. Failures are recorded, not returned: the workflow lives on for the next request.
 func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, status *BackupStatus) {
 	trigger, delivery := coalesce(batch)
 	db := DatabaseActivity(ctx)
+	split := workflow.GetVersion(ctx, stageCommitChange, workflow.DefaultVersion, 1) == 1
 	var res RunBackupResult
 	var runErr error
 	exclude := ""
@@ -237,8 +348,13 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			}
 		}
 		status.Step = "backing up"
-		runErr = workflow.ExecuteActivity(BackupHostActivity(ctx, host, in.HostTimeout), RunBackupActivity,
-			RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}).Get(ctx, &res)
+		hostCtx := BackupHostActivity(ctx, host, in.HostTimeout, in.HeartbeatTimeout)
+		input := RunBackupInput{Target: in.Target, Trigger: trigger, DeliveryID: delivery}
+		if split {
+			runErr = workflow.ExecuteActivity(hostCtx, StageBackupActivity, input).Get(ctx, &res)
+		} else {
+			runErr = workflow.ExecuteActivity(hostCtx, RunBackupActivity, input).Get(ctx, &res)
+		}
 		var timeout *temporal.TimeoutError
 		if errors.As(runErr, &timeout) && timeout.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
 			// The mirror's worker is gone: another worker takes over and hydrates the mirror.
@@ -250,6 +366,11 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			in.LastHost = res.Host
 		}
 		break
+	}
+	if split && runErr == nil && res.DraftKey != "" {
+		status.Step = "committing"
+		runErr = workflow.ExecuteActivity(StorageActivity(ctx), CommitSnapshotActivity,
+			CommitSnapshotInput{Target: in.Target, Staged: res}).Get(ctx, &res)
 	}
 	outcome := BackupOutcomeInput{Target: in.Target, Trigger: trigger, Result: res}
 	status.LastRunAt = workflow.Now(ctx)

@@ -3,11 +3,13 @@ package workflows
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 )
@@ -15,20 +17,34 @@ import (
 type backupMocks struct {
 	runs     atomic.Int32
 	triggers []string
+	commits  []string
 	outcomes []BackupOutcomeInput
 }
 
 func newBackupEnv(t *testing.T, m *backupMocks) *testsuite.TestWorkflowEnvironment {
+	return newBackupEnvWithStage(t, m, func(_ context.Context, in RunBackupInput) (RunBackupResult, error) {
+		n := m.runs.Add(1)
+		m.triggers = append(m.triggers, in.Trigger)
+		id := "s" + string(rune('0'+n%10))
+		return RunBackupResult{DraftKey: "staging/" + id + ".json", SnapshotID: id, Host: "host-a"}, nil
+	})
+}
+
+// newBackupEnvWithStage registers stage as the StageBackup activity, and activities that record
+// commits and outcomes in m.
+func newBackupEnvWithStage(t *testing.T, m *backupMocks, stage func(context.Context, RunBackupInput) (RunBackupResult, error)) *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflowWithOptions(BackupRepository, workflow.RegisterOptions{Name: BackupRepositoryWorkflowName})
 	env.RegisterActivityWithOptions(func(context.Context, PickHostInput) (string, error) { return "host-a", nil },
 		activity.RegisterOptions{Name: PickBackupHostActivity})
-	env.RegisterActivityWithOptions(func(_ context.Context, in RunBackupInput) (RunBackupResult, error) {
-		n := m.runs.Add(1)
-		m.triggers = append(m.triggers, in.Trigger)
-		return RunBackupResult{Changed: true, SnapshotID: "s" + string(rune('0'+n%10)), Host: "host-a"}, nil
-	}, activity.RegisterOptions{Name: RunBackupActivity})
+	env.RegisterActivityWithOptions(stage, activity.RegisterOptions{Name: StageBackupActivity})
+	env.RegisterActivityWithOptions(func(_ context.Context, in CommitSnapshotInput) (RunBackupResult, error) {
+		m.commits = append(m.commits, in.Staged.SnapshotID)
+		res := in.Staged
+		res.Changed, res.DraftKey = true, ""
+		return res, nil
+	}, activity.RegisterOptions{Name: CommitSnapshotActivity})
 	env.RegisterActivityWithOptions(func(_ context.Context, in BackupOutcomeInput) error {
 		m.outcomes = append(m.outcomes, in)
 		return nil
@@ -54,6 +70,27 @@ func TestBackupBurstCoalescesIntoOneRun(t *testing.T) {
 	}
 	if m.triggers[0] != TriggerWebhook || len(m.outcomes) != 1 || m.outcomes[0].Trigger != TriggerWebhook {
 		t.Fatalf("triggers = %v, outcomes = %+v", m.triggers, m.outcomes)
+	}
+	// The staged snapshot is committed, and the outcome records the committed one.
+	if len(m.commits) != 1 || m.commits[0] != "s1" || !m.outcomes[0].Result.Changed || m.outcomes[0].Result.SnapshotID != "s1" {
+		t.Fatalf("commits = %v, outcome = %+v", m.commits, m.outcomes[0])
+	}
+}
+
+// A run that found nothing to stage commits nothing.
+func TestBackupUnchangedRunCommitsNothing(t *testing.T) {
+	m := &backupMocks{}
+	env := newBackupEnvWithStage(t, m, func(context.Context, RunBackupInput) (RunBackupResult, error) {
+		m.runs.Add(1)
+		return RunBackupResult{SnapshotID: "s0", Host: "host-a"}, nil
+	})
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
+	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.commits) != 0 || len(m.outcomes) != 1 || m.outcomes[0].Result.Changed || m.outcomes[0].Failure != "" {
+		t.Fatalf("commits = %v, outcomes = %+v; want no commit and one unchanged outcome", m.commits, m.outcomes)
 	}
 }
 
@@ -97,26 +134,85 @@ func TestBackupContinuesAsNewWithPendingRequests(t *testing.T) {
 
 func TestBackupFailureIsRecordedAndTheWorkflowLivesOn(t *testing.T) {
 	m := &backupMocks{}
-	var s testsuite.WorkflowTestSuite
-	env := s.NewTestWorkflowEnvironment()
-	env.RegisterActivityWithOptions(func(context.Context, PickHostInput) (string, error) { return "host-a", nil }, activity.RegisterOptions{Name: PickBackupHostActivity})
-	env.RegisterActivityWithOptions(func(context.Context, RunBackupInput) (RunBackupResult, error) {
+	env := newBackupEnvWithStage(t, m, func(context.Context, RunBackupInput) (RunBackupResult, error) {
 		m.runs.Add(1)
 		return RunBackupResult{}, errors.New("upstream exploded")
-	}, activity.RegisterOptions{Name: RunBackupActivity})
-	env.RegisterActivityWithOptions(func(_ context.Context, in BackupOutcomeInput) error {
-		m.outcomes = append(m.outcomes, in)
-		return nil
-	}, activity.RegisterOptions{Name: RecordBackupOutcomeActivity})
+	})
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
 	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatalf("a failed backup ended the workflow: %v", err)
 	}
-	if len(m.outcomes) != 1 || m.outcomes[0].Failure == "" {
-		t.Fatalf("outcomes = %+v, want the failure recorded", m.outcomes)
+	if len(m.outcomes) != 1 || m.outcomes[0].Failure == "" || len(m.commits) != 0 {
+		t.Fatalf("outcomes = %+v, commits = %v; want the failure recorded and nothing committed", m.outcomes, m.commits)
 	}
 	if m.runs.Load() < 2 {
-		t.Fatalf("RunBackup ran %d times, want Temporal's retries", m.runs.Load())
+		t.Fatalf("StageBackup ran %d times, want Temporal's retries", m.runs.Load())
+	}
+}
+
+// TestBackupRefusesRequestsForAnotherTarget: a request addressed to another repository row (or
+// to none) is never run as this row; the refusal shows in the status query and the execution
+// fails with a non-retryable error once it ends.
+func TestBackupRefusesRequestsForAnotherTarget(t *testing.T) {
+	m := &backupMocks{}
+	env := newBackupEnv(t, m)
+	own := BackupTarget{TenantID: "tenant-a", InstallationID: "inst-a", RepositoryID: "repo-a", ProviderUUID: "{ABC}"}
+	other := own
+	other.TenantID, other.InstallationID, other.RepositoryID = "tenant-b", "inst-b", "repo-b"
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: other, Trigger: TriggerManual})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual})
+	}, time.Second)
+	var status BackupStatus
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(BackupStatusQuery)
+		if err != nil {
+			t.Errorf("query: %v", err)
+			return
+		}
+		if err := v.Get(&status); err != nil {
+			t.Errorf("decode status: %v", err)
+		}
+		// The provider UUID's spelling does not matter; the row does.
+		same := own
+		same.ProviderUUID = "abc"
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: same, Trigger: TriggerWebhook})
+	}, 10*time.Second)
+	env.ExecuteWorkflow(BackupRepository, BackupInput{Target: own, QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
+
+	if status.RefusedRequests != 2 || status.LastResult != "refused" || !strings.Contains(status.LastError, "another repository") {
+		t.Fatalf("status after the refused requests = %+v", status)
+	}
+	if strings.Contains(status.LastError, "tenant-b") {
+		t.Fatalf("the status names the other tenant's IDs: %q", status.LastError)
+	}
+	if n := m.runs.Load(); n != 1 || m.triggers[0] != TriggerWebhook {
+		t.Fatalf("runs = %d (triggers %v), want only the own-target webhook request", n, m.triggers)
+	}
+	var appErr *temporal.ApplicationError
+	if err := env.GetWorkflowError(); !errors.As(err, &appErr) || appErr.Type() != ErrTypeBackupTargetMismatch || !appErr.NonRetryable() {
+		t.Fatalf("workflow ended with %v, want a non-retryable %s", err, ErrTypeBackupTargetMismatch)
+	}
+}
+
+func TestBackupTargetValidate(t *testing.T) {
+	ok := BackupTarget{TenantID: "t", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{u}"}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []BackupTarget{
+		{InstallationID: "i", RepositoryID: "r", ProviderUUID: "u"},
+		{TenantID: "t", RepositoryID: "r", ProviderUUID: "u"},
+		{TenantID: "t", InstallationID: "i", ProviderUUID: "u"},
+		{TenantID: "t", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{}"},
+		{TenantID: "t", InstallationID: "i/x", RepositoryID: "r", ProviderUUID: "u"},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v validated", bad)
+		}
+	}
+	if a, b := BackupWorkflowID(ok), BackupWorkflowID(BackupTarget{TenantID: "t2", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{u}"}); a == b {
+		t.Fatalf("two tenants share workflow ID %s", a)
 	}
 }

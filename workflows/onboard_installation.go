@@ -31,7 +31,7 @@ type InstallationRef struct {
 // OnboardInput starts a discovery: the first one after connecting, or a re-sync.
 type OnboardInput struct {
 	InstallationRef
-	Reason string // "connect" or "sync"
+	Reason string // "connect", "reconnect" or "sync"
 }
 
 // Activity names and payloads of onboarding.

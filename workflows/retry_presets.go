@@ -41,6 +41,21 @@ func ProviderActivity(ctx workflow.Context) workflow.Context {
 	})
 }
 
+// StorageActivity suits short steps against object storage (reading and writing manifests):
+// quick timeout, a few fast retries, none for a conflict that retrying cannot resolve.
+func StorageActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 5 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: []string{ErrTypeSnapshotConflict, ErrTypeSnapshotMissing, "InvalidInput"},
+		},
+	})
+}
+
 // Stable error type names that activities use with temporal.NewNonRetryableApplicationError.
 const (
 	ErrTypeCredentialsRevoked   = "CredentialsRevoked"
@@ -48,26 +63,38 @@ const (
 	ErrTypeNotFound             = "NotFound"
 	ErrTypeEndpointGone         = "EndpointGone"
 	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeAlreadyConnected: another live installation of the tenant is the same account.
+	ErrTypeAlreadyConnected = "AlreadyConnected"
+	// ErrTypeSnapshotConflict: a staged snapshot no longer follows the latest one (committing
+	// it would fork the history); the next run stages afresh.
+	ErrTypeSnapshotConflict = "SnapshotConflict"
+	// ErrTypeSnapshotMissing: a snapshot to commit is neither staged nor committed.
+	ErrTypeSnapshotMissing = "SnapshotMissing"
 )
 
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.
 var NonRetryableProviderErrors = []string{
 	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
+	ErrTypeAlreadyConnected,
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host
-// task queue). A clone of a big repository can take long, so the activity heartbeats progress;
-// ScheduleToStart is short so a dead host is noticed and another worker takes over (hydrating
-// the mirror from storage).
-func BackupHostActivity(ctx workflow.Context, hostQueue string, hostTimeout time.Duration) workflow.Context {
+// task queue). A clone of a big repository can take long, so the activity heartbeats progress
+// throughout (heartbeatTimeout, default two minutes, notices a dead worker); ScheduleToStart is
+// short so a dead host is noticed and another worker takes over (hydrating the mirror from
+// storage).
+func BackupHostActivity(ctx workflow.Context, hostQueue string, hostTimeout, heartbeatTimeout time.Duration) workflow.Context {
 	if hostTimeout <= 0 {
 		hostTimeout = 2 * time.Minute
+	}
+	if heartbeatTimeout <= 0 {
+		heartbeatTimeout = 2 * time.Minute
 	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:              hostQueue,
 		ScheduleToStartTimeout: hostTimeout,
 		StartToCloseTimeout:    6 * time.Hour,
-		HeartbeatTimeout:       2 * time.Minute,
+		HeartbeatTimeout:       heartbeatTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:        10 * time.Second,
 			BackoffCoefficient:     2,

@@ -26,8 +26,10 @@ func newDevCmd() *cobra.Command {
 		Long: `Runs GitSec on this machine with embedded defaults and no Docker: a private Postgres
 cluster under .gitsec/pg, the Temporal dev server (history in .gitsec/temporal.db, Web UI on
 :8233), file:// storage in .gitsec/storage, the API and the worker. The stack's settings are
-written to .gitsec/dev.env and a token of the "demo" tenant to .gitsec/dev-token. Ctrl-C stops
-everything; the next start reuses the data.`,
+written to .gitsec/dev.env and a token of the "demo" tenant to .gitsec/dev-token; server logs go
+to .gitsec/postgres.log and .gitsec/temporal.log. Ctrl-C stops everything; the next start reuses
+the data. As root, when the postgres OS user cannot reach .gitsec (a clone in root's 0700 home),
+the cluster lives in /var/lib/gitsec/postgres/<hash of the path>/data and .gitsec/pg links to it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o) },
 	}
@@ -112,6 +114,9 @@ Press Ctrl-C to stop everything.
 }
 
 func postgresLine(s *devstack.Stack) string {
+	if link := filepath.Join(s.Dir, "pg"); s.Postgres.Dir() != link {
+		return fmt.Sprintf("127.0.0.1:%d (data in %s, linked from %s)", s.Postgres.Port(), s.Postgres.Dir(), link)
+	}
 	return fmt.Sprintf("127.0.0.1:%d (data in %s)", s.Postgres.Port(), s.Postgres.Dir())
 }
 

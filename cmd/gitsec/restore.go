@@ -133,8 +133,8 @@ func runExportBundles(cmd *cobra.Command, flags *restoreFlags) error {
 }
 
 // progressPrinter prints one line per file. On a terminal the start line is
-// overwritten by the finished one; elsewhere (logs, pipes) each event is its
-// own plain line.
+// overwritten by the bytes moved so far and then by the finished one;
+// elsewhere (logs, pipes) the start and the end are plain lines.
 func progressPrinter(out io.Writer, verb string) func(archive.TransferEvent) {
 	terminal := false
 	if f, ok := out.(*os.File); ok {
@@ -144,6 +144,10 @@ func progressPrinter(out io.Writer, verb string) func(archive.TransferEvent) {
 	}
 	return func(ev archive.TransferEvent) {
 		switch {
+		case !ev.Done && ev.Bytes > 0 && terminal:
+			fmt.Fprintf(out, "\r[%d/%d] %s %s (%s of %s)...", ev.Index, ev.Count, verb, ev.Name, formatBytes(ev.Bytes), formatBytes(ev.Size))
+		case !ev.Done && ev.Bytes > 0:
+			// Logs and pipes get the start and end lines only.
 		case !ev.Done && terminal:
 			fmt.Fprintf(out, "\r[%d/%d] %s %s (%s)...", ev.Index, ev.Count, verb, ev.Name, formatBytes(ev.Size))
 		case !ev.Done:

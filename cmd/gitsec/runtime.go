@@ -108,15 +108,16 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	defer bucket.Close()
 
 	handler := api.NewHandler(api.Deps{
-		Store:          st,
-		Checks:         readinessChecks(st, tc, bucket),
-		Logger:         log,
-		Version:        version,
-		Temporal:       tc,
-		TaskQueue:      cfg.TaskQueue,
-		Box:            box,
-		BitbucketOAuth: bitbucketOAuth(cfg),
-		Backups:        backupSettings(cfg),
+		Store:           st,
+		Checks:          readinessChecks(st, tc, bucket),
+		Logger:          log,
+		Version:         version,
+		Temporal:        tc,
+		TaskQueue:       cfg.TaskQueue,
+		Box:             box,
+		BitbucketOAuth:  bitbucketOAuth(cfg),
+		BitbucketAPIURL: cfg.Bitbucket.APIURL,
+		Backups:         backupSettings(cfg),
 	})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)

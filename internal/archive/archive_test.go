@@ -330,7 +330,7 @@ func TestCrashBetweenPackUploadAndManifest(t *testing.T) {
 		t.Fatalf("fetch wrote %d packs", len(fetched.NewPacks))
 	}
 	// The run dies after uploading the pack, before its manifest.
-	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0]); err != nil {
+	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0], nil); err != nil {
 		t.Fatal(err)
 	}
 	if ids, _ := f.store.ListSnapshots(context.Background(), f.repo); len(ids) != 1 {
@@ -497,6 +497,65 @@ func TestManifestIsWrittenOnlyOnce(t *testing.T) {
 	if loaded.Trigger.Kind != archive.TriggerInitial {
 		t.Fatal("the second write replaced the manifest")
 	}
+}
+
+// Two attempts stage the same run (Temporal started the second while the first still ran).
+// Drafts are invisible to readers; committing is idempotent; the other attempt's draft is
+// removed, and written back late it is refused: committing it would fork the history.
+func TestStagedSnapshotsCommitOnceAndNeverFork(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.src.Commit("main", "a", "a\n")
+	f.fetch()
+	req := archive.SnapshotRequest{Tenant: f.repo.Tenant, Repository: f.identity, Trigger: archive.Trigger{Kind: archive.TriggerInitial}}
+	stage := func() *archive.Manifest {
+		t.Helper()
+		res, err := f.store.StageSnapshot(ctx, f.mirror, req)
+		if err != nil || !res.Staged {
+			t.Fatalf("stage = %+v, %v", res, err)
+		}
+		return res.Manifest
+	}
+	late, winner := stage(), stage()
+	if late.ID == winner.ID || late.Parent != "" || winner.Parent != "" {
+		t.Fatalf("staged %s and %s, want two first snapshots", late.ID, winner.ID)
+	}
+	if _, err := f.store.LoadManifest(ctx, f.repo, "latest"); !errors.Is(err, archive.ErrNotFound) {
+		t.Fatalf("latest before any commit: %v, want ErrNotFound (drafts are not snapshots)", err)
+	}
+	prefix := "tenants/tenant-1/repositories/6a1b2c3d-0000-4000-8000-00000000abcd/"
+	lateDraft, err := os.ReadFile(filepath.Join(f.storageDir, prefix+"staging", late.ID+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	first, err := f.store.CommitStaged(ctx, f.repo, winner.ID)
+	if err != nil || first.Bytes == 0 || first.Manifest.ID != winner.ID {
+		t.Fatalf("commit = %+v, %v", first, err)
+	}
+	again, err := f.store.CommitStaged(ctx, f.repo, winner.ID)
+	if err != nil || again.Bytes != 0 || again.Manifest.ID != winner.ID {
+		t.Fatalf("second commit = %+v, %v; want the same snapshot, nothing written", again, err)
+	}
+	for key := range f.storedFiles() {
+		if strings.Contains(key, "/staging/") {
+			t.Fatalf("draft %s left after the commit", key)
+		}
+	}
+	if _, err := f.store.CommitStaged(ctx, f.repo, late.ID); !errors.Is(err, archive.ErrNotFound) {
+		t.Fatalf("commit of the removed draft: %v, want ErrNotFound", err)
+	}
+	// The first attempt, still running, writes its draft after the commit.
+	if err := os.WriteFile(filepath.Join(f.storageDir, prefix+"staging", late.ID+".json"), lateDraft, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.CommitStaged(ctx, f.repo, late.ID); !errors.Is(err, archive.ErrStaleDraft) {
+		t.Fatalf("commit of a draft that no longer follows the latest snapshot: %v, want ErrStaleDraft", err)
+	}
+	if ids, err := f.store.ListSnapshots(ctx, f.repo); err != nil || !slices.Equal(ids, []string{winner.ID}) {
+		t.Fatalf("snapshots = %v, %v; want only %s", ids, err, winner.ID)
+	}
+	f.restoreAndCheck(winner.ID)
 }
 
 func TestCorruptPackIsRejected(t *testing.T) {

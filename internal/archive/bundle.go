@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -73,7 +74,7 @@ func (s *Store) ExportBundles(ctx context.Context, repo RepoKey, id, dir string,
 	var paths []string
 	for i, p := range m.Packs {
 		idxPath := filepath.Join(staging, p.Name+".idx")
-		if err := s.downloadFile(ctx, repo.IdxKey(p.Name), p.Idx, idxPath); err != nil {
+		if err := s.downloadFile(ctx, repo.IdxKey(p.Name), p.Idx, idxPath, io.Discard); err != nil {
 			return nil, nil, err
 		}
 		idx, err := gitmirror.ReadPackIndex(idxPath)
@@ -116,9 +117,9 @@ func (s *Store) ExportBundles(ctx context.Context, repo RepoKey, id, dir string,
 
 		name := fmt.Sprintf("%0*d.bundle", width, i+1)
 		path := filepath.Join(dir, name)
-		ev := TransferEvent{Name: name, Size: p.Pack.Size, Index: i + 1, Count: len(m.Packs)}
+		ev := TransferEvent{Op: "download", Name: name, Size: p.Pack.Size, Index: i + 1, Count: len(m.Packs)}
 		progress(ev)
-		if err := s.writeBundle(ctx, repo, p, refs, head, path); err != nil {
+		if err := s.writeBundle(ctx, repo, p, refs, head, path, newMeter(&ev, progress)); err != nil {
 			return nil, nil, err
 		}
 		ev.Done = true
@@ -130,7 +131,7 @@ func (s *Store) ExportBundles(ctx context.Context, repo RepoKey, id, dir string,
 
 // writeBundle writes the v2 bundle header and streams the pack after it,
 // through a temporary file so that a bundle that exists is complete.
-func (s *Store) writeBundle(ctx context.Context, repo RepoKey, p Pack, refs gitmirror.RefMap, head, path string) error {
+func (s *Store) writeBundle(ctx context.Context, repo RepoKey, p Pack, refs gitmirror.RefMap, head, path string, progress io.Writer) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".bundle-")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
@@ -149,7 +150,7 @@ func (s *Store) writeBundle(ctx context.Context, repo RepoKey, p Pack, refs gitm
 		fmt.Fprintf(w, "%s %s\n", refs[name], name)
 	}
 	fmt.Fprint(w, "\n")
-	if err := s.download(ctx, repo.PackKey(p.Name), p.Pack, w); err != nil {
+	if err := s.download(ctx, repo.PackKey(p.Name), p.Pack, w, progress); err != nil {
 		tmp.Close()
 		return err
 	}

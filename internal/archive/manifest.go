@@ -256,6 +256,13 @@ func (k RepoKey) IdxKey(name string) string { return k.prefix() + "packs/" + nam
 // ManifestKey is the storage key of a snapshot manifest.
 func (k RepoKey) ManifestKey(id string) string { return k.prefix() + "snapshots/" + id + ".json" }
 
+// DraftKey is the storage key of a staged snapshot's manifest draft: written
+// by StageSnapshot, turned into the manifest by CommitStaged. Readers of
+// snapshots never look under staging/.
+func (k RepoKey) DraftKey(id string) string { return k.draftPrefix() + id + ".json" }
+
+func (k RepoKey) draftPrefix() string { return k.prefix() + "staging/" }
+
 // ExportPrefix is where a repository's export objects live.
 func (k RepoKey) ExportPrefix() string { return k.prefix() + "exports/" }
 
@@ -267,6 +274,9 @@ var (
 	ErrNotFound = errors.New("snapshot not found")
 	// ErrSnapshotExists: a manifest with that id is already stored.
 	ErrSnapshotExists = errors.New("snapshot already exists")
+	// ErrStaleDraft: a staged snapshot no longer follows the latest one, so
+	// committing it would fork the history.
+	ErrStaleDraft = errors.New("staged snapshot no longer follows the latest snapshot")
 	// ErrCorrupt: a stored object does not match the size or SHA-256 the
 	// manifest records.
 	ErrCorrupt = errors.New("stored object does not match the manifest")

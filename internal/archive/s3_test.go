@@ -30,7 +30,7 @@ func TestS3Backend(t *testing.T) {
 	f.src.CommitOn(base, "refs/heads/main", "a", "force-pushed\n")
 	fetched := f.fetch()
 	// A crashed run stored the pack but not the manifest.
-	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0]); err != nil {
+	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0], nil); err != nil {
 		t.Fatal(err)
 	}
 	second := f.snapshot(archive.TriggerWebhook)

@@ -2,10 +2,16 @@ package archive
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"strings"
 	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
 
 	"github.com/gitsec/gitsec/internal/gitmirror"
 )
@@ -21,6 +27,23 @@ type SnapshotRequest struct {
 	// Now overrides the clock for the snapshot id and creation time; zero
 	// means time.Now().
 	Now time.Time
+	// Progress, when set, follows every file hashed and uploaded (Index and
+	// Count number the packs to store).
+	Progress func(TransferEvent)
+}
+
+// StageResult tells what StageSnapshot did.
+type StageResult struct {
+	// Manifest is the staged draft, or the latest snapshot when nothing
+	// changed.
+	Manifest *Manifest
+	// Staged is false when the mirror's references, HEAD and packs equal the
+	// latest snapshot's, in which case nothing was written.
+	Staged bool
+	// PacksUploaded and BytesUploaded count what was actually written; packs
+	// that a crashed run already stored are reused and not counted.
+	PacksUploaded int
+	BytesUploaded int64
 }
 
 // SnapshotResult tells what SnapshotMirror did.
@@ -37,18 +60,44 @@ type SnapshotResult struct {
 	BytesUploaded int64
 }
 
-// SnapshotMirror backs up a mirror after a fetch: it uploads every pack of the
-// mirror that the latest snapshot does not list yet (normally the one pack
-// the fetch wrote; more when an earlier run died before its manifest), then
-// writes the manifest last. Running it again after a crash at any point
-// completes the backup without re-uploading what is already stored.
+// SnapshotMirror backs up a mirror after a fetch in one go: StageSnapshot,
+// then CommitStaged. Running it again after a crash at any point completes
+// the backup without re-uploading what is already stored.
 func (s *Store) SnapshotMirror(ctx context.Context, mirror *gitmirror.Mirror, req SnapshotRequest) (SnapshotResult, error) {
-	repo, err := NewRepoKey(req.Tenant, req.Repository.UUID)
+	staged, err := s.StageSnapshot(ctx, mirror, req)
 	if err != nil {
 		return SnapshotResult{}, err
 	}
+	res := SnapshotResult{Manifest: staged.Manifest, PacksUploaded: staged.PacksUploaded, BytesUploaded: staged.BytesUploaded}
+	if !staged.Staged {
+		return res, nil
+	}
+	repo, err := NewRepoKey(staged.Manifest.Tenant, staged.Manifest.Repository.UUID)
+	if err != nil {
+		return SnapshotResult{}, err
+	}
+	committed, err := s.CommitStaged(ctx, repo, staged.Manifest.ID)
+	if err != nil {
+		return SnapshotResult{}, err
+	}
+	res.Manifest, res.Created = committed.Manifest, true
+	res.BytesUploaded += committed.Bytes
+	return res, nil
+}
+
+// StageSnapshot does everything of a backup but the last write: it uploads
+// every pack of the mirror that the latest snapshot does not list yet
+// (normally the one pack the fetch wrote; more when an earlier run died
+// before its manifest) and stores the new snapshot's manifest as a draft
+// under staging/. CommitStaged turns the draft into the snapshot; until then
+// no reader sees it, and steps in between (exports) may add objects.
+func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req SnapshotRequest) (StageResult, error) {
+	repo, err := NewRepoKey(req.Tenant, req.Repository.UUID)
+	if err != nil {
+		return StageResult{}, err
+	}
 	if !req.Trigger.Kind.Valid() {
-		return SnapshotResult{}, fmt.Errorf("invalid trigger kind %q", req.Trigger.Kind)
+		return StageResult{}, fmt.Errorf("invalid trigger kind %q", req.Trigger.Kind)
 	}
 	req.Repository.UUID = repo.UUID
 	clock := time.Now
@@ -64,15 +113,15 @@ func (s *Store) SnapshotMirror(ctx context.Context, mirror *gitmirror.Mirror, re
 	if errors.Is(err, ErrNotFound) {
 		parent = nil
 	} else if err != nil {
-		return SnapshotResult{}, err
+		return StageResult{}, err
 	}
 	refs, head, err := mirror.Refs()
 	if err != nil {
-		return SnapshotResult{}, err
+		return StageResult{}, err
 	}
 	mirrorPacks, err := mirror.Packs()
 	if err != nil {
-		return SnapshotResult{}, err
+		return StageResult{}, err
 	}
 	stored := map[string]bool{}
 	var packs []Pack
@@ -91,23 +140,28 @@ func (s *Store) SnapshotMirror(ctx context.Context, mirror *gitmirror.Mirror, re
 		}
 	}
 	if parent != nil && len(pending) == 0 && refs.Equal(parent.Refs) && head == parent.Head {
-		return SnapshotResult{Manifest: parent}, nil
+		return StageResult{Manifest: parent}, nil
 	}
 
 	id, err := NewSnapshotID(now, parentID)
 	if err != nil {
-		return SnapshotResult{}, err
+		return StageResult{}, err
 	}
 	created, _ := SnapshotTime(id)
 	refTargets := map[string]bool{}
 	for _, oid := range refs {
 		refTargets[oid] = true
 	}
-	result := SnapshotResult{Created: true}
+	result := StageResult{Staged: true}
 	for i, p := range pending {
-		entry, uploaded, err := s.PutPack(ctx, repo, p)
+		entry, uploaded, err := s.PutPack(ctx, repo, p, func(ev TransferEvent) {
+			if req.Progress != nil {
+				ev.Index, ev.Count = i+1, len(pending)
+				req.Progress(ev)
+			}
+		})
 		if err != nil {
-			return SnapshotResult{}, err
+			return StageResult{}, err
 		}
 		entry.Snapshot = id
 		// The first full clone of a repository depends on nothing and every
@@ -115,7 +169,7 @@ func (s *Store) SnapshotMirror(ctx context.Context, mirror *gitmirror.Mirror, re
 		if !(parent == nil && len(pending) == 1) {
 			links, err := mirror.PackLinks(p)
 			if err != nil {
-				return SnapshotResult{}, err
+				return StageResult{}, err
 			}
 			entry.Prerequisites = links.Prerequisites
 			for _, tip := range links.Tips {
@@ -146,13 +200,126 @@ func (s *Store) SnapshotMirror(ctx context.Context, mirror *gitmirror.Mirror, re
 		Packs:          packs,
 		DurationMillis: clock().Sub(req.Started).Milliseconds(),
 	}
-	n, err := s.CommitSnapshot(ctx, m)
+	data, err := encodeManifest(m)
 	if err != nil {
-		return SnapshotResult{}, err
+		return StageResult{}, err
 	}
-	result.BytesUploaded += n
+	// A draft may be written again by a retried attempt: plain overwrite.
+	if err := s.bucket.WriteAll(ctx, repo.DraftKey(id), data, &blob.WriterOptions{ContentType: "application/json"}); err != nil {
+		return StageResult{}, fmt.Errorf("stage snapshot %s: %w", id, err)
+	}
 	result.Manifest = m
-	slog.InfoContext(ctx, "snapshot committed", "repository", repo.String(), "snapshot", id,
+	slog.InfoContext(ctx, "snapshot staged", "repository", repo.String(), "snapshot", id,
 		"refs", len(refs), "packs", len(packs), "packs_uploaded", result.PacksUploaded, "bytes_uploaded", result.BytesUploaded)
 	return result, nil
+}
+
+// CommitResult tells what CommitStaged did.
+type CommitResult struct {
+	Manifest *Manifest
+	// Bytes is the size of the manifest written, 0 when an earlier attempt
+	// had written it already.
+	Bytes int64
+}
+
+// CommitStaged writes the staged draft of snapshot id as its manifest, which
+// makes the snapshot exist, then removes the repository's drafts. It is
+// idempotent: when the manifest is already there (an earlier attempt wrote
+// it), it returns that manifest. It refuses, with ErrStaleDraft, a draft
+// whose parent is no longer the latest snapshot: committing it would fork
+// the history (an attempt that ran on after Temporal had given up on it
+// staged it). ErrNotFound means there is neither a draft nor a snapshot.
+func (s *Store) CommitStaged(ctx context.Context, repo RepoKey, id string) (CommitResult, error) {
+	if !ValidSnapshotID(id) {
+		return CommitResult{}, fmt.Errorf("invalid snapshot id %q", id)
+	}
+	if m, err := s.LoadManifest(ctx, repo, id); err == nil {
+		s.removeDrafts(ctx, repo)
+		return CommitResult{Manifest: m}, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return CommitResult{}, err
+	}
+	draft, err := s.loadDraft(ctx, repo, id)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	latest, err := s.LoadManifest(ctx, repo, "latest")
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if draft.Parent != "" {
+			return CommitResult{}, fmt.Errorf("commit snapshot %s: its parent %s is gone: %w", id, draft.Parent, ErrStaleDraft)
+		}
+	case err != nil:
+		return CommitResult{}, err
+	case latest.ID != draft.Parent:
+		return CommitResult{}, fmt.Errorf("commit snapshot %s: it follows %s, but the latest snapshot is %s: %w",
+			id, orFirst(draft.Parent), latest.ID, ErrStaleDraft)
+	}
+	n, err := s.CommitSnapshot(ctx, draft)
+	if errors.Is(err, ErrSnapshotExists) {
+		// A concurrent attempt won the conditional write: its manifest is
+		// this draft.
+		m, lerr := s.LoadManifest(ctx, repo, id)
+		if lerr != nil {
+			return CommitResult{}, lerr
+		}
+		s.removeDrafts(ctx, repo)
+		return CommitResult{Manifest: m}, nil
+	}
+	if err != nil {
+		return CommitResult{}, err
+	}
+	s.removeDrafts(ctx, repo)
+	slog.InfoContext(ctx, "snapshot committed", "repository", repo.String(), "snapshot", id,
+		"refs", draft.Totals.Refs, "packs", draft.Totals.Packs, "bytes", draft.Totals.Bytes)
+	return CommitResult{Manifest: draft, Bytes: n}, nil
+}
+
+func orFirst(parent string) string {
+	if parent == "" {
+		return "no snapshot"
+	}
+	return parent
+}
+
+func (s *Store) loadDraft(ctx context.Context, repo RepoKey, id string) (*Manifest, error) {
+	data, err := s.bucket.ReadAll(ctx, repo.DraftKey(id))
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, fmt.Errorf("snapshot %s of repository %s is neither staged nor committed: %w", id, repo, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read staged snapshot %s: %w", id, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("decode staged snapshot %s: %w", id, err)
+	}
+	if m.ID != id || m.Tenant != repo.Tenant || m.Repository.UUID != repo.UUID {
+		return nil, fmt.Errorf("staged snapshot %s is stored under %s but describes %s/%s", id, repo, m.Tenant, m.ID)
+	}
+	return &m, nil
+}
+
+// removeDrafts deletes every draft of the repository. Only one backup of a
+// repository runs at a time, so once its snapshot is committed any other
+// draft is a leftover of an abandoned attempt. Failures only leave garbage
+// behind, so they are logged, not returned.
+func (s *Store) removeDrafts(ctx context.Context, repo RepoKey) {
+	iter := s.bucket.List(&blob.ListOptions{Prefix: repo.draftPrefix()})
+	for {
+		obj, err := iter.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			slog.WarnContext(ctx, "list staged snapshots", "repository", repo.String(), "error", err)
+			return
+		}
+		if obj.IsDir || !strings.HasSuffix(obj.Key, ".json") {
+			continue
+		}
+		if err := s.bucket.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+			slog.WarnContext(ctx, "remove staged snapshot", "key", obj.Key, "error", err)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"gocloud.dev/blob"
 	// The storage schemes an operator may configure; linking them all in
@@ -57,20 +58,24 @@ func Open(ctx context.Context, storageURL string) (*Store, error) {
 func (s *Store) Close() error { return s.bucket.Close() }
 
 // PutPack uploads a pack and its idx unless identical objects are already
-// stored (a crashed run uploaded them), and returns the manifest entry with
-// Snapshot, Prerequisites and UnnamedTips left for the caller. uploaded is the
-// number of bytes actually sent.
-func (s *Store) PutPack(ctx context.Context, repo RepoKey, p gitmirror.PackFiles) (entry Pack, uploaded int64, err error) {
+// stored (a crashed run or an earlier attempt uploaded them), and returns the
+// manifest entry with Snapshot, Prerequisites and UnnamedTips left for the
+// caller. uploaded is the number of bytes actually sent. progress, which may
+// be nil, follows each file as it is hashed and uploaded.
+func (s *Store) PutPack(ctx context.Context, repo RepoKey, p gitmirror.PackFiles, progress func(TransferEvent)) (entry Pack, uploaded int64, err error) {
 	if !gitmirror.ValidPackName(p.Name) {
 		return Pack{}, 0, fmt.Errorf("invalid pack name %q", p.Name)
 	}
-	packInfo, n, err := s.putFile(ctx, repo.PackKey(p.Name), p.PackPath)
+	if progress == nil {
+		progress = func(TransferEvent) {}
+	}
+	packInfo, n, err := s.putFile(ctx, repo.PackKey(p.Name), p.PackPath, progress)
 	if err != nil {
 		return Pack{}, 0, err
 	}
 	uploaded += n
 	// The idx goes second so that a stored idx implies a stored pack.
-	idxInfo, n, err := s.putFile(ctx, repo.IdxKey(p.Name), p.IdxPath)
+	idxInfo, n, err := s.putFile(ctx, repo.IdxKey(p.Name), p.IdxPath, progress)
 	if err != nil {
 		return Pack{}, 0, err
 	}
@@ -78,16 +83,24 @@ func (s *Store) PutPack(ctx context.Context, repo RepoKey, p gitmirror.PackFiles
 	return Pack{Name: p.Name, Pack: packInfo, Idx: idxInfo, Objects: p.Objects}, uploaded, nil
 }
 
-func (s *Store) putFile(ctx context.Context, key, path string) (FileInfo, int64, error) {
-	local, err := hashFile(path)
+func (s *Store) putFile(ctx context.Context, key, path string, progress func(TransferEvent)) (FileInfo, int64, error) {
+	ev := TransferEvent{Op: "hash", Name: filepath.Base(path)}
+	if info, err := os.Stat(path); err == nil {
+		ev.Size = info.Size()
+	}
+	progress(ev)
+	local, err := hashFile(path, newMeter(&ev, progress))
 	if err != nil {
 		return FileInfo{}, 0, err
 	}
+	ev = TransferEvent{Op: "upload", Name: ev.Name, Size: local.Size}
 	attrs, err := s.bucket.Attributes(ctx, key)
 	switch {
 	case err == nil:
 		stored := attrs.Metadata[sha256MetadataKey]
 		if attrs.Size == local.Size && (stored == "" || stored == local.SHA256) {
+			ev.Bytes, ev.Done = local.Size, true
+			progress(ev)
 			return local, 0, nil
 		}
 	case gcerrors.Code(err) != gcerrors.NotFound:
@@ -99,6 +112,7 @@ func (s *Store) putFile(ctx context.Context, key, path string) (FileInfo, int64,
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", filepath.Base(path), err)
 	}
 	defer f.Close()
+	progress(ev)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // aborts the upload when returning early
 	w, err := s.bucket.NewWriter(ctx, key, &blob.WriterOptions{
@@ -109,12 +123,14 @@ func (s *Store) putFile(ctx context.Context, key, path string) (FileInfo, int64,
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
 	}
 	h := sha256.New()
-	n, err := io.Copy(w, io.TeeReader(f, h))
+	m := newMeter(&ev, progress)
+	n, err := io.Copy(w, io.TeeReader(f, io.MultiWriter(h, m)))
 	if err != nil {
 		cancel()
 		w.Close()
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
 	}
+	m.flush()
 	if err := w.Close(); err != nil {
 		return FileInfo{}, 0, fmt.Errorf("upload %s: %w", key, err)
 	}
@@ -128,17 +144,20 @@ func (s *Store) putFile(ctx context.Context, key, path string) (FileInfo, int64,
 	if attrs.Size != local.Size {
 		return FileInfo{}, 0, fmt.Errorf("verify %s: stored %d bytes, sent %d: %w", key, attrs.Size, local.Size, ErrCorrupt)
 	}
+	ev.Done = true
+	progress(ev)
 	return local, n, nil
 }
 
-func hashFile(path string) (FileInfo, error) {
+// hashFile reads path for its size and SHA-256; its bytes also go to progress.
+func hashFile(path string, progress io.Writer) (FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("hash %s: %w", filepath.Base(path), err)
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(io.MultiWriter(h, progress), f)
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("hash %s: %w", filepath.Base(path), err)
 	}
@@ -150,6 +169,31 @@ func hashFile(path string) (FileInfo, error) {
 // manifest's size in bytes, and ErrSnapshotExists when a manifest with the
 // same id is already stored.
 func (s *Store) CommitSnapshot(ctx context.Context, m *Manifest) (int64, error) {
+	data, err := encodeManifest(m)
+	if err != nil {
+		return 0, err
+	}
+	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
+	if err != nil {
+		return 0, err
+	}
+	key := repo.ManifestKey(m.ID)
+	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
+		ContentType: "application/json",
+		IfNotExist:  true,
+	})
+	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, ErrSnapshotExists)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, err)
+	}
+	return int64(len(data)), nil
+}
+
+// encodeManifest fills the manifest's empty lists and totals, validates it and
+// encodes it as stored (drafts and manifests alike).
+func encodeManifest(m *Manifest) ([]byte, error) {
 	if m.Exports == nil {
 		m.Exports = []Export{}
 	}
@@ -166,29 +210,13 @@ func (s *Store) CommitSnapshot(ctx context.Context, m *Manifest) (int64, error) 
 	}
 	m.computeTotals()
 	if err := m.Validate(); err != nil {
-		return 0, fmt.Errorf("commit snapshot: %w", err)
-	}
-	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
-	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("snapshot %s: %w", m.ID, err)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return 0, fmt.Errorf("encode manifest: %w", err)
+		return nil, fmt.Errorf("encode manifest: %w", err)
 	}
-	data = append(data, '\n')
-	key := repo.ManifestKey(m.ID)
-	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
-		ContentType: "application/json",
-		IfNotExist:  true,
-	})
-	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
-		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, ErrSnapshotExists)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("commit snapshot %s: %w", m.ID, err)
-	}
-	return int64(len(data)), nil
+	return append(data, '\n'), nil
 }
 
 // ListSnapshots returns the ids of a repository's snapshots, newest first.
@@ -293,18 +321,66 @@ func (s *Store) listDirs(ctx context.Context, prefix string) ([]string, error) {
 	return names, nil
 }
 
-// TransferEvent reports one file of a download, before and after it moves.
+// TransferEvent reports one file of a transfer: before it moves, about once
+// every ProgressInterval while its bytes move, and once it is done. Backups
+// send it as their heartbeat details, so it stays small.
 type TransferEvent struct {
+	// Op is "download", "hash" (reading a local file for its checksum before
+	// an upload) or "upload".
+	Op string `json:"op"`
 	// Name is the file's name (pack-<sha1>.pack, 0001.bundle, ...).
-	Name string
-	Size int64
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	// Bytes is how much of Size has moved so far.
+	Bytes int64 `json:"bytes"`
 	// Index counts from 1 up to Count.
-	Index, Count int
-	Done         bool
+	Index int  `json:"index"`
+	Count int  `json:"count"`
+	Done  bool `json:"done"`
 }
 
-// download streams key into path, verifying size and SHA-256 against want.
-func (s *Store) download(ctx context.Context, key string, want FileInfo, w io.Writer) error {
+// ProgressInterval is how often a transfer reports the bytes of the file
+// under way.
+var ProgressInterval = time.Second
+
+// meter counts the bytes written to it into ev.Bytes and reports ev at most
+// once per ProgressInterval: put in a stream, it keeps heartbeats coming
+// while one big file moves.
+type meter struct {
+	ev       *TransferEvent
+	report   func(TransferEvent)
+	last     time.Time
+	reported int64
+}
+
+func newMeter(ev *TransferEvent, report func(TransferEvent)) *meter {
+	return &meter{ev: ev, report: report, last: time.Now()}
+}
+
+func (m *meter) Write(p []byte) (int, error) {
+	m.ev.Bytes += int64(len(p))
+	if now := time.Now(); now.Sub(m.last) >= ProgressInterval {
+		m.last = now
+		m.reported = m.ev.Bytes
+		m.report(*m.ev)
+	}
+	return len(p), nil
+}
+
+// flush reports the count if it moved since the last report: at the end of
+// a stream, so that a writer that buffers (an S3 upload sends its last part
+// on Close) does not leave an old count standing while it finishes.
+func (m *meter) flush() {
+	if m.ev.Bytes != m.reported {
+		m.last = time.Now()
+		m.reported = m.ev.Bytes
+		m.report(*m.ev)
+	}
+}
+
+// download streams key into w, verifying size and SHA-256 against want; the
+// bytes also go to progress.
+func (s *Store) download(ctx context.Context, key string, want FileInfo, w, progress io.Writer) error {
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
@@ -314,7 +390,7 @@ func (s *Store) download(ctx context.Context, key string, want FileInfo, w io.Wr
 	}
 	defer r.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(w, h), r)
+	n, err := io.Copy(io.MultiWriter(w, h, progress), r)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", key, err)
 	}
@@ -330,12 +406,12 @@ func checkDigest(key string, want FileInfo, n int64, h hash.Hash) error {
 	return nil
 }
 
-func (s *Store) downloadFile(ctx context.Context, key string, want FileInfo, path string) error {
+func (s *Store) downloadFile(ctx context.Context, key string, want FileInfo, path string, progress io.Writer) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", key, err)
 	}
-	if err := s.download(ctx, key, want, f); err != nil {
+	if err := s.download(ctx, key, want, f, progress); err != nil {
 		f.Close()
 		os.Remove(path)
 		return err
@@ -365,12 +441,13 @@ func (s *Store) DownloadPacks(ctx context.Context, repo RepoKey, packs []Pack, d
 			IdxPath:  filepath.Join(dir, p.Name+".idx"),
 			Objects:  p.Objects,
 		}
-		ev := TransferEvent{Name: p.Name, Size: p.Pack.Size + p.Idx.Size, Index: i + 1, Count: len(packs)}
+		ev := TransferEvent{Op: "download", Name: p.Name, Size: p.Pack.Size + p.Idx.Size, Index: i + 1, Count: len(packs)}
 		progress(ev)
-		if err := s.downloadFile(ctx, repo.PackKey(p.Name), p.Pack, files.PackPath); err != nil {
+		m := newMeter(&ev, progress)
+		if err := s.downloadFile(ctx, repo.PackKey(p.Name), p.Pack, files.PackPath, m); err != nil {
 			return nil, err
 		}
-		if err := s.downloadFile(ctx, repo.IdxKey(p.Name), p.Idx, files.IdxPath); err != nil {
+		if err := s.downloadFile(ctx, repo.IdxKey(p.Name), p.Idx, files.IdxPath, m); err != nil {
 			return nil, err
 		}
 		ev.Done = true

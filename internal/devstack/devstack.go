@@ -2,7 +2,9 @@
 // cloud account: a private Postgres cluster under .gitsec/pg, the Temporal dev server with its Web
 // UI and a SQLite history file, and file:// backup storage. It writes the running stack's
 // settings to .gitsec/dev.env so that other gitsec commands and scripts can use it, and keeps
-// everything under one directory so a second start reuses the data.
+// everything under one directory so a second start reuses the data. The one exception: as root,
+// when the postgres OS user cannot reach .gitsec (a clone in root's 0700 home), .gitsec/pg is a
+// link to the cluster under pgcluster.RelocationRoot.
 package devstack
 
 import (
@@ -32,7 +34,7 @@ const DemoTenant = "demo"
 
 // Options configure the dev stack. Zero ports mean the documented defaults.
 type Options struct {
-	// Dir holds all state: pg/, temporal.db, storage/, secrets-key, dev.env, dev-token.
+	// Dir holds all state: pg/, temporal.db, storage/, secrets-key, dev.env, dev-token, logs.
 	Dir            string
 	TemporalBinary string
 	PostgresPort   int
@@ -75,7 +77,8 @@ type Stack struct {
 }
 
 // Start brings up Postgres and Temporal, applies migrations and makes sure the demo tenant has
-// a valid token. On error everything already started is stopped again.
+// a valid token. On error everything already started is stopped again. The emulator runs until
+// ctx ends, so ctx must last as long as the stack.
 func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	o = withDefaults(o)
 	dir, err := filepath.Abs(o.Dir)
@@ -93,7 +96,13 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}()
 
 	o.Logger.Info("starting postgres", "dir", filepath.Join(dir, "pg"), "port", o.PostgresPort)
-	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Port: o.PostgresPort, Logger: o.Logger})
+	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{
+		Dir:  filepath.Join(dir, "pg"),
+		Port: o.PostgresPort,
+		// Beside temporal.log, even when the data itself was relocated out of Dir.
+		LogFile: filepath.Join(dir, "postgres.log"),
+		Logger:  o.Logger,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
@@ -213,6 +222,9 @@ func (s *Stack) WriteEnvFile() (string, error) {
 	sort.Strings(keys)
 	var b strings.Builder
 	b.WriteString("# Written by `gitsec dev` for the running local stack. Use: set -a; . .gitsec/dev.env; set +a\n")
+	if pgDir := filepath.Join(s.Dir, "pg"); s.Postgres != nil && s.Postgres.Dir() != pgDir {
+		fmt.Fprintf(&b, "# Postgres data: %s (%s links to it; the postgres OS user cannot reach %s)\n", s.Postgres.Dir(), pgDir, s.Dir)
+	}
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s='%s'\n", k, strings.ReplaceAll(s.Env[k], "'", `'\''`))
 	}

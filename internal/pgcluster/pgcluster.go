@@ -1,6 +1,10 @@
 // Package pgcluster runs a private Postgres cluster from the locally installed Postgres binaries:
 // a throw-away one for tests and a long-lived one under .gitsec/ for `gitsec dev`.
 //
+// As root the server runs as the postgres OS user. When that user cannot reach the requested data
+// directory (a clone in root's 0700 home), the cluster lives under RelocationRoot instead and the
+// requested path becomes a link to it, so the same data is found again on the next start.
+//
 // The postmaster runs as a direct child (not daemonised through pg_ctl) in its own process group,
 // so that it shuts down with its parent instead of outliving a killed test binary or dev stack.
 package pgcluster
@@ -31,7 +35,8 @@ import (
 // Options configure a cluster. Dir is required.
 type Options struct {
 	// Dir is the data directory. It is created and initialised when it holds no cluster yet; an
-	// existing cluster is reused with its data.
+	// existing cluster is reused with its data. It may become a link to a relocated cluster (see
+	// RelocationRoot).
 	Dir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
@@ -47,7 +52,9 @@ type Options struct {
 
 // Cluster is a running Postgres server owned by this process.
 type Cluster struct {
-	dir        string
+	dir        string // where the data is: Options.Dir, or the relocated directory it links to
+	requested  string // Options.Dir, absolute
+	home       string // the relocated cluster's home under RelocationRoot; empty when in place
 	port       int
 	logFile    string
 	socketDir  string
@@ -85,6 +92,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
+	requested := dir
+	dir, home, err := resolveDataDir(requested, cred, logger)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres in %s: %w", requested, err)
+	}
 	if err := prepareDataDir(ctx, dir, binDir, cred, opts.SkipFsync, logger); err != nil {
 		return nil, fmt.Errorf("start postgres in %s: %w", dir, err)
 	}
@@ -106,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 				return nil, fmt.Errorf("start postgres: %w", err)
 			}
 		}
-		c := &Cluster{dir: dir, port: port, logFile: logFile, logger: logger}
+		c := &Cluster{dir: dir, requested: requested, home: home, port: port, logFile: logFile, logger: logger}
 		if err := c.chooseSocketDir(cred); err != nil {
 			return nil, fmt.Errorf("start postgres: %w", err)
 		}
@@ -199,7 +211,8 @@ func (c *Cluster) URL(dbname string) string {
 // Port returns the TCP port the server listens on.
 func (c *Cluster) Port() int { return c.port }
 
-// Dir returns the absolute data directory.
+// Dir returns the absolute data directory the server uses: Options.Dir, or the relocated
+// directory Options.Dir links to.
 func (c *Cluster) Dir() string { return c.dir }
 
 // SocketDir returns the directory holding the server's unix socket (for psql -h).
@@ -252,7 +265,7 @@ func (c *Cluster) chooseSocketDir(cred *syscall.Credential) error {
 		c.socketDir = c.dir
 		return nil
 	}
-	dir, err := os.MkdirTemp("", "pgsock-")
+	dir, err := os.MkdirTemp(reachableTempParent(cred), "pgsock-")
 	if err != nil {
 		return fmt.Errorf("create socket dir: %w", err)
 	}
@@ -275,7 +288,10 @@ func prepareDataDir(ctx context.Context, dir, binDir string, cred *syscall.Crede
 	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("create parent of data dir: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create data dir: %w", err)
 	}
 	if err := chownTo(dir, cred); err != nil {
@@ -342,7 +358,8 @@ func livePostmaster(dir string) (int, bool) {
 }
 
 // checkReachable fails early with a clear message when the server's OS user could not even
-// reach the data directory (e.g. a checkout under /root while running as root).
+// reach the data directory (e.g. a checkout under /root while running as root), for the cases
+// relocation does not cover: a link of the user's own making, a non-empty directory.
 func checkReachable(dir string, cred *syscall.Credential) error {
 	if cred == nil {
 		return nil
@@ -358,7 +375,7 @@ func checkReachable(dir string, cred *syscall.Credential) error {
 			(ok && st.Gid == cred.Gid && mode&0o010 != 0) ||
 			(ok && st.Uid == cred.Uid && mode&0o100 != 0)
 		if !searchable {
-			return fmt.Errorf("the postgres OS user cannot reach %s: %s (mode %v) is not searchable by it; use a data directory outside it", dir, p, mode)
+			return fmt.Errorf("the postgres OS user cannot reach %s: %s (mode %v) is not searchable by it", dir, p, mode)
 		}
 		if p == filepath.Dir(p) {
 			return nil

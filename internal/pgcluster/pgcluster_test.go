@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,7 +20,12 @@ import (
 // (t.TempDir's parents are private to root).
 func reachableTempDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "pgcluster-test-")
+	return reachableTempDirIn(t, "")
+}
+
+func reachableTempDirIn(t *testing.T, parent string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(parent, "pgcluster-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +65,11 @@ func queryString(t *testing.T, connURL, sql string) string {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return s
+}
+
+// socketURL connects over the unix socket, as psql -h does.
+func socketURL(c *Cluster) string {
+	return fmt.Sprintf("postgres://postgres@/postgres?host=%s&port=%d", url.QueryEscape(c.SocketDir()), c.Port())
 }
 
 func execSQL(t *testing.T, connURL, sql string) {
@@ -113,16 +124,13 @@ func TestStartCreateDatabaseRestartKeepsData(t *testing.T) {
 
 func TestUnixSocketWithLongDataDirPath(t *testing.T) {
 	base := reachableTempDir(t)
+	// Start creates the missing parents itself, and as root they must let the postgres user in.
 	dir := filepath.Join(base, strings.Repeat("d", 60), strings.Repeat("e", 60), "pg")
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	c := startCluster(t, dir)
 	if c.SocketDir() == c.Dir() {
 		t.Fatalf("socket dir is the data dir %s although its path exceeds the socket limit", c.Dir())
 	}
-	socketURL := fmt.Sprintf("postgres://postgres@/postgres?host=%s&port=%d", url.QueryEscape(c.SocketDir()), c.Port())
-	if got := queryString(t, socketURL, "SELECT 'via socket'"); got != "via socket" {
+	if got := queryString(t, socketURL(c), "SELECT 'via socket'"); got != "via socket" {
 		t.Fatalf("query over socket = %q", got)
 	}
 	sockDir := c.SocketDir()
@@ -178,14 +186,157 @@ func TestFixedPortInUseFailsWithServerLog(t *testing.T) {
 	}
 }
 
-func TestUnreachableDataDirIsExplained(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("only root delegates the server to the postgres user")
+// scratchRelocationRoot points RelocationRoot at a directory of this test, so that relocated
+// clusters are removed with it.
+func scratchRelocationRoot(t *testing.T) string {
+	t.Helper()
+	root := filepath.Join(reachableTempDir(t), "relocated")
+	old := RelocationRoot
+	RelocationRoot = root
+	t.Cleanup(func() { RelocationRoot = old })
+	return root
+}
+
+func hasTable(t *testing.T, c *Cluster, table string) bool {
+	t.Helper()
+	return queryString(t, c.URL("postgres"), "SELECT (to_regclass('"+table+"') IS NOT NULL)::text") == "true"
+}
+
+// A clone in root's home directory (mode 0700): the postgres OS user cannot reach .gitsec/pg, so
+// the cluster must live elsewhere and be found again on every start.
+func TestDataDirUnderPrivateParent(t *testing.T) {
+	root := os.Geteuid() == 0
+	if !root {
+		t.Log("not running as root: the server runs as this user, who can reach its own 0700 directory; " +
+			"checking only that the cluster starts there in place and keeps its data")
 	}
-	private := t.TempDir() // mode 0700, owned by root
-	_, err := Start(context.Background(), Options{Dir: filepath.Join(private, "pg")})
-	if err == nil || !strings.Contains(err.Error(), "cannot reach") {
-		t.Fatalf("err = %v, want an explanation that the postgres user cannot reach the dir", err)
+	relocated := scratchRelocationRoot(t)
+	private := t.TempDir()
+	if err := os.Chmod(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	requested := filepath.Join(private, "clone", ".gitsec", "pg")
+
+	c := startCluster(t, requested)
+	execSQL(t, c.URL("postgres"), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('first start')")
+	if !root {
+		if c.Dir() != requested {
+			t.Fatalf("data dir = %s, want %s in place", c.Dir(), requested)
+		}
+		if err := c.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !hasTable(t, startCluster(t, requested), "kept") {
+			t.Fatal("data lost across a restart")
+		}
+		return
+	}
+	if filepath.Dir(filepath.Dir(c.Dir())) != relocated {
+		t.Fatalf("data dir = %s, want it relocated under %s", c.Dir(), relocated)
+	}
+	if target, err := os.Readlink(requested); err != nil || target != c.Dir() {
+		t.Fatalf("%s links to %q (%v), want %s", requested, target, err, c.Dir())
+	}
+	// The unix socket sits in the relocated data dir, where psql -h finds it.
+	if got := queryString(t, socketURL(c), "SELECT v FROM kept"); got != "first start" {
+		t.Fatalf("query over socket = %q", got)
+	}
+	firstDir := c.Dir()
+	if err := c.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	again := startCluster(t, requested)
+	if again.Dir() != firstDir || !hasTable(t, again, "kept") {
+		t.Fatalf("restart uses %s (want %s) or lost the data", again.Dir(), firstDir)
+	}
+
+	// cp -a of the clone copies the link: the copy must get a cluster of its own, not share the
+	// running one.
+	copied := filepath.Join(private, "copy", ".gitsec", "pg")
+	if out, err := exec.Command("cp", "-a", filepath.Join(private, "clone"), filepath.Join(private, "copy")).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	cp := startCluster(t, copied)
+	if cp.Dir() == firstDir || hasTable(t, cp, "kept") {
+		t.Fatalf("the copy uses %s with the original's data (original %s)", cp.Dir(), firstDir)
+	}
+	if err := cp.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.RemoveData(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(copied); !os.IsNotExist(err) {
+		t.Fatalf("RemoveData left the link %s (%v)", copied, err)
+	}
+	if _, err := os.Stat(filepath.Dir(cp.Dir())); !os.IsNotExist(err) {
+		t.Fatalf("RemoveData left %s (%v)", filepath.Dir(cp.Dir()), err)
+	}
+
+	// Moving the clone keeps its data.
+	if err := again.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(private, "clone"), filepath.Join(private, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	moved := startCluster(t, filepath.Join(private, "moved", ".gitsec", "pg"))
+	if moved.Dir() != firstDir || !hasTable(t, moved, "kept") {
+		t.Fatalf("after a move the cluster is %s (want %s) or lost its data", moved.Dir(), firstDir)
+	}
+	if err := moved.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// rm -rf .gitsec means starting from scratch: a new clone at the first path gets an empty
+	// cluster, even though the old data once belonged to that path.
+	if err := os.RemoveAll(filepath.Join(private, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	fresh := startCluster(t, requested)
+	if hasTable(t, fresh, "kept") {
+		t.Fatalf("a new clone at %s got the deleted clone's data", requested)
+	}
+}
+
+// A long data dir path puts the socket in the temp dir; with TMPDIR private to root, it must go
+// where the postgres user can create it.
+func TestSocketDirWithPrivateTMPDIR(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Log("not running as root: the server can use this user's TMPDIR; checking the socket works")
+	}
+	scratchRelocationRoot(t)
+	private := t.TempDir()
+	t.Setenv("TMPDIR", private)
+	dir := filepath.Join(reachableTempDirIn(t, "/tmp"), strings.Repeat("d", 60), strings.Repeat("e", 60), "pg")
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, dir)
+	if c.SocketDir() == c.Dir() {
+		t.Fatalf("socket dir is the data dir %s although its path exceeds the socket limit", c.Dir())
+	}
+	if got := queryString(t, socketURL(c), "SELECT 'via socket'"); got != "via socket" {
+		t.Fatalf("query over socket = %q", got)
+	}
+}
+
+func TestUnreachableDirWithFilesIsExplained(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not running as root: only root delegates the server to the postgres user, so nothing is unreachable")
+	}
+	scratchRelocationRoot(t)
+	dir := filepath.Join(t.TempDir(), "pg") // the parent is mode 0700, owned by root
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(context.Background(), Options{Dir: dir})
+	if err == nil || !strings.Contains(err.Error(), "cannot reach") || !strings.Contains(err.Error(), "already holds files") {
+		t.Fatalf("err = %v, want an explanation that the postgres user cannot reach the dir's files", err)
 	}
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,6 +60,82 @@ func (s *Store) CreateInstallationWithCredentials(ctx context.Context, tenantID 
 	return id, nil
 }
 
+// ProviderAccount is the provider account an OAuth grant acts for.
+type ProviderAccount struct {
+	Provider string
+	UUID     string
+	Name     string
+}
+
+// AlreadyConnectedError refuses a second live installation of one provider account in one
+// tenant. It matches ErrConflict.
+type AlreadyConnectedError struct {
+	InstallationID uuid.UUID
+	Status         string
+	AccountName    string
+}
+
+func (e *AlreadyConnectedError) Error() string {
+	return fmt.Sprintf("account %s is already connected as installation %s (status %s)", e.AccountName, e.InstallationID, e.Status)
+}
+
+// Is makes errors.Is(err, ErrConflict) hold.
+func (e *AlreadyConnectedError) Is(target error) bool { return target == ErrConflict }
+
+// ConnectInstallation records an authorized provider account for the tenant. One live
+// installation per account and tenant (migration 00005): a new account gets a pending
+// installation; an account whose installation needs re-authorization gets its credentials
+// replaced and the installation set back to pending (reconnected); any other live installation
+// of the account is an *AlreadyConnectedError. Removed installations do not count.
+func (s *Store) ConnectInstallation(ctx context.Context, tenantID uuid.UUID, acct ProviderAccount, credentialsEncrypted []byte) (id uuid.UUID, reconnected bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var status string
+		err := tx.QueryRow(ctx,
+			`SELECT id, status FROM installations
+			  WHERE tenant_id = $1 AND provider = $2 AND account_uuid = $3 AND status <> 'removed' FOR UPDATE`,
+			tenantID, acct.Provider, acct.UUID).Scan(&id, &status)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return tx.QueryRow(ctx,
+				`INSERT INTO installations (tenant_id, provider, account_uuid, account_name, credentials_encrypted)
+				 VALUES ($1, $2, $3, $4, $5) RETURNING id`,
+				tenantID, acct.Provider, acct.UUID, acct.Name, credentialsEncrypted).Scan(&id)
+		case err != nil:
+			return err
+		case status != InstallationNeedsReauth:
+			return &AlreadyConnectedError{InstallationID: id, Status: status, AccountName: acct.Name}
+		}
+		reconnected = true
+		_, err = tx.Exec(ctx,
+			`UPDATE installations SET credentials_encrypted = $3, account_name = $4, status = 'pending', status_message = '',
+			        updated_at = now()
+			  WHERE tenant_id = $1 AND id = $2`,
+			tenantID, id, credentialsEncrypted, acct.Name)
+		return err
+	})
+	if isUniqueViolation(err) {
+		// A concurrent connect of the same account won the insert.
+		return uuid.Nil, false, s.alreadyConnected(ctx, tenantID, acct)
+	}
+	var dup *AlreadyConnectedError
+	if err != nil && !errors.As(err, &dup) {
+		err = fmt.Errorf("connect installation of %s: %w", acct.Name, err)
+	}
+	return id, reconnected, err
+}
+
+// alreadyConnected describes the live installation that a unique violation ran into.
+func (s *Store) alreadyConnected(ctx context.Context, tenantID uuid.UUID, acct ProviderAccount) error {
+	dup := &AlreadyConnectedError{AccountName: acct.Name}
+	err := s.pool.QueryRow(ctx,
+		`SELECT id, status FROM installations WHERE tenant_id = $1 AND provider = $2 AND account_uuid = $3 AND status <> 'removed'`,
+		tenantID, acct.Provider, acct.UUID).Scan(&dup.InstallationID, &dup.Status)
+	if err != nil {
+		return fmt.Errorf("account %s is already connected: %w", acct.Name, ErrConflict)
+	}
+	return dup
+}
+
 // InstallationCredentials returns the encrypted tokens of an installation.
 func (s *Store) InstallationCredentials(ctx context.Context, tenantID, id uuid.UUID) ([]byte, error) {
 	var enc []byte
@@ -81,11 +158,17 @@ func (s *Store) UpdateInstallationCredentials(ctx context.Context, tenantID, id 
 		tenantID, id, enc)
 }
 
-// SetInstallationAccount records which provider account the installation is.
+// SetInstallationAccount records which provider account the installation is; ErrConflict when
+// another live installation of the tenant is that account (only installations connected before
+// the callback learnt the account can get here).
 func (s *Store) SetInstallationAccount(ctx context.Context, tenantID, id uuid.UUID, accountUUID, accountName string) error {
-	return s.execOne(ctx, "set installation account",
+	err := s.execOne(ctx, "set installation account",
 		`UPDATE installations SET account_uuid = $3, account_name = $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
 		tenantID, id, accountUUID, accountName)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("installation %s: account %s is already connected as another installation of the tenant: %w", id, accountName, ErrConflict)
+	}
+	return err
 }
 
 // SetInstallationStatus sets status and message; removing the installation also drops its

@@ -34,7 +34,10 @@ type Snapshot struct {
 }
 
 // RecordSnapshot stores a snapshot row and marks the repository backed up, in one
-// transaction. Recording the same snapshot twice (an activity retry) is harmless.
+// transaction. Recording the same snapshot twice (an activity retry) is harmless, and so is
+// recording an older one late (reconciling rows a failed record left out): the repository's
+// last snapshot only ever moves forward. Snapshot IDs sort in history order bytewise, hence
+// the C collation.
 func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx,
@@ -49,8 +52,11 @@ func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 			return fmt.Errorf("record snapshot %s: %w", sn.ID, err)
 		}
 		tag, err := tx.Exec(ctx,
-			`UPDATE repositories SET last_snapshot_id = $3, last_backup_status = 'succeeded', last_backup_at = $4,
-			        last_checked_at = $4, updated_at = now()
+			`UPDATE repositories
+			    SET last_snapshot_id = CASE WHEN last_snapshot_id IS NULL OR last_snapshot_id COLLATE "C" < $3 THEN $3
+			                                ELSE last_snapshot_id END,
+			        last_backup_status = 'succeeded', last_backup_at = GREATEST(last_backup_at, $4),
+			        last_checked_at = GREATEST(last_checked_at, $4), updated_at = now()
 			  WHERE tenant_id = $1 AND id = $2`,
 			sn.TenantID, sn.RepositoryID, sn.ID, sn.FinishedAt)
 		if err != nil {

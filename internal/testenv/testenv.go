@@ -212,6 +212,8 @@ func cleanup() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				report(env.cluster.Stop(ctx))
+				// As root with a private TMPDIR the cluster was relocated out of tempDir.
+				report(env.cluster.RemoveData())
 			})
 		}
 		wg.Wait()

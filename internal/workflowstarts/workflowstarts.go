@@ -66,8 +66,8 @@ func (s *Starter) StartUninstall(ctx context.Context, tenantID, instID uuid.UUID
 }
 
 // RequestBackup wakes (or starts) the repository's backup workflow and returns its ID.
-func (s *Starter) RequestBackup(ctx context.Context, target workflows.BackupTarget, providerUUID string, req workflows.BackupRequest) (string, error) {
-	return backupqueue.Request(ctx, s.Temporal, s.Backups, target, providerUUID, req)
+func (s *Starter) RequestBackup(ctx context.Context, target workflows.BackupTarget, req workflows.BackupRequest) (string, error) {
+	return backupqueue.Request(ctx, s.Temporal, s.Backups, target, req)
 }
 
 // installationOptions start a per-installation workflow: a finished one may run again under
