@@ -14,6 +14,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
@@ -51,10 +52,10 @@ type Activities struct {
 // so it fails without retries.
 func parseRef(ref workflows.InstallationRef) (tenantID, installationID uuid.UUID, err error) {
 	if tenantID, err = uuid.Parse(ref.TenantID); err != nil {
-		return uuid.Nil, uuid.Nil, temporal.NewNonRetryableApplicationError("invalid tenant ID "+ref.TenantID, "InvalidInput", nil)
+		return uuid.Nil, uuid.Nil, temporal.NewNonRetryableApplicationError("invalid tenant ID "+ref.TenantID, domain.ErrTypeInvalidInput, nil)
 	}
 	if installationID, err = uuid.Parse(ref.InstallationID); err != nil {
-		return uuid.Nil, uuid.Nil, temporal.NewNonRetryableApplicationError("invalid installation ID "+ref.InstallationID, "InvalidInput", nil)
+		return uuid.Nil, uuid.Nil, temporal.NewNonRetryableApplicationError("invalid installation ID "+ref.InstallationID, domain.ErrTypeInvalidInput, nil)
 	}
 	return tenantID, installationID, nil
 }
@@ -67,18 +68,20 @@ func classify(what string, err error) error {
 	}
 	wrapped := fmt.Errorf("%s: %w", what, err)
 	switch {
+	case errors.Is(err, store.ErrInstallationRemoved):
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), domain.ErrTypeInstallationRemoved, nil)
 	case errors.Is(err, bitbucket.ErrCredentialsRevoked):
-		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeCredentialsRevoked, nil)
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), domain.ErrTypeCredentialsRevoked, nil)
 	case errors.Is(err, bitbucket.ErrForbidden):
-		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeForbidden, nil)
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), domain.ErrTypeForbidden, nil)
 	case errors.Is(err, bitbucket.ErrGone):
-		return temporal.NewNonRetryableApplicationError(wrapped.Error()+" (Bitbucket removed this endpoint: GitSec must be updated)", workflows.ErrTypeEndpointGone, nil)
+		return temporal.NewNonRetryableApplicationError(wrapped.Error()+" (Bitbucket removed this endpoint: GitSec must be updated)", domain.ErrTypeEndpointGone, nil)
 	case errors.Is(err, bitbucket.ErrNotFound):
-		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeNotFound, nil)
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), domain.ErrTypeNotFound, nil)
 	case errors.Is(err, store.ErrConflict):
-		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeAlreadyConnected, nil)
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), domain.ErrTypeAlreadyConnected, nil)
 	case errors.Is(err, store.ErrNotFound):
-		return temporal.NewNonRetryableApplicationError(wrapped.Error(), workflows.ErrTypeInstallationNotFound, nil)
+		return temporal.NewNonRetryableApplicationError(wrapped.Error(), domain.ErrTypeInstallationNotFound, nil)
 	}
 	return wrapped
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -19,6 +20,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -31,7 +33,7 @@ import (
 // worker just failed to answer (in.Exclude).
 func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
 	if a.HostQueue == "" {
-		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", "Misconfigured", nil)
+		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", domain.ErrTypeMisconfigured, nil)
 	}
 	tenantID, _, repoID, err := a.parseTarget(in.Target)
 	if err != nil {
@@ -52,7 +54,7 @@ func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installati
 		return
 	}
 	if repoID, err = uuid.Parse(t.RepositoryID); err != nil {
-		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, "InvalidInput", nil)
+		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, domain.ErrTypeInvalidInput, nil)
 	}
 	return
 }
@@ -82,8 +84,15 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	if err != nil {
 		return res, classify("load repository", err)
 	}
-	if !repo.Included || repo.Status != store.RepositoryActive {
+	if !repo.Included || repo.Status != domain.RepositoryActive {
 		res.Skipped = fmt.Sprintf("repository is %s (included=%t)", repo.Status, repo.Included)
+		res.FinishedAt = time.Now().UTC()
+		return res, nil
+	}
+	// Checked on every run, on whichever worker: a request queued before an uninstall (or
+	// routed to a worker that still caches the client) must not back up a removed installation.
+	if store.BackupsStopped(repo.InstallationStatus) {
+		res.Skipped = "installation is " + repo.InstallationStatus
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
 	}
@@ -137,12 +146,11 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	defer mirror.Close()
 	hb.step("fetching")
 	// Fresh credentials for the fetch: each git operation spends its own unit of the budget.
-	auth, err := client.GitAuth(ctx)
-	if err != nil {
-		return res, classify("git credentials", err)
-	}
-	_, err = mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
-		hb.report(BackupProgress{Step: "fetching", Fetch: &p})
+	err = client.WithGitAuth(ctx, func(auth *githttp.BasicAuth) error {
+		_, err := mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
+			hb.report(BackupProgress{Step: "fetching", Fetch: &p})
+		})
+		return err
 	})
 	if err != nil {
 		return res, classifyGit("fetch "+repo.FullName, err)
@@ -151,7 +159,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
-		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
+		Trigger:    archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID},
 		Started:    started,
 		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 	})
@@ -191,16 +199,20 @@ func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTa
 	if err != nil {
 		return res, classify("load repository", err)
 	}
+	if st := repo.InstallationStatus; st == domain.InstallationRemoving || st == domain.InstallationRemoved {
+		return res, temporal.NewNonRetryableApplicationError("installation is "+st+": staged snapshot "+staged.SnapshotID+" is not committed",
+			domain.ErrTypeInstallationRemoved, nil)
+	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c, err := a.Archive.CommitStaged(ctx, key, staged.SnapshotID)
 	switch {
 	case errors.Is(err, archive.ErrStaleDraft):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotConflict, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotConflict, nil)
 	case errors.Is(err, archive.ErrNotFound):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 	case err != nil:
 		return res, fmt.Errorf("commit snapshot %s of %s: %w", staged.SnapshotID, repo.FullName, err)
 	}
@@ -239,12 +251,12 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 	var c upstreamCheck
 	workspace, slug, ok := strings.Cut(fullName, "/")
 	if !ok {
-		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", domain.ErrTypeInvalidInput, nil)
 	}
 	c.Remote = client.CloneURL(workspace, slug)
 	key, err := archive.NewRepoKey(tenantID.String(), providerUUID)
 	if err != nil {
-		return c, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c.Key = key
 	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
@@ -252,12 +264,16 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 		return c, fmt.Errorf("load latest manifest of %s: %w", fullName, err)
 	}
 	c.Latest = latest
-	auth, err := client.GitAuth(ctx)
-	if err != nil {
-		return c, classify("git credentials", err)
+	var refs gitmirror.RefMap
+	var head string
+	lsRemote := func(remote string) error {
+		return client.WithGitAuth(ctx, func(auth *githttp.BasicAuth) (err error) {
+			refs, head, err = gitmirror.LsRemote(ctx, remote, auth)
+			return err
+		})
 	}
 	c.FullName = fullName
-	refs, head, err := gitmirror.LsRemote(ctx, c.Remote, auth)
+	err = lsRemote(c.Remote)
 	if errors.Is(err, transport.ErrRepositoryNotFound) {
 		// Slugs change; the UUID does not. A renamed repository is found again by UUID and
 		// followed, instead of being taken for deleted until the next sync.
@@ -269,10 +285,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 			activity.GetLogger(ctx).Info("repository renamed upstream", "from", fullName, "to", renamed.FullName)
 			ws, sl, _ := strings.Cut(renamed.FullName, "/")
 			c.FullName, c.Remote = renamed.FullName, client.CloneURL(ws, sl)
-			if auth, err = client.GitAuth(ctx); err != nil {
-				return c, classify("git credentials", err)
-			}
-			refs, head, err = gitmirror.LsRemote(ctx, c.Remote, auth)
+			err = lsRemote(c.Remote)
 		}
 	}
 	if err != nil {
@@ -312,15 +325,31 @@ func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive
 	return m, nil
 }
 
-// classifyGit maps git transport errors to the provider error types.
+// classifyGit maps git transport errors to the provider error types. Errors come from
+// bitbucket.Client.WithGitAuth, which has already retried a 401 after one forced refresh: a 401
+// now means the credentials are revoked, while a 403 concerns this repository alone.
 func classifyGit(what string, err error) error {
 	switch {
+	case errors.Is(err, store.ErrInstallationRemoved):
+		return classify(what, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
-		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
-	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials", workflows.ErrTypeCredentialsRevoked, nil)
+		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", domain.ErrTypeNotFound, nil)
+	case errors.Is(err, bitbucket.ErrForbidden), errors.Is(err, transport.ErrAuthorizationFailed):
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket denied access to this repository (403): "+gitReason(err), domain.ErrTypeForbidden, nil)
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials even after a token refresh", domain.ErrTypeCredentialsRevoked, nil)
 	}
 	return classify(what, err)
+}
+
+// gitReason is the git server's own message from a transport error ("authorization failed:
+// You do not have read access ..."); go-git puts the response body after the sentinel's text.
+func gitReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, transport.ErrAuthorizationFailed.Error()); i >= 0 {
+		msg = msg[i:]
+	}
+	return strings.TrimSpace(msg)
 }
 
 // RecordBackupOutcome writes a run's result to Postgres for the dashboard.
@@ -338,17 +367,28 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {
-		case workflows.ErrTypeNotFound:
+		case domain.ErrTypeInstallationRemoved:
+			// Uninstalled while the run was under way: nothing is recorded for it any more.
+			return nil
+		case domain.ErrTypeNotFound:
 			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
 				return classify("mark deleted upstream", err)
 			}
-		case workflows.ErrTypeCredentialsRevoked, workflows.ErrTypeForbidden:
-			if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationNeedsReauth,
-				"Bitbucket rejected GitSec's access during a backup; reconnect the account"); err != nil {
+		case domain.ErrTypeCredentialsRevoked:
+			// Only a 401 that survived a forced refresh gets here: the credential itself is dead,
+			// for every repository. A 403 (ErrTypeForbidden) is this repository's alone and is
+			// recorded on it below, while the installation's other repositories go on.
+			err := a.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationNeedsReauth,
+				"Bitbucket rejected GitSec's credentials during a backup, even after a token refresh; reconnect the account")
+			if err != nil && !errors.Is(err, store.ErrInstallationRemoved) {
 				return classify("mark installation needs_reauth", err)
 			}
 		}
-		return classify("record failed backup", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupFailed, time.Now().UTC()))
+		reason := in.Reason
+		if reason == "" {
+			reason = in.Failure
+		}
+		return classify("record failed backup", a.Store.RecordBackupFailure(ctx, tenantID, repoID, reason, time.Now().UTC()))
 	case r.Skipped != "":
 		return nil
 	}
@@ -360,7 +400,7 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	if r.Changed {
 		return nil
 	}
-	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupUnchanged, r.FinishedAt))
 }
 
 // maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
@@ -381,7 +421,7 @@ func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	// Newest first, down to the first snapshot that has its row.
 	var rows []store.Snapshot
@@ -407,7 +447,7 @@ func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.
 			if len(rows) > 0 {
 				break // an ancestor that retention removed
 			}
-			return temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+			return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("load manifest %s of %s: %w", id, repo.FullName, err)
@@ -447,7 +487,7 @@ func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Man
 		}
 	}
 	return store.Snapshot{
-		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: string(m.Trigger.Kind),
+		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: m.Trigger.Kind,
 		ParentID: parent, RefsCount: m.Totals.Refs, PacksCount: m.Totals.Packs, BytesUploaded: introduced, TotalBytes: m.Totals.Bytes,
 		StartedAt: m.Created.Add(-time.Duration(m.DurationMillis) * time.Millisecond), FinishedAt: m.Created,
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/testenv"
 	"github.com/gitsec/gitsec/workflows"
@@ -185,7 +186,7 @@ func TestBackupHeartbeatsThroughSlowTransfers(t *testing.T) {
 	e.settings.HeartbeatTimeout = 8 * time.Second
 
 	stop := e.heartbeatWatch("assets")
-	e.backup("assets", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("assets", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	seen := stop()
 	runs := e.stageActivities("assets")
 	if len(runs) != 1 || runs[0].attempt != 1 || runs[0].outcome != enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {

@@ -21,6 +21,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
@@ -209,7 +210,7 @@ func (e *backupEnv) backup(slug string, reqs ...workflows.BackupRequest) {
 	defer cancel()
 	r := e.repos[slug]
 	if len(reqs) == 0 {
-		reqs = []workflows.BackupRequest{{Trigger: workflows.TriggerManual}}
+		reqs = []workflows.BackupRequest{{Trigger: domain.TriggerManual}}
 	}
 	target := backupqueue.Target(r)
 	var id string
@@ -324,7 +325,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 	e := newBackupEnv(t, storageURL)
 
 	// Initial backup: a full snapshot, restorable with stock git.
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	snaps := e.snapshots("api")
 	if len(snaps) != 1 || snaps[0].Trigger != "initial" || snaps[0].RefsCount < 6 || snaps[0].PacksCount != 1 {
 		t.Fatalf("initial snapshots = %+v", snaps)
@@ -346,7 +347,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 
 	// One pushed commit: one small pack and a manifest.
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-1"})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerWebhook, DeliveryID: "d-1"})
 	snaps = e.snapshots("api")
 	if len(snaps) != 2 {
 		t.Fatalf("after a push: %d snapshots, want 2", len(snaps))
@@ -394,7 +395,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 	}
 
 	// Empty repository: a snapshot with no refs.
-	e.backup("empty", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("empty", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	if s := e.snapshots("empty"); len(s) != 1 || s[0].RefsCount != 0 {
 		t.Fatalf("empty repository snapshots = %+v", s)
 	}
@@ -423,9 +424,9 @@ func TestBackupLifecycleOnS3(t *testing.T) {
 func TestConcurrentRequestsCoalesce(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	e.backup("api",
-		workflows.BackupRequest{Trigger: workflows.TriggerSchedule},
-		workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-9"},
-		workflows.BackupRequest{Trigger: workflows.TriggerManual})
+		workflows.BackupRequest{Trigger: domain.TriggerSchedule},
+		workflows.BackupRequest{Trigger: domain.TriggerWebhook, DeliveryID: "d-9"},
+		workflows.BackupRequest{Trigger: domain.TriggerManual})
 	snaps := e.snapshots("api")
 	if len(snaps) != 1 || snaps[0].Trigger != "webhook" {
 		t.Fatalf("snapshots = %+v, want exactly one (webhook wins the coalesced trigger)", snaps)
@@ -438,7 +439,7 @@ func TestConcurrentRequestsCoalesce(t *testing.T) {
 func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	ctx := context.Background()
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	r := e.repo("api")
 	if r.MirrorHost != e.acts.HostQueue {
 		t.Fatalf("mirror host = %q, want %q", r.MirrorHost, e.acts.HostQueue)

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -233,7 +234,7 @@ func (a *Activities) SetInstallationStatus(ctx context.Context, in workflows.Ins
 	if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, in.Status, in.Message); err != nil {
 		return classify("set installation status", err)
 	}
-	if in.Status == store.InstallationRemoved || in.Status == store.InstallationNeedsReauth {
+	if in.Status == domain.InstallationRemoved || in.Status == domain.InstallationNeedsReauth {
 		a.Clients.Forget(instID)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/schedules"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -60,9 +61,9 @@ func (a *Activities) PrepareSweep(ctx context.Context, ref workflows.Installatio
 		return workflows.SweepPlan{}, classify("load installation", err)
 	}
 	switch inst.Status {
-	case store.InstallationRemoving, store.InstallationRemoved:
+	case domain.InstallationRemoving, domain.InstallationRemoved:
 		return workflows.SweepPlan{Skip: "installation is " + inst.Status}, nil
-	case store.InstallationNeedsReauth:
+	case domain.InstallationNeedsReauth:
 		return workflows.SweepPlan{Skip: "installation needs a reconnect: " + inst.StatusMessage}, nil
 	}
 	return workflows.SweepPlan{}, nil
@@ -74,10 +75,12 @@ const maxPageErrors = 5
 // CheckRepositoriesForChanges checks one page of an installation's included repositories with
 // one ls-remote each, at most SweepSettings.Concurrency at once, and returns the ones that
 // changed since their last snapshot. Repositories never backed up have changed without a check,
-// and so has one that is gone upstream (its backup workflow records the deletion).
+// and so has one that is gone upstream or that Bitbucket refuses (403) to show: its backup
+// workflow records the deletion, or the refusal on that repository alone.
 //
-// A revoked credential fails the whole page (non-retryable): every other check would fail the
-// same way. Other failures are counted per repository; the next sweep checks them again.
+// A revoked credential (a 401 even after a forced refresh) fails the whole page
+// (non-retryable): every other check would fail the same way. Other failures are counted per
+// repository; the next sweep checks them again.
 func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflows.SweepPageInput) (workflows.SweepPageResult, error) {
 	var res workflows.SweepPageResult
 	tenantID, instID, err := parseRef(in.InstallationRef)
@@ -87,7 +90,7 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 	after := uuid.Nil
 	if in.After != "" {
 		if after, err = uuid.Parse(in.After); err != nil {
-			return res, temporal.NewNonRetryableApplicationError("invalid sweep cursor "+in.After, "InvalidInput", nil)
+			return res, temporal.NewNonRetryableApplicationError("invalid sweep cursor "+in.After, domain.ErrTypeInvalidInput, nil)
 		}
 	}
 	limit := in.Limit
@@ -105,6 +108,9 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 		return res, nil
 	}
 	bb, err := a.Clients.Client(ctx, tenantID, instID)
+	if errors.Is(err, store.ErrInstallationRemoved) {
+		return installationRemovedPage(err), nil
+	}
 	if err != nil {
 		return res, classify("load credentials", err)
 	}
@@ -156,9 +162,9 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 				mu.Lock()
 				res.Unchanged++
 				mu.Unlock()
-			case errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeNotFound:
+			case errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeNotFound || appErr.Type() == domain.ErrTypeForbidden):
 				changed(r)
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeForbidden):
+			case errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeCredentialsRevoked || appErr.Type() == domain.ErrTypeInstallationRemoved):
 				mu.Lock()
 				if fatal == nil {
 					fatal = err
@@ -177,6 +183,10 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 		}(r)
 	}
 	wg.Wait()
+	var appErr *temporal.ApplicationError
+	if errors.As(fatal, &appErr) && appErr.Type() == domain.ErrTypeInstallationRemoved {
+		return installationRemovedPage(fatal), nil
+	}
 	if fatal != nil {
 		return workflows.SweepPageResult{}, fatal
 	}
@@ -187,12 +197,27 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 	return res, nil
 }
 
+// installationRemovedPage ends a sweep whose installation was removed under it (by another
+// worker): an empty last page, so the sweep finishes quietly instead of failing.
+func installationRemovedPage(err error) workflows.SweepPageResult {
+	return workflows.SweepPageResult{Errors: []string{"sweep stopped: " + err.Error()}}
+}
+
 // WakeRepositories signals the backup workflow of each repository (starting it when none
 // runs); requests coalesce there with webhook ones.
 func (a *Activities) WakeRepositories(ctx context.Context, in workflows.WakeInput) (int, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return 0, err
+	}
+	// The installation may have been removed since its page was checked.
+	status, err := a.Store.InstallationStatus(ctx, tenantID, instID)
+	if err != nil {
+		return 0, classify("load installation status", err)
+	}
+	if store.BackupsStopped(status) {
+		a.Logger.Info("sweep wakes no backups: installation is "+status, "installation", in.InstallationID)
+		return 0, nil
 	}
 	n := 0
 	for _, r := range in.Repositories {
@@ -240,7 +265,7 @@ func (a *Activities) EnsureSweepSchedule(ctx context.Context, ref workflows.Inst
 		return err
 	}
 	if a.Temporal == nil {
-		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", "Misconfigured", nil)
+		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	spec, action := a.sweepSchedule(ref)
@@ -271,7 +296,7 @@ func (a *Activities) DeleteSweepSchedule(ctx context.Context, ref workflows.Inst
 		return err
 	}
 	if a.Temporal == nil {
-		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", "Misconfigured", nil)
+		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	err := a.Temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx)

@@ -20,6 +20,7 @@ import (
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -81,7 +82,7 @@ func (e *backupEnv) mirrorOf(slug string) string {
 func triggers(snaps []store.Snapshot) string {
 	var t []string
 	for _, s := range snaps {
-		t = append(t, s.Trigger)
+		t = append(t, string(s.Trigger))
 	}
 	return strings.Join(t, ",")
 }
@@ -101,7 +102,7 @@ func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
 	}
 	e.waitBackups(all...)
 	for _, slug := range all {
-		if s := e.snapshots(slug); len(s) != 1 || s[0].Trigger != workflows.TriggerSchedule {
+		if s := e.snapshots(slug); len(s) != 1 || s[0].Trigger != domain.TriggerSchedule {
 			t.Fatalf("%s after the first sweep: snapshots %s, want one scheduled", slug, triggers(s))
 		}
 	}
@@ -125,7 +126,7 @@ func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
 		t.Fatalf("sweep after a push to web = %+v, want web alone woken", third)
 	}
 	e.waitBackups("web")
-	if s := e.snapshots("web"); len(s) != 2 || s[0].Trigger != workflows.TriggerSchedule || s[0].ParentID == nil || *s[0].ParentID != s[1].ID {
+	if s := e.snapshots("web"); len(s) != 2 || s[0].Trigger != domain.TriggerSchedule || s[0].ParentID == nil || *s[0].ParentID != s[1].ID {
 		t.Fatalf("web snapshots = %+v, want an incremental scheduled one on top of the first", s)
 	}
 	for _, slug := range []string{"api", "empty"} {
@@ -146,12 +147,12 @@ func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
 		t.Fatalf("sweep after deleting empty upstream = %+v", gone)
 	}
 	e.waitBackups("empty")
-	if r := e.repo("empty"); r.Status != store.RepositoryDeletedUpstream {
+	if r := e.repo("empty"); r.Status != domain.RepositoryDeletedUpstream {
 		t.Fatalf("empty status = %s, want deleted_upstream", r.Status)
 	}
 
 	// An installation waiting for a reconnect is skipped quietly, saying why.
-	if err := e.store.SetInstallationStatus(context.Background(), e.tenantID, e.instID, store.InstallationNeedsReauth, "token revoked"); err != nil {
+	if err := e.store.SetInstallationStatus(context.Background(), e.tenantID, e.instID, domain.InstallationNeedsReauth, "token revoked"); err != nil {
 		t.Fatal(err)
 	}
 	e.emuJSON("POST", "/_emulator/repositories/acme/web/push", `{"commits":1}`, nil)
@@ -316,7 +317,7 @@ func TestBackupRefusesMirrorOverDiskBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.backup("api")
-	if r := e.repo("api"); r.LastBackupStatus != store.BackupFailed {
+	if r := e.repo("api"); r.LastBackupStatus != domain.BackupFailed {
 		t.Fatalf("api last backup status = %s, want failed", r.LastBackupStatus)
 	}
 	if n := len(e.snapshots("api")); n != 0 {

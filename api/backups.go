@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -29,6 +30,20 @@ func (h *handlers) loadRepository(c *gin.Context) (store.Repository, error) {
 	return r, nil
 }
 
+// installationBacksUp is a 409 when the repository's installation is no longer backed up:
+// removed (or being removed), or waiting for a reconnect. Workers check again before each run.
+func installationBacksUp(r store.Repository) error {
+	switch {
+	case r.InstallationStatus == domain.InstallationNeedsReauth:
+		return errConflict("installation_needs_reauth", "the installation of repository "+r.FullName+
+			" needs a reconnect: Bitbucket rejected its credentials; connect the account again")
+	case store.BackupsStopped(r.InstallationStatus):
+		return errConflict("installation_removed", "the installation of repository "+r.FullName+" is "+
+			r.InstallationStatus+": nothing more is backed up; its existing backups are kept")
+	}
+	return nil
+}
+
 // requestBackup wakes the repository's backup workflow (202); requests during a running
 // backup are coalesced into one follow-up run.
 func (h *handlers) requestBackup(c *gin.Context) error {
@@ -39,11 +54,14 @@ func (h *handlers) requestBackup(c *gin.Context) error {
 	if !r.Included {
 		return errConflict("excluded", "repository "+r.FullName+" is excluded from backups; include it first (PATCH {\"included\":true})")
 	}
-	if r.Status != store.RepositoryActive {
+	if r.Status != domain.RepositoryActive {
 		return errConflict("not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
 	}
+	if err := installationBacksUp(r); err != nil {
+		return err
+	}
 	id, err := h.starts.RequestBackup(c.Request.Context(), backupqueue.Target(r),
-		workflows.BackupRequest{Trigger: workflows.TriggerManual})
+		workflows.BackupRequest{Trigger: domain.TriggerManual})
 	if err != nil {
 		return failed("could not queue the backup", err)
 	}

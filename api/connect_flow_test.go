@@ -539,6 +539,16 @@ func TestConnectBitbucketEndToEnd(t *testing.T) {
 	if st := detail["installation"].(map[string]any)["status"]; st != "removed" {
 		t.Fatalf("status after uninstall = %v", st)
 	}
+	// Its repositories stay readable, but nothing more is backed up for them.
+	if status, body := e.call("POST", "/api/v1/repositories/"+repoID+"/backups", "acme-corp", ""); status != 409 || errorCode(t, body) != "installation_removed" {
+		t.Fatalf("backup of a removed installation's repository = %d %v, want 409 installation_removed", status, body)
+	}
+	if status, body := e.call("PATCH", "/api/v1/repositories/"+repoID, "acme-corp", `{"included":true}`); status != 409 || errorCode(t, body) != "installation_removed" {
+		t.Fatalf("including a removed installation's repository = %d %v, want 409", status, body)
+	}
+	if status, _ := e.call("GET", "/api/v1/repositories/"+repoID, "acme-corp", ""); status != 200 {
+		t.Fatalf("GET a removed installation's repository = %d, want 200", status)
+	}
 
 	e.assertNoSecretLeaks(secrets)
 

@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/workflowstarts"
 	"github.com/gitsec/gitsec/workflows"
@@ -99,7 +100,7 @@ func (h *handlers) deleteInstallation(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if inst.Status == store.InstallationRemoved {
+	if inst.Status == domain.InstallationRemoved {
 		return errConflict("already_removed", "installation "+inst.ID.String()+" was already removed; its backups are kept")
 	}
 	id, err := h.starts.StartUninstall(c.Request.Context(), inst.TenantID, inst.ID)
@@ -109,7 +110,7 @@ func (h *handlers) deleteInstallation(c *gin.Context) error {
 	h.audit(c, inst.TenantID, "installation.uninstalled", "installation", inst.ID.String(), gin.H{"workflow_id": id})
 	c.JSON(http.StatusAccepted, gin.H{
 		"installation_id": inst.ID,
-		"status":          store.InstallationRemoving,
+		"status":          domain.InstallationRemoving,
 		"workflow_id":     id,
 		"backups":         "kept: existing snapshots stay in storage and remain restorable",
 	})
@@ -121,7 +122,7 @@ func (h *handlers) syncInstallation(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if inst.Status == store.InstallationRemoved || inst.Status == store.InstallationRemoving {
+	if inst.Status == domain.InstallationRemoved || inst.Status == domain.InstallationRemoving {
 		return errConflict("removed", "installation "+inst.ID.String()+" is removed; connect the account again")
 	}
 	id, err := h.starts.StartOnboarding(c.Request.Context(), inst.TenantID, inst.ID, "sync")

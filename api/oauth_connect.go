@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
 )
@@ -217,7 +218,7 @@ func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values)
 	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, reason)
 	if err != nil {
 		retry := "retry with POST /api/v1/installations/" + instID.String() + "/sync"
-		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; "+retry); serr != nil {
+		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationFailed, "could not start discovery; "+retry); serr != nil {
 			err = errors.Join(err, fmt.Errorf("mark installation failed: %w", serr))
 		}
 		return failed("the account is connected but discovery could not start; "+retry, err)
@@ -232,7 +233,7 @@ func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values)
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
 		return nil
 	}
-	c.JSON(created, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
+	c.JSON(created, gin.H{"installation_id": instID, "status": domain.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
 	return nil
 }
 

@@ -93,6 +93,15 @@ func (h *handlers) patchRepository(c *gin.Context) error {
 		return errInvalid("invalid_field", `field "included" (true or false) is required`)
 	}
 	t := tenantOf(c)
+	if *req.Included {
+		r, err := h.loadRepository(c)
+		if err != nil {
+			return err
+		}
+		if err := installationBacksUp(r); err != nil {
+			return err
+		}
+	}
 	r, err := h.deps.Store.SetRepositoryIncluded(c.Request.Context(), t.ID, id, *req.Included)
 	if errors.Is(err, store.ErrNotFound) {
 		return errNotFound("repository", id.String())

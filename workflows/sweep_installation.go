@@ -5,6 +5,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // SweepInstallationWorkflowName is the registered name of the scheduled change sweep.
@@ -73,7 +75,7 @@ type SweepPageResult struct {
 // WakeInput wakes the backup workflows of the given repositories.
 type WakeInput struct {
 	InstallationRef
-	Trigger      string
+	Trigger      domain.TriggerKind
 	Repositories []SweepRepository
 }
 
@@ -122,11 +124,11 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 			SweepPageInput{InstallationRef: in.InstallationRef, After: in.After, Limit: SweepPageSize}).Get(ctx, &page)
 		if err != nil {
 			var appErr *temporal.ApplicationError
-			if errors.As(err, &appErr) && (appErr.Type() == ErrTypeCredentialsRevoked || appErr.Type() == ErrTypeForbidden) {
+			if errors.As(err, &appErr) && revokesInstallation(ctx, appErr.Type()) {
 				// The same reaction as a failed backup: the installation waits for a reconnect,
 				// and the next sweeps skip it quietly until then.
 				msg := "Bitbucket rejected GitSec's access during the scheduled sweep; reconnect the account"
-				_ = workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{in.InstallationRef, statusNeedsReauth, msg}).Get(ctx, nil)
+				_ = workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{in.InstallationRef, domain.InstallationNeedsReauth, msg}).Get(ctx, nil)
 				res.Skipped = msg
 				return res, nil
 			}
@@ -144,7 +146,7 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 		if len(page.Changed) > 0 {
 			var woken int
 			if err := workflow.ExecuteActivity(db, WakeRepositoriesActivity,
-				WakeInput{InstallationRef: in.InstallationRef, Trigger: TriggerSchedule, Repositories: page.Changed}).Get(ctx, &woken); err != nil {
+				WakeInput{InstallationRef: in.InstallationRef, Trigger: domain.TriggerSchedule, Repositories: page.Changed}).Get(ctx, &woken); err != nil {
 				return res, err
 			}
 			res.Woken += woken
@@ -161,4 +163,15 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 	log.Info("sweep done", "installation", in.InstallationID, "checked", res.Checked, "changed", res.Changed,
 		"woken", res.Woken, "failed", res.Failed)
 	return res, nil
+}
+
+// revokesInstallation says whether a failed page means the installation's credentials are dead.
+// Only a 401 that survived a forced refresh does; a 403 is one repository's (the check wakes its
+// backup, which records the reason on it). Executions from before that change also took a 403
+// for a revocation, and replay them so.
+func revokesInstallation(ctx workflow.Context, errType string) bool {
+	if workflow.GetVersion(ctx, "sweep-forbidden-is-per-repository", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return errType == domain.ErrTypeCredentialsRevoked || errType == domain.ErrTypeForbidden
+	}
+	return errType == domain.ErrTypeCredentialsRevoked
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 )
 
@@ -52,32 +53,11 @@ type Repository struct {
 	FullName string `json:"full_name"`
 }
 
-// TriggerKind says why a snapshot was taken.
-type TriggerKind string
-
-// The trigger kinds of format version 1.
-const (
-	TriggerInitial      TriggerKind = "initial"
-	TriggerSchedule     TriggerKind = "schedule"
-	TriggerWebhook      TriggerKind = "webhook"
-	TriggerManual       TriggerKind = "manual"
-	TriggerRestoreDrill TriggerKind = "restore-drill"
-)
-
-// Valid reports whether k is one of the known kinds.
-func (k TriggerKind) Valid() bool {
-	switch k {
-	case TriggerInitial, TriggerSchedule, TriggerWebhook, TriggerManual, TriggerRestoreDrill:
-		return true
-	}
-	return false
-}
-
 // Trigger records what started the backup run; DeliveryID is the webhook
 // delivery (X-Request-UUID) when there was one.
 type Trigger struct {
-	Kind       TriggerKind `json:"kind"`
-	DeliveryID string      `json:"delivery_id,omitempty"`
+	Kind       domain.TriggerKind `json:"kind"`
+	DeliveryID string             `json:"delivery_id,omitempty"`
 }
 
 // FileInfo is the size and SHA-256 (hex) of one stored object.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
@@ -321,6 +323,45 @@ func TestContractTokenRefreshAndRevocation(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), fresh.AccessToken) || strings.Contains(err.Error(), fresh.RefreshToken) {
 		t.Errorf("error leaks a token: %v", err)
+	}
+}
+
+// Git answers decide like REST ones: a 401 gets one forced refresh and a retry, and only a
+// second 401 means revoked; a 403 is the repository's and says forbidden, not revoked.
+func TestContractGitAuthRefreshesOnceAndTellsForbiddenFromRevoked(t *testing.T) {
+	env := startEmulator(t)
+	store := &tokenStore{}
+	c, _ := env.client(t, env.issueToken(t, "alice"), store)
+	ctx := context.Background()
+	lsRemote := func(slug string) error {
+		return c.WithGitAuth(ctx, func(auth *githttp.BasicAuth) error {
+			remote := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{c.CloneURL("acme", slug)}})
+			_, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+			return err
+		})
+	}
+
+	env.admin(t, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "4xx", "status": 401, "path": "/acme/api.git/*", "count": 1}, nil)
+	if err := lsRemote("api"); err != nil {
+		t.Fatalf("ls-remote through one 401: %v", err)
+	}
+	if store.count() != 1 {
+		t.Fatalf("persisted %d tokens, want the one the forced refresh issued", store.count())
+	}
+
+	env.admin(t, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "4xx", "status": 403, "path": "/acme/api.git/*"}, nil)
+	err := lsRemote("api")
+	if !errors.Is(err, bitbucket.ErrForbidden) || errors.Is(err, bitbucket.ErrCredentialsRevoked) || !errors.Is(err, transport.ErrAuthorizationFailed) {
+		t.Fatalf("ls-remote with a 403: %v, want ErrForbidden (and not revoked)", err)
+	}
+	if err := lsRemote("empty"); err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		t.Fatalf("ls-remote of another repository beside the 403: %v", err)
+	}
+	env.admin(t, http.MethodDelete, "/_emulator/faults", nil, nil)
+
+	env.admin(t, http.MethodPost, "/_emulator/users/alice/revoke-tokens", nil, nil)
+	if err := lsRemote("api"); !errors.Is(err, bitbucket.ErrCredentialsRevoked) || errors.Is(err, bitbucket.ErrForbidden) {
+		t.Fatalf("ls-remote after revocation: %v, want ErrCredentialsRevoked", err)
 	}
 }
 

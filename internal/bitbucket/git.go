@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
@@ -35,4 +36,39 @@ func (c *Client) GitAuth(ctx context.Context) (*githttp.BasicAuth, error) {
 		return nil, fmt.Errorf("git auth: %w", err)
 	}
 	return &githttp.BasicAuth{Username: GitTokenUser, Password: tok.AccessToken}, nil
+}
+
+// WithGitAuth runs one git operation (ls-remote, fetch, push) with fresh credentials from
+// GitAuth. A 401 from the git server is treated like one from the REST API: one forced refresh
+// and one more attempt, so only credentials that still fail after the refresh count as revoked
+// (the error then matches ErrCredentialsRevoked). A 403 concerns this repository alone (a
+// permission taken away, a scope it needs): the error matches ErrForbidden and the credential
+// stays good for the others. The git transport's own error stays in the chain either way.
+func (c *Client) WithGitAuth(ctx context.Context, op func(*githttp.BasicAuth) error) error {
+	auth, err := c.GitAuth(ctx)
+	if err != nil {
+		return err
+	}
+	err = op(auth)
+	if errors.Is(err, transport.ErrAuthenticationRequired) {
+		refresher, ok := c.tokens.(TokenRefresher)
+		if !ok {
+			return fmt.Errorf("%w: %w", ErrCredentialsRevoked, err)
+		}
+		c.log.InfoContext(ctx, "the git server rejected the access token; forcing one refresh")
+		if _, rerr := refresher.ForceRefresh(ctx, auth.Password); rerr != nil {
+			return fmt.Errorf("git auth: %w", rerr)
+		}
+		if auth, err = c.GitAuth(ctx); err != nil {
+			return err
+		}
+		err = op(auth)
+	}
+	switch {
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		return fmt.Errorf("%w: rejected again after a token refresh: %w", ErrCredentialsRevoked, err)
+	case errors.Is(err, transport.ErrAuthorizationFailed):
+		return fmt.Errorf("%w: %w", ErrForbidden, err)
+	}
+	return err
 }

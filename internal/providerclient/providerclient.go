@@ -4,6 +4,7 @@
 package providerclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +28,11 @@ type Store interface {
 
 // Factory hands out one Bitbucket client per installation and process, so every goroutine of a
 // worker shares that credential's token source (refreshes are serialised) and rate limiters.
+//
+// Other processes share the installation: another worker may uninstall it or refresh its token
+// (Bitbucket rotates the refresh token, so the old one stops working). Every Client call therefore
+// reads the stored credentials and hands out the cached client only while they are the ones it
+// holds: a removed installation gets no client, changed credentials get a new one.
 type Factory struct {
 	Store        Store
 	Box          *secretbox.Box
@@ -39,30 +45,51 @@ type Factory struct {
 	Logger       *slog.Logger
 
 	mu      sync.Mutex
-	clients map[uuid.UUID]*bitbucket.Client
+	clients map[uuid.UUID]*cachedClient
+}
+
+// cachedClient is a client with the sealed credentials it was built from or last persisted.
+type cachedClient struct {
+	client *bitbucket.Client
+	sealed []byte
 }
 
 // Client returns the Bitbucket client of an installation.
 func (f *Factory) Client(ctx context.Context, tenantID, installationID uuid.UUID) (*bitbucket.Client, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.clients[installationID]; ok {
-		return c, nil
-	}
 	enc, err := f.Store.InstallationCredentials(ctx, tenantID, installationID)
 	if err != nil {
+		// Gone, removed or unreadable: whatever was cached must not outlive it.
+		delete(f.clients, installationID)
 		return nil, err
+	}
+	if cached, ok := f.clients[installationID]; ok && bytes.Equal(cached.sealed, enc) {
+		return cached.client, nil
 	}
 	tok, err := OpenToken(ctx, f.Box, enc)
 	if err != nil {
 		return nil, fmt.Errorf("installation %s: %w", installationID, err)
 	}
+	entry := &cachedClient{sealed: enc}
 	persist := func(ctx context.Context, t *oauth2.Token) error {
 		sealed, err := SealToken(ctx, f.Box, t)
 		if err != nil {
 			return err
 		}
-		return f.Store.UpdateInstallationCredentials(ctx, tenantID, installationID, sealed)
+		err = f.Store.UpdateInstallationCredentials(ctx, tenantID, installationID, sealed)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err != nil {
+			// The installation was removed (the store refuses the write): drop the client, whose
+			// new token must not be used either.
+			if f.clients[installationID] == entry {
+				delete(f.clients, installationID)
+			}
+			return err
+		}
+		entry.sealed = sealed
+		return nil
 	}
 	baseCtx := context.Background()
 	if f.HTTPClient != nil {
@@ -70,7 +97,7 @@ func (f *Factory) Client(ctx context.Context, tenantID, installationID uuid.UUID
 	}
 	src := bitbucket.NewPersistingTokenSource(baseCtx, f.OAuth, tok, persist)
 	key := installationID.String()
-	c := bitbucket.New(bitbucket.Options{
+	entry.client = bitbucket.New(bitbucket.Options{
 		APIBaseURL:  f.APIURL,
 		GitBaseURL:  f.GitURL,
 		TokenSource: src,
@@ -81,10 +108,10 @@ func (f *Factory) Client(ctx context.Context, tenantID, installationID uuid.UUID
 		UserAgent:   "GitSec-Backup",
 	})
 	if f.clients == nil {
-		f.clients = map[uuid.UUID]*bitbucket.Client{}
+		f.clients = map[uuid.UUID]*cachedClient{}
 	}
-	f.clients[installationID] = c
-	return c, nil
+	f.clients[installationID] = entry
+	return entry.client, nil
 }
 
 // Forget drops the cached client (after uninstall or a credentials change).

@@ -5,23 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-)
 
-// Installation statuses.
-const (
-	InstallationPending       = "pending"
-	InstallationOnboarding    = "onboarding"
-	InstallationActive        = "active"
-	InstallationActivePartial = "active_partial"
-	InstallationNoWorkspace   = "no_workspace"
-	InstallationNeedsReauth   = "needs_reauth"
-	InstallationRemoving      = "removing"
-	InstallationRemoved       = "removed"
-	InstallationFailed        = "failed"
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // Installation is one connected provider account.
@@ -102,7 +92,7 @@ func (s *Store) ConnectInstallation(ctx context.Context, tenantID uuid.UUID, acc
 				tenantID, acct.Provider, acct.UUID, acct.Name, credentialsEncrypted).Scan(&id)
 		case err != nil:
 			return err
-		case status != InstallationNeedsReauth:
+		case status != domain.InstallationNeedsReauth:
 			return &AlreadyConnectedError{InstallationID: id, Status: status, AccountName: acct.Name}
 		}
 		reconnected = true
@@ -136,14 +126,30 @@ func (s *Store) alreadyConnected(ctx context.Context, tenantID uuid.UUID, acct P
 	return dup
 }
 
-// InstallationCredentials returns the encrypted tokens of an installation.
+// ErrInstallationRemoved is returned for a write that a removed installation refuses: its
+// credentials were dropped at uninstall and nothing may bring them (or another status) back.
+var ErrInstallationRemoved = errors.New("installation removed")
+
+// BackupsStopped reports whether an installation in this status is not backed up: it is being
+// removed or was removed, or Bitbucket revoked its credentials and it waits for a reconnect.
+func BackupsStopped(status string) bool { return slices.Contains(backupsStoppedStatuses, status) }
+
+// backupsStoppedStatuses are the statuses BackupsStopped names, also passed to SQL.
+var backupsStoppedStatuses = []string{domain.InstallationRemoving, domain.InstallationRemoved, domain.InstallationNeedsReauth}
+
+// InstallationCredentials returns the encrypted tokens of an installation; a removed one has
+// none (ErrInstallationRemoved).
 func (s *Store) InstallationCredentials(ctx context.Context, tenantID, id uuid.UUID) ([]byte, error) {
 	var enc []byte
+	var status string
 	err := s.pool.QueryRow(ctx,
-		`SELECT credentials_encrypted FROM installations WHERE tenant_id = $1 AND id = $2`, tenantID, id,
-	).Scan(&enc)
+		`SELECT credentials_encrypted, status FROM installations WHERE tenant_id = $1 AND id = $2`, tenantID, id,
+	).Scan(&enc, &status)
 	if err != nil {
 		return nil, fmt.Errorf("installation %s credentials: %w", id, notFound(err))
+	}
+	if status == domain.InstallationRemoved {
+		return nil, fmt.Errorf("installation %s credentials: %w", id, ErrInstallationRemoved)
 	}
 	if len(enc) == 0 {
 		return nil, fmt.Errorf("installation %s has no credentials: %w", id, ErrNotFound)
@@ -151,11 +157,32 @@ func (s *Store) InstallationCredentials(ctx context.Context, tenantID, id uuid.U
 	return enc, nil
 }
 
-// UpdateInstallationCredentials replaces the encrypted tokens (after a refresh).
+// UpdateInstallationCredentials replaces the encrypted tokens (after a refresh). The WHERE
+// clause refuses a removed installation, so a refresh finishing on another worker after the
+// uninstall cannot write the dropped credentials back (ErrInstallationRemoved).
 func (s *Store) UpdateInstallationCredentials(ctx context.Context, tenantID, id uuid.UUID, enc []byte) error {
-	return s.execOne(ctx, "update installation credentials",
-		`UPDATE installations SET credentials_encrypted = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+	return s.updateInstallation(ctx, "update installation credentials",
+		`UPDATE installations SET credentials_encrypted = $3, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2 AND status <> 'removed'`,
 		tenantID, id, enc)
+}
+
+// updateInstallation runs an UPDATE of one installation whose WHERE clause may refuse it for its
+// status. Whether the row is written is decided by that one statement; when nothing was
+// written, a read only picks the error: no such installation, or a refused status.
+func (s *Store) updateInstallation(ctx context.Context, what, sql string, tenantID, id uuid.UUID, args ...any) error {
+	tag, err := s.pool.Exec(ctx, sql, append([]any{tenantID, id}, args...)...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if tag.RowsAffected() > 0 {
+		return nil
+	}
+	status, err := s.InstallationStatus(ctx, tenantID, id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: installation %s is %s: %w", what, id, status, ErrInstallationRemoved)
 }
 
 // SetInstallationAccount records which provider account the installation is; ErrConflict when
@@ -172,12 +199,16 @@ func (s *Store) SetInstallationAccount(ctx context.Context, tenantID, id uuid.UU
 }
 
 // SetInstallationStatus sets status and message; removing the installation also drops its
-// credentials, which nothing needs any more.
+// credentials, which nothing needs any more. Uninstalling is one way: a removed installation
+// stays removed and one being removed can only become removed, so a late write from a
+// cancelled onboarding or a backup on another worker cannot revive it (ErrInstallationRemoved).
 func (s *Store) SetInstallationStatus(ctx context.Context, tenantID, id uuid.UUID, status, message string) error {
-	return s.execOne(ctx, "set installation status",
+	return s.updateInstallation(ctx, "set installation status",
 		`UPDATE installations SET status = $3, status_message = $4, updated_at = now(),
 		        credentials_encrypted = CASE WHEN $3 = 'removed' THEN NULL ELSE credentials_encrypted END
-		  WHERE tenant_id = $1 AND id = $2`,
+		  WHERE tenant_id = $1 AND id = $2
+		    AND (status <> 'removed' OR $3 = 'removed')
+		    AND (status <> 'removing' OR $3 IN ('removing', 'removed'))`,
 		tenantID, id, status, message)
 }
 
@@ -219,6 +250,17 @@ func (s *Store) GetInstallation(ctx context.Context, tenantID, id uuid.UUID) (In
 	return i, nil
 }
 
+// InstallationStatus returns the installation's status alone: a cheap check before work that a
+// removal must stop.
+func (s *Store) InstallationStatus(ctx context.Context, tenantID, id uuid.UUID) (string, error) {
+	var status string
+	err := s.pool.QueryRow(ctx, `SELECT status FROM installations WHERE tenant_id = $1 AND id = $2`, tenantID, id).Scan(&status)
+	if err != nil {
+		return "", fmt.Errorf("installation %s status: %w", id, notFound(err))
+	}
+	return status, nil
+}
+
 // ListInstallations returns the tenant's installations, newest first.
 func (s *Store) ListInstallations(ctx context.Context, tenantID uuid.UUID) ([]Installation, error) {
 	rows, err := s.pool.Query(ctx,
@@ -237,14 +279,6 @@ func (s *Store) ListInstallations(ctx context.Context, tenantID uuid.UUID) ([]In
 	}
 	return out, rows.Err()
 }
-
-// Workspace statuses.
-const (
-	WorkspaceWebhookRegistered = "webhook_registered"
-	WorkspaceNoAdmin           = "no_admin"
-	WorkspaceWebhookFailed     = "webhook_failed"
-	WorkspaceGone              = "gone"
-)
 
 // Workspace is a provider workspace seen through one installation.
 type Workspace struct {

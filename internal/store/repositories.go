@@ -12,14 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Repository statuses and backup states.
-const (
-	RepositoryActive          = "active"
-	RepositoryDeletedUpstream = "deleted_upstream"
-	BackupNever               = "never"
-	BackupPending             = "pending_backup"
-)
-
 // Repository is one upstream repository known through an installation.
 type Repository struct {
 	ID               uuid.UUID  `json:"id"`
@@ -35,12 +27,17 @@ type Repository struct {
 	Included         bool       `json:"included"`
 	Status           string     `json:"status"`
 	LastBackupStatus string     `json:"last_backup_status"`
-	LastBackupAt     *time.Time `json:"last_backup_at"`
-	LastCheckedAt    *time.Time `json:"last_checked_at"`
-	MirrorHost       string     `json:"-"`
-	LastSnapshotID   *string    `json:"last_snapshot_id"`
-	CreatedAt        time.Time  `json:"created_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
+	// LastBackupError is why the last backup failed ("" after a good one).
+	LastBackupError string     `json:"last_backup_error"`
+	LastBackupAt    *time.Time `json:"last_backup_at"`
+	LastCheckedAt   *time.Time `json:"last_checked_at"`
+	MirrorHost      string     `json:"-"`
+	// InstallationStatus is the status of the installation the repository belongs to: backups
+	// and backup requests stop once it is removed (see BackupsStopped).
+	InstallationStatus string    `json:"-"`
+	LastSnapshotID     *string   `json:"last_snapshot_id"`
+	CreatedAt          time.Time `json:"created_at"`
+	UpdatedAt          time.Time `json:"updated_at"`
 }
 
 // UpsertRepository records a repository by provider UUID: a rename keeps its row, its inclusion
@@ -103,13 +100,15 @@ var ErrBadCursor = errors.New("invalid cursor")
 
 const repositoryColumns = `r.id, r.tenant_id, r.installation_id, r.workspace_id, split_part(r.full_name, '/', 1), r.provider_uuid,
 	r.full_name, r.main_branch, r.size_bytes, r.is_private, r.included, r.status, r.last_backup_status,
-	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at, r.mirror_host`
+	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at, r.mirror_host,
+	r.last_backup_error, (SELECT i.status FROM installations i WHERE i.id = r.installation_id)`
 
 func scanRepository(row pgx.Row) (Repository, error) {
 	var r Repository
 	err := row.Scan(&r.ID, &r.TenantID, &r.InstallationID, &r.WorkspaceID, &r.Workspace, &r.ProviderUUID, &r.FullName,
 		&r.MainBranch, &r.SizeBytes, &r.IsPrivate, &r.Included, &r.Status, &r.LastBackupStatus, &r.LastBackupAt,
-		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt, &r.MirrorHost)
+		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt, &r.MirrorHost,
+		&r.LastBackupError, &r.InstallationStatus)
 	return r, err
 }
 

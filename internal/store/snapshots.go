@@ -3,34 +3,30 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-)
 
-// Backup outcomes recorded on a repository.
-const (
-	BackupSucceeded = "succeeded"
-	BackupUnchanged = "unchanged"
-	BackupFailed    = "failed"
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // Snapshot is the dashboard's row for one manifest in object storage.
 type Snapshot struct {
-	ID            string    `json:"id"`
-	TenantID      uuid.UUID `json:"-"`
-	RepositoryID  uuid.UUID `json:"repository_id"`
-	ManifestKey   string    `json:"manifest_key"`
-	Trigger       string    `json:"trigger"`
-	ParentID      *string   `json:"parent_id"`
-	RefsCount     int       `json:"refs"`
-	PacksCount    int       `json:"packs"`
-	BytesUploaded int64     `json:"bytes_uploaded"`
-	TotalBytes    int64     `json:"total_bytes"`
-	StartedAt     time.Time `json:"started_at"`
-	FinishedAt    time.Time `json:"finished_at"`
-	DurationMS    int64     `json:"duration_ms"`
+	ID            string             `json:"id"`
+	TenantID      uuid.UUID          `json:"-"`
+	RepositoryID  uuid.UUID          `json:"repository_id"`
+	ManifestKey   string             `json:"manifest_key"`
+	Trigger       domain.TriggerKind `json:"trigger"`
+	ParentID      *string            `json:"parent_id"`
+	RefsCount     int                `json:"refs"`
+	PacksCount    int                `json:"packs"`
+	BytesUploaded int64              `json:"bytes_uploaded"`
+	TotalBytes    int64              `json:"total_bytes"`
+	StartedAt     time.Time          `json:"started_at"`
+	FinishedAt    time.Time          `json:"finished_at"`
+	DurationMS    int64              `json:"duration_ms"`
 }
 
 // RecordSnapshot stores a snapshot row and marks the repository backed up, in one
@@ -55,7 +51,7 @@ func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 			`UPDATE repositories
 			    SET last_snapshot_id = CASE WHEN last_snapshot_id IS NULL OR last_snapshot_id COLLATE "C" < $3 THEN $3
 			                                ELSE last_snapshot_id END,
-			        last_backup_status = 'succeeded', last_backup_at = GREATEST(last_backup_at, $4),
+			        last_backup_status = 'succeeded', last_backup_error = '', last_backup_at = GREATEST(last_backup_at, $4),
 			        last_checked_at = GREATEST(last_checked_at, $4), updated_at = now()
 			  WHERE tenant_id = $1 AND id = $2`,
 			sn.TenantID, sn.RepositoryID, sn.ID, sn.FinishedAt)
@@ -69,13 +65,27 @@ func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 	})
 }
 
-// RecordBackupCheck records a run that found nothing to back up, or one that failed.
+// RecordBackupCheck records a run that found nothing to back up.
 func (s *Store) RecordBackupCheck(ctx context.Context, tenantID, repositoryID uuid.UUID, status string, at time.Time) error {
 	return s.execOne(ctx, "record backup check",
 		`UPDATE repositories SET last_backup_status = CASE WHEN $3 = 'unchanged' AND last_snapshot_id IS NOT NULL THEN 'succeeded' ELSE $3 END,
-		        last_checked_at = $4, updated_at = now()
+		        last_backup_error = '', last_checked_at = $4, updated_at = now()
 		  WHERE tenant_id = $1 AND id = $2`,
 		tenantID, repositoryID, status, at)
+}
+
+// maxBackupErrorLen bounds the stored reason; the full error is in the workflow's history.
+const maxBackupErrorLen = 1000
+
+// RecordBackupFailure records a failed run and why it failed, for the dashboard.
+func (s *Store) RecordBackupFailure(ctx context.Context, tenantID, repositoryID uuid.UUID, reason string, at time.Time) error {
+	if len(reason) > maxBackupErrorLen {
+		reason = strings.ToValidUTF8(reason[:maxBackupErrorLen], "") + "…"
+	}
+	return s.execOne(ctx, "record backup failure",
+		`UPDATE repositories SET last_backup_status = 'failed', last_backup_error = $3, last_checked_at = $4, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID, reason, at)
 }
 
 // MarkRepositoryDeletedUpstream flags a repository Bitbucket no longer has; backups are kept.

@@ -16,13 +16,15 @@ type SweepCandidate struct {
 }
 
 // SweepCandidates pages an installation's included, active repositories in ID order, after the
-// given ID (uuid.Nil for the first page). Keyset paging by ID stays correct while rows are added
+// given ID (uuid.Nil for the first page). An installation whose backups stopped (see
+// BackupsStopped) has none, so a sweep running while it is removed ends at its next page. Keyset paging by ID stays correct while rows are added
 // or renamed during a sweep, which an offset would not.
 func (s *Store) SweepCandidates(ctx context.Context, tenantID, installationID, after uuid.UUID, limit int) ([]SweepCandidate, error) {
 	rows, err := s.pool.Query(ctx,
 		`SELECT r.id, r.provider_uuid, r.full_name, r.last_snapshot_id FROM repositories r
 		  WHERE r.tenant_id = $1 AND r.installation_id = $2 AND r.included AND r.status = 'active' AND r.id > $3
-		  ORDER BY r.id LIMIT $4`, tenantID, installationID, after, limit)
+		    AND EXISTS (SELECT 1 FROM installations i WHERE i.id = r.installation_id AND i.status <> ALL($5))
+		  ORDER BY r.id LIMIT $4`, tenantID, installationID, after, limit, backupsStoppedStatuses)
 	if err != nil {
 		return nil, fmt.Errorf("list sweep candidates: %w", err)
 	}
