@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +60,9 @@ type connectEnv struct {
 	taskQueue        string
 	backupDir        string // object storage and mirrors of the backups onboarding starts
 	lastInstallation string
+	// browser is the client that asks for connect links and follows their callbacks: its cookie
+	// jar carries the binding from POST .../connect to the callback, as a browser's would.
+	browser *http.Client
 }
 
 // connectOptions vary the connect stack for the fault tests; the zero value is the default world.
@@ -98,6 +103,8 @@ func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &connectEnv{t: t, opts: opts, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}}
+	jar, _ := cookiejar.New(nil)
+	e.browser = &http.Client{Jar: jar}
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	var err error
@@ -278,7 +285,7 @@ func (e *connectEnv) call(method, path, tenant, body string) (int, map[string]an
 	if tenant != "" {
 		req.Header.Set("Authorization", "Bearer "+e.tokens[tenant])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.browser.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -631,6 +638,121 @@ func TestCallbackRejectsBadStatesAndDenials(t *testing.T) {
 	}
 	if status, _ := e.call("GET", e.api.URL+"/oauth/bitbucket/callback?code=x", "", ""); status != 400 {
 		t.Fatalf("callback without state = %d", status)
+	}
+}
+
+// A connect link opened in a browser that did not ask for it (someone was sent the link) is
+// refused and connects nothing; the client that asked still finishes it, with its binding
+// cookie or, from a shell without one, with the tenant's API token.
+func TestConnectLinkIsBoundToTheClientThatAsked(t *testing.T) {
+	e := newConnectEnv(t)
+	count := func(tenant string) int {
+		_, list := e.call("GET", "/api/v1/installations", tenant, "")
+		return len(list["installations"].([]any))
+	}
+	callbackPath, _ := url.Parse(e.api.URL + "/oauth/bitbucket/callback")
+	boundCookies := func() map[string]*http.Cookie {
+		out := map[string]*http.Cookie{}
+		for _, c := range e.browser.Jar.Cookies(callbackPath) {
+			out[c.Name] = c
+		}
+		return out
+	}
+	stranger := func(callback, accept string, cookies ...*http.Cookie) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", callback, nil)
+		req.Header.Set("Accept", accept)
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(raw)
+	}
+
+	// The connect answer sets the binding: HttpOnly, SameSite=Lax, scoped to the callback,
+	// expiring with the link.
+	req, _ := http.NewRequest("POST", e.api.URL+"/api/v1/installations/bitbucket/connect", nil)
+	req.Header.Set("Authorization", "Bearer "+e.tokens["acme-corp"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cs := resp.Cookies(); len(cs) != 1 || !strings.HasPrefix(cs[0].Name, "gitsec_connect_") || !cs[0].HttpOnly ||
+		cs[0].SameSite != http.SameSiteLaxMode || cs[0].Path != "/oauth/bitbucket/callback" || cs[0].MaxAge <= 0 || cs[0].MaxAge > 15*60 {
+		t.Fatalf("connect cookies = %v", resp.Header.Values("Set-Cookie"))
+	}
+
+	first := e.consent("acme-corp", "alice", "grant")
+	firstBinding := boundCookies()
+	if len(firstBinding) != 1 {
+		t.Fatalf("browser holds %d binding cookies after one connect", len(firstBinding))
+	}
+	var c1 *http.Cookie
+	for _, c := range firstBinding {
+		c1 = c
+	}
+	second := e.consent("acme-corp", "bob", "grant")
+	var c2 *http.Cookie
+	for name, c := range boundCookies() {
+		if name != c1.Name {
+			c2 = c
+		}
+	}
+	if c2 == nil {
+		t.Fatal("the second connect set no cookie of its own")
+	}
+
+	// Another browser: refused with a clear answer for API clients and for browsers.
+	status, _, body := stranger(first, "application/json")
+	var parsed map[string]any
+	if json.Unmarshal([]byte(body), &parsed); status != 403 || errorCode(t, parsed) != "not_bound" {
+		t.Fatalf("callback from another client = %d %s", status, body)
+	}
+	status, ctype, body := stranger(first, "text/html")
+	if status != 403 || !strings.HasPrefix(ctype, "text/html") || !strings.Contains(body, "different browser") || !strings.Contains(body, "nothing was connected") {
+		t.Fatalf("callback page in another browser = %d %s %s", status, ctype, body)
+	}
+	// A forged binding, and another link's binding, are refused as well.
+	if status, _, body := stranger(first, "application/json", &http.Cookie{Name: c1.Name, Value: "forged"}); status != 403 {
+		t.Fatalf("forged binding = %d %s", status, body)
+	}
+	if status, _, body := stranger(second, "application/json", &http.Cookie{Name: c2.Name, Value: c1.Value}); status != 403 {
+		t.Fatalf("another link's binding = %d %s", status, body)
+	}
+	if n := count("acme-corp"); n != 0 {
+		t.Fatalf("refused callbacks stored %d installations", n)
+	}
+
+	// The browser that asked finishes the first link: the refusals did not use it up.
+	if status, body := e.call("GET", first, "", ""); status != 201 {
+		t.Fatalf("callback in the browser that asked = %d %v", status, body)
+	}
+	if status, body := e.call("GET", first, "", ""); status != 400 || errorCode(t, body) != "invalid_state" {
+		t.Fatalf("replayed callback in the browser that asked = %d %v", status, body)
+	}
+
+	// The second link, finished from the shell with the tenant's token; another tenant cannot.
+	finish := `{"callback_url":` + strconv.Quote(second) + `}`
+	if status, body := e.call("POST", "/api/v1/installations/bitbucket/complete", "other-corp", finish); status != 400 || errorCode(t, body) != "invalid_state" {
+		t.Fatalf("another tenant completing = %d %v", status, body)
+	}
+	if status, body := e.call("POST", "/api/v1/installations/bitbucket/complete", "acme-corp", `{"callback_url":"https://example.test/no-state"}`); status != 400 || errorCode(t, body) != "invalid_field" {
+		t.Fatalf("complete without a state = %d %v", status, body)
+	}
+	if status, body := e.call("POST", "/api/v1/installations/bitbucket/complete", "acme-corp", finish); status != 201 || body["installation_id"] == nil {
+		t.Fatalf("complete with the tenant's token = %d %v", status, body)
+	}
+	if status, body := e.call("POST", "/api/v1/installations/bitbucket/complete", "acme-corp", finish); status != 400 || errorCode(t, body) != "invalid_state" {
+		t.Fatalf("second complete = %d %v", status, body)
+	}
+	if a, o := count("acme-corp"), count("other-corp"); a != 2 || o != 0 {
+		t.Fatalf("installations: acme-corp %d, other-corp %d; want 2 and 0", a, o)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -19,10 +20,29 @@ import (
 )
 
 // The OAuth connect flow: POST .../bitbucket/connect issues a signed, single-use state and the
-// authorize URL; Bitbucket redirects the browser to the callback, which exchanges the code,
-// stores the sealed credentials and starts discovery.
+// authorize URL, and hands the caller a binding cookie; Bitbucket redirects the browser to the
+// callback, which checks the cookie, exchanges the code, stores the sealed credentials and
+// starts discovery. Without the binding, whoever opened a forwarded link would connect their
+// own Bitbucket account to the issuing tenant; a client that asked without a cookie store (a
+// script that printed the link for a browser) finishes through POST .../bitbucket/complete with
+// the tenant's API token instead.
 
 const providerBitbucket = "bitbucket"
+
+// bindingCookiePrefix names the cookie that binds one connect link to the client that asked for
+// it; each link has its own (the name carries part of the nonce), so parallel connects in one
+// browser do not overwrite each other.
+const bindingCookiePrefix = "gitsec_connect_"
+
+func bindingCookieName(nonce string) string {
+	return bindingCookiePrefix + nonce[:16]
+}
+
+// errNotBound explains a callback that arrived without the binding. It names the escape for the
+// legitimate case and warns the person who was sent someone else's link.
+var errNotBound = &apiError{status: http.StatusForbidden, code: "not_bound", message: "this connect link was opened in a different browser from the one that asked for it, so nothing was connected. " +
+	"If you asked for it from a script or shell, finish there: POST this page's address as {\"callback_url\": \"...\"} to /api/v1/installations/bitbucket/complete with your tenant's API token; " +
+	"otherwise ask for a new link from this browser. If someone sent you this link, stop here: finishing it would give their GitSec tenant read access to your Bitbucket repositories"}
 
 func (h *handlers) connectBitbucket(c *gin.Context) error {
 	if h.deps.BitbucketOAuth == nil || h.deps.BitbucketOAuth.ClientID == "" {
@@ -30,16 +50,33 @@ func (h *handlers) connectBitbucket(c *gin.Context) error {
 	}
 	ctx := c.Request.Context()
 	t := tenantOf(c)
-	state, nonce, err := h.states.issue(ctx, t.ID)
+	st, err := h.states.issue(ctx, t.ID)
 	if err != nil {
 		return failed("could not create the connect link", fmt.Errorf("issue oauth state: %w", err))
 	}
 	expires := time.Now().Add(h.deps.OAuthStateTTL)
-	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, nonce, providerBitbucket, expires); err != nil {
+	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, st.Nonce, providerBitbucket, expires); err != nil {
 		return failed("could not create the connect link", err)
 	}
-	c.JSON(http.StatusOK, ConnectLink{AuthorizeURL: h.deps.BitbucketOAuth.AuthCodeURL(state), ExpiresAt: expires.UTC()})
+	h.setBindingCookie(c, st)
+	c.JSON(http.StatusOK, ConnectLink{AuthorizeURL: h.deps.BitbucketOAuth.AuthCodeURL(st.State), ExpiresAt: expires.UTC()})
 	return nil
+}
+
+// setBindingCookie hands the binding to the client that asked. It is scoped to the callback's
+// path, HttpOnly, and SameSite=Lax: the callback is a top-level GET navigation from Bitbucket,
+// which Lax lets through, while other sites' subrequests never carry it.
+func (h *handlers) setBindingCookie(c *gin.Context, st issuedState) {
+	path, secure := "/", false
+	if cfg := h.deps.BitbucketOAuth; cfg != nil {
+		if u, err := url.Parse(cfg.RedirectURL); err == nil && u.Path != "" {
+			path, secure = u.Path, u.Scheme == "https"
+		}
+	}
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: bindingCookieName(st.Nonce), Value: st.Binding, Path: path, MaxAge: int(h.deps.OAuthStateTTL / time.Second),
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
+	})
 }
 
 // errNotConfigured is a 503 that no retry fixes until the operator sets the consumer.
@@ -58,17 +95,70 @@ func callbackError(c *gin.Context, status int, code, message string) {
 	abortError(c, status, code, message)
 }
 
+// bitbucketCallback is where Bitbucket sends the browser back. The binding is checked before
+// the state is consumed, so a link opened in the wrong browser can still be finished by the
+// client that asked.
 func (h *handlers) bitbucketCallback(c *gin.Context) error {
-	ctx := c.Request.Context()
-	badState := errInvalid("invalid_state", errBadState.Error())
-	tenantID, nonce, err := h.states.verify(ctx, c.Query("state"))
+	st, err := h.verifyState(c, c.Query("state"))
+	if err != nil {
+		return err
+	}
+	cookie, err := c.Request.Cookie(bindingCookieName(st.Nonce))
+	if err != nil || !st.boundTo(cookie.Value) {
+		h.deps.Logger.WarnContext(c.Request.Context(), "oauth callback without the binding of the client that asked",
+			"tenant_id", st.TenantID, "cookie_present", err == nil, "request_id", c.GetString(ctxRequestID))
+		return errNotBound
+	}
+	// The cookie is left to expire with the link rather than cleared: once the state is used it
+	// binds nothing, and keeping it lets a replay in the same browser be told "already used".
+	return h.finishConnect(c, st, c.Request.URL.Query())
+}
+
+type completeConnectRequest struct {
+	CallbackURL string `json:"callback_url"`
+}
+
+// completeBitbucketConnect finishes a connect whose callback landed in a browser without the
+// binding: the tenant proves itself with its API token instead of the cookie.
+func (h *handlers) completeBitbucketConnect(c *gin.Context) error {
+	var req completeConnectRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	u, err := url.Parse(req.CallbackURL)
+	if err != nil || u.Query().Get("state") == "" {
+		return errInvalid("invalid_field", "field \"callback_url\" must be the address Bitbucket sent the browser to (.../oauth/bitbucket/callback?code=...&state=...)")
+	}
+	q := u.Query()
+	st, err := h.verifyState(c, q.Get("state"))
+	if err != nil {
+		return err
+	}
+	// Another tenant's link looks like an invalid one: its existence is not revealed.
+	if st.TenantID != tenantOf(c).ID {
+		return errInvalid("invalid_state", errBadState.Error())
+	}
+	return h.finishConnect(c, st, q)
+}
+
+func (h *handlers) verifyState(c *gin.Context, state string) (verifiedState, error) {
+	st, err := h.states.verify(c.Request.Context(), state)
 	if errors.Is(err, errBadState) {
-		return badState
+		return verifiedState{}, errInvalid("invalid_state", errBadState.Error())
 	}
 	if err != nil {
-		return failed("could not check the OAuth state", err)
+		return verifiedState{}, failed("could not check the OAuth state", err)
 	}
-	consumedBy, err := h.deps.Store.ConsumeOAuthState(ctx, nonce, providerBitbucket, time.Now())
+	return st, nil
+}
+
+// finishConnect consumes the state and, if Bitbucket granted access, exchanges the code, stores
+// the sealed credentials and starts discovery.
+func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values) error {
+	ctx := c.Request.Context()
+	badState := errInvalid("invalid_state", errBadState.Error())
+	tenantID := st.TenantID
+	consumedBy, err := h.deps.Store.ConsumeOAuthState(ctx, st.Nonce, providerBitbucket, time.Now())
 	if errors.Is(err, store.ErrNotFound) {
 		return badState
 	}
@@ -78,14 +168,14 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 	if consumedBy != tenantID {
 		return badState
 	}
-	if e := c.Query("error"); e != "" {
+	if e := q.Get("error"); e != "" {
 		msg := "Bitbucket authorization was not granted (" + e + ")"
-		if d := c.Query("error_description"); d != "" {
+		if d := q.Get("error_description"); d != "" {
 			msg += ": " + d
 		}
 		return errInvalid("access_denied", msg+". Nothing was connected.")
 	}
-	code := c.Query("code")
+	code := q.Get("code")
 	if code == "" {
 		return errInvalid("missing_code", "the callback carries no authorization code")
 	}

@@ -19,8 +19,9 @@ import (
 )
 
 // stateSigner issues and checks OAuth state values: "<payload>.<mac>", where payload is the
-// tenant ID and a random nonce. The MAC rejects forged or tampered states before any lookup;
-// the nonce row in oauth_states makes each state single-use and short-lived.
+// tenant ID, a random nonce and the hash of a binding secret held by the client that asked.
+// The MAC rejects forged or tampered states before any lookup; the nonce row in oauth_states
+// makes each state single-use and short-lived; the binding ties it to one browser or client.
 type stateSigner struct {
 	store *store.Store
 	box   *secretbox.Box
@@ -57,40 +58,77 @@ func (s *stateSigner) signingKey(ctx context.Context) ([]byte, error) {
 	return key, nil
 }
 
-// issue returns a new state for the tenant; the caller stores the nonce.
-func (s *stateSigner) issue(ctx context.Context, tenantID uuid.UUID) (state, nonce string, err error) {
-	key, err := s.signingKey(ctx)
-	if err != nil {
-		return "", "", err
-	}
-	n := make([]byte, 24)
-	if _, err := rand.Read(n); err != nil {
-		return "", "", err
-	}
-	nonce = base64.RawURLEncoding.EncodeToString(n)
-	payload := base64.RawURLEncoding.EncodeToString(append(tenantID[:], n...))
-	return payload + "." + mac(key, payload), nonce, nil
+// issuedState is a new connect link's state. Nonce goes into oauth_states (single use, expiry);
+// Binding goes to the client that asked, as a cookie; the state carries only Binding's hash, so
+// whoever merely holds the link cannot complete it.
+type issuedState struct {
+	State, Nonce, Binding string
 }
 
-// verify checks the MAC and returns the tenant and nonce the state was issued for.
-func (s *stateSigner) verify(ctx context.Context, state string) (uuid.UUID, string, error) {
+// verifiedState is what a state with a valid MAC was issued for.
+type verifiedState struct {
+	TenantID    uuid.UUID
+	Nonce       string
+	bindingHash []byte
+}
+
+// boundTo reports whether binding is the secret this state was issued with.
+func (v verifiedState) boundTo(binding string) bool {
+	sum := sha256.Sum256([]byte(binding))
+	return hmac.Equal(sum[:], v.bindingHash)
+}
+
+const (
+	nonceLen   = 24
+	bindingLen = 32
+	// statePayloadLen: tenant ID, nonce, SHA-256 of the binding.
+	statePayloadLen = 16 + nonceLen + sha256.Size
+)
+
+// issue returns a new state for the tenant.
+func (s *stateSigner) issue(ctx context.Context, tenantID uuid.UUID) (issuedState, error) {
+	key, err := s.signingKey(ctx)
+	if err != nil {
+		return issuedState{}, err
+	}
+	n := make([]byte, nonceLen+bindingLen)
+	if _, err := rand.Read(n); err != nil {
+		return issuedState{}, err
+	}
+	nonce, binding := n[:nonceLen], base64.RawURLEncoding.EncodeToString(n[nonceLen:])
+	bindingHash := sha256.Sum256([]byte(binding))
+	raw := append(append(append([]byte{}, tenantID[:]...), nonce...), bindingHash[:]...)
+	payload := base64.RawURLEncoding.EncodeToString(raw)
+	return issuedState{
+		State:   payload + "." + mac(key, payload),
+		Nonce:   base64.RawURLEncoding.EncodeToString(nonce),
+		Binding: binding,
+	}, nil
+}
+
+// verify checks the MAC and returns what the state was issued for.
+func (s *stateSigner) verify(ctx context.Context, state string) (verifiedState, error) {
 	payload, sig, ok := strings.Cut(state, ".")
 	if !ok || payload == "" || sig == "" {
-		return uuid.Nil, "", errBadState
+		return verifiedState{}, errBadState
 	}
 	key, err := s.signingKey(ctx)
 	if err != nil {
-		return uuid.Nil, "", err
+		return verifiedState{}, err
 	}
 	if !hmac.Equal([]byte(sig), []byte(mac(key, payload))) {
-		return uuid.Nil, "", errBadState
+		return verifiedState{}, errBadState
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil || len(raw) != 16+24 {
-		return uuid.Nil, "", errBadState
+	if err != nil || len(raw) != statePayloadLen {
+		return verifiedState{}, errBadState
 	}
 	tenantID, _ := uuid.FromBytes(raw[:16])
-	return tenantID, base64.RawURLEncoding.EncodeToString(bytes.Clone(raw[16:])), nil
+	return verifiedState{
+		TenantID:    tenantID,
+		Nonce:       base64.RawURLEncoding.EncodeToString(raw[16 : 16+nonceLen]),
+		bindingHash: bytes.Clone(raw[16+nonceLen:]),
+	}, nil
 }
 
 func mac(key []byte, payload string) string {

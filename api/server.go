@@ -82,9 +82,12 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/me", h.handle(h.me))
 	v1.GET("/audit-events", h.handle(h.listAuditEvents))
 	v1.POST("/tokens", h.handle(h.createToken))
+	v1.GET("/tokens", h.handle(h.listTokens))
+	v1.DELETE("/tokens/:id", h.handle(h.revokeToken))
 
 	r.GET("/oauth/bitbucket/callback", h.handleWith(callbackError, h.bitbucketCallback))
 	v1.POST("/installations/bitbucket/connect", h.handle(h.connectBitbucket))
+	v1.POST("/installations/bitbucket/complete", h.handle(h.completeBitbucketConnect))
 	v1.GET("/installations", h.handle(h.listInstallations))
 	v1.GET("/installations/:id", h.handle(h.getInstallation))
 	v1.DELETE("/installations/:id", h.handle(h.deleteInstallation))

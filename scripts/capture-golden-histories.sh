@@ -32,7 +32,7 @@ wait_for() { # description, command
   echo "timed out waiting for $1" >&2; tail -40 "$work/dev.log" >&2; exit 1
 }
 
-url=$(api -X POST "http://$http/api/v1/installations/bitbucket/connect" | json 'd["authorize_url"]')
+url=$(api -c "$work/jar" -X POST "http://$http/api/v1/installations/bitbucket/connect" | json 'd["authorize_url"]')
 callback=$(curl -s -o /dev/null -w '%{redirect_url}' -X POST "$url" --data 'user=alice&decision=grant')
 curl -sf -c "$work/jar" -b "$work/jar" "$callback" >/dev/null
 inst=$(api "http://$http/api/v1/installations" | json 'd["installations"][0]["id"]')

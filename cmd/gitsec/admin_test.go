@@ -64,3 +64,85 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
 }
+
+func TestRevokeTokenCommandOnRealPostgres(t *testing.T) {
+	ctx := context.Background()
+	env := map[string]string{"GITSEC_DATABASE_URL": testenv.Postgres(t)}
+	if out, err := runCLI(t, env, "migrate", "up"); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	issue := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, env, args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return lastLine(out)
+	}
+	first := issue("admin", "create-tenant", "acme")
+	second := issue("admin", "create-token", "--tenant", "acme", "--name", "ci")
+	other := issue("admin", "create-tenant", "globex")
+
+	st, err := store.Open(ctx, env["GITSEC_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	acme, err := st.TenantByName(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	works := func(tok string) bool {
+		_, err := st.TenantByTokenHash(ctx, apitoken.Hash(tok))
+		return err == nil
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tenant", "nobody", apitoken.DisplayPrefix(first)}, `tenant "nobody" does not exist`},
+		{[]string{"--tenant", "acme", "gsk_nope00"}, "no active API token with prefix gsk_nope00"},
+		{[]string{"--tenant", "acme", "hello"}, `"hello" is neither a token ID`},
+		{[]string{"--tenant", "acme", "3f2b8a64-1111-4222-8333-944455556666"}, "no active API token with ID 3f2b8a64-1111-4222-8333-944455556666"},
+		// Another tenant's token is not found under acme.
+		{[]string{"--tenant", "acme", apitoken.DisplayPrefix(other)}, "no active API token with prefix " + apitoken.DisplayPrefix(other)},
+	} {
+		out, err := runCLI(t, env, append([]string{"admin", "revoke-token"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("revoke-token %v = %v (%s), want %q", tc.args, err, out, tc.want)
+		}
+	}
+	out, err := runCLI(t, env, "admin", "revoke-token", "--tenant", "acme", second)
+	if err == nil || strings.Contains(err.Error(), second) || strings.Contains(out, second) {
+		t.Fatalf("a whole token was accepted or echoed: %v %s", err, out)
+	}
+	if !works(first) || !works(second) || !works(other) {
+		t.Fatal("a refused revoke-token revoked something")
+	}
+
+	// By display prefix.
+	out, err = runCLI(t, env, "admin", "revoke-token", "--tenant", "acme", apitoken.DisplayPrefix(second))
+	if err != nil || !strings.Contains(out, "revoked API token "+apitoken.DisplayPrefix(second)) {
+		t.Fatalf("revoke by prefix: %v\n%s", err, out)
+	}
+	if works(second) || !works(first) || !works(other) {
+		t.Fatal("revoke by prefix revoked the wrong tokens")
+	}
+	// By ID, and an operator may revoke the last token (with a hint how to issue another).
+	left, err := st.ListAPITokens(ctx, acme.ID)
+	if err != nil || len(left) != 1 {
+		t.Fatalf("active tokens = %v %v", left, err)
+	}
+	out, err = runCLI(t, env, "admin", "revoke-token", "--tenant", "acme", left[0].ID.String())
+	if err != nil || !strings.Contains(out, "no active API token left") {
+		t.Fatalf("revoke last by ID: %v\n%s", err, out)
+	}
+	if works(first) || !works(other) {
+		t.Fatal("revoke by ID revoked the wrong tokens")
+	}
+	events, err := st.ListAuditEvents(ctx, acme.ID, 0, 10)
+	if err != nil || len(events) != 2 || events[0].Action != "api_token.revoked" || events[0].Actor != "admin_cli" {
+		t.Fatalf("audit events = %+v %v", events, err)
+	}
+}

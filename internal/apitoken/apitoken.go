@@ -36,12 +36,15 @@ func Hash(token string) []byte {
 	return sum[:]
 }
 
+// DisplayPrefixLen is the length of a display prefix: "gsk_" and 6 characters (36 random bits).
+const DisplayPrefixLen = len(Prefix) + 6
+
 // DisplayPrefix is the part of a token shown in listings: enough to tell tokens apart.
 func DisplayPrefix(token string) string {
-	if len(token) < len(Prefix)+6 {
+	if len(token) < DisplayPrefixLen {
 		return Prefix
 	}
-	return token[:len(Prefix)+6]
+	return token[:DisplayPrefixLen]
 }
 
 // Check validates the token's shape before any database lookup.

@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gitsec/gitsec/internal/apitoken"
 )
@@ -51,6 +53,9 @@ type APIToken struct {
 	DisplayPrefix string
 	Name          string
 	CreatedAt     time.Time
+	// LastUsedAt is stamped at most once a minute (see TenantByTokenHash); nil = never used.
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
 }
 
 // CreateAPIToken stores the SHA-256 of a new token for the tenant.
@@ -100,4 +105,82 @@ func (s *Store) IssueAPIToken(ctx context.Context, tenantID uuid.UUID, name stri
 		return "", APIToken{}, err
 	}
 	return token, rec, nil
+}
+
+// ListAPITokens returns the tenant's active tokens, oldest first. Revoked tokens are left out:
+// they can never be used again, and their revocation is in the audit trail.
+func (s *Store) ListAPITokens(ctx context.Context, tenantID uuid.UUID) ([]APIToken, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT `+apiTokenColumns+` FROM api_tokens
+		  WHERE tenant_id = $1 AND revoked_at IS NULL
+		  ORDER BY created_at, id`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("list api tokens: %w", err)
+	}
+	toks, err := pgx.CollectRows(rows, scanAPIToken)
+	if err != nil {
+		return nil, fmt.Errorf("list api tokens: %w", err)
+	}
+	return toks, nil
+}
+
+// ErrLastToken refuses to revoke a tenant's only active token where that would lock it out.
+var ErrLastToken = errors.New("the tenant's last active api token")
+
+// LastTokenRule says whether a revocation may leave the tenant without an active token.
+type LastTokenRule bool
+
+const (
+	// KeepLastToken is for tenants revoking their own tokens: revoking the last one would lock
+	// them out of the API until an operator issues another, so it is refused (ErrLastToken).
+	KeepLastToken LastTokenRule = false
+	// AllowLastToken is for operators, who can always issue a new token.
+	AllowLastToken LastTokenRule = true
+)
+
+// RevokeAPIToken marks one of the tenant's active tokens revoked; from the commit on,
+// TenantByTokenHash no longer resolves it. Another tenant's or an already revoked token is
+// ErrNotFound.
+func (s *Store) RevokeAPIToken(ctx context.Context, tenantID, tokenID uuid.UUID, rule LastTokenRule) (APIToken, error) {
+	var tok APIToken
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Two concurrent revocations of a tenant's last two tokens would each still see the
+		// other token active; locking the tenant row serialises them so the guard holds.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, tenantID); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx,
+			`UPDATE api_tokens SET revoked_at = now()
+			  WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL
+			 RETURNING `+apiTokenColumns, tenantID, tokenID)
+		if err != nil {
+			return err
+		}
+		if tok, err = pgx.CollectExactlyOneRow(rows, scanAPIToken); err != nil {
+			return notFound(err)
+		}
+		if rule == AllowLastToken {
+			return nil
+		}
+		var active int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_tokens WHERE tenant_id = $1 AND revoked_at IS NULL`, tenantID).Scan(&active); err != nil {
+			return err
+		}
+		if active == 0 {
+			return ErrLastToken
+		}
+		return nil
+	})
+	if err != nil {
+		return APIToken{}, fmt.Errorf("revoke api token %s: %w", tokenID, err)
+	}
+	return tok, nil
+}
+
+const apiTokenColumns = `id, tenant_id, display_prefix, name, created_at, last_used_at, revoked_at`
+
+func scanAPIToken(row pgx.CollectableRow) (APIToken, error) {
+	var t APIToken
+	err := row.Scan(&t.ID, &t.TenantID, &t.DisplayPrefix, &t.Name, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
+	return t, err
 }
