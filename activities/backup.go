@@ -20,6 +20,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -30,11 +31,11 @@ import (
 //
 // A repository whose mirror is known to live on a worker goes back to that worker, unless that
 // worker just failed to answer (in.Exclude).
-func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
+func (a *Backups) PickBackupHost(ctx context.Context, in workflows.PickHostInput) (string, error) {
 	if a.HostQueue == "" {
-		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", "Misconfigured", nil)
+		return "", temporal.NewNonRetryableApplicationError("worker has no host task queue", domain.ErrTypeMisconfigured, nil)
 	}
-	tenantID, _, repoID, err := a.parseTarget(in.Target)
+	tenantID, _, repoID, err := parseTarget(in.Target)
 	if err != nil {
 		return "", err
 	}
@@ -48,19 +49,19 @@ func (a *Activities) PickBackupHost(ctx context.Context, in workflows.PickHostIn
 	return a.HostQueue, nil
 }
 
-func (a *Activities) parseTarget(t workflows.BackupTarget) (tenantID, installationID, repoID uuid.UUID, err error) {
+func parseTarget(t workflows.BackupTarget) (tenantID, installationID, repoID uuid.UUID, err error) {
 	if tenantID, installationID, err = parseRef(workflows.InstallationRef{TenantID: t.TenantID, InstallationID: t.InstallationID}); err != nil {
 		return
 	}
 	if repoID, err = uuid.Parse(t.RepositoryID); err != nil {
-		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, "InvalidInput", nil)
+		err = temporal.NewNonRetryableApplicationError("invalid repository ID "+t.RepositoryID, domain.ErrTypeInvalidInput, nil)
 	}
 	return
 }
 
 // RunBackup stages and commits a backup in one activity. Executions started before StageBackup
 // and CommitSnapshot existed still schedule it.
-func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+func (a *Backups) RunBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
 	res, err := a.StageBackup(ctx, in)
 	if err != nil || res.DraftKey == "" {
 		return res, err
@@ -72,10 +73,10 @@ func (a *Activities) RunBackup(ctx context.Context, in workflows.RunBackupInput)
 // detection with one ls-remote against the last manifest, then fetch into the local mirror
 // (hydrated from storage when missing), upload the new packs and store the manifest draft
 // (result.DraftKey) for CommitSnapshot. Progress goes to heartbeats.
-func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
+func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) (workflows.RunBackupResult, error) {
 	started := time.Now().UTC()
 	res := workflows.RunBackupResult{StartedAt: started, Host: a.HostQueue}
-	tenantID, instID, repoID, err := a.parseTarget(in.Target)
+	tenantID, instID, repoID, err := parseTarget(in.Target)
 	if err != nil {
 		return res, err
 	}
@@ -83,7 +84,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	if err != nil {
 		return res, classify("load repository", err)
 	}
-	if !repo.Included || repo.Status != store.RepositoryActive {
+	if !repo.Included || repo.Status != domain.RepositoryActive {
 		res.Skipped = fmt.Sprintf("repository is %s (included=%t)", repo.Status, repo.Included)
 		res.FinishedAt = time.Now().UTC()
 		return res, nil
@@ -109,7 +110,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 		return res, classify("load credentials", err)
 	}
 	hb.step("checking for changes")
-	check, err := a.checkUpstream(ctx, client, tenantID, repo.ProviderUUID, repo.FullName)
+	check, err := checkUpstream(ctx, a.Store, a.Archive, client, tenantID, repo.ProviderUUID, repo.FullName)
 	if err != nil {
 		return res, err
 	}
@@ -158,7 +159,7 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
-		Trigger:    archive.Trigger{Kind: archive.TriggerKind(in.Trigger), DeliveryID: in.DeliveryID},
+		Trigger:    archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID},
 		Started:    started,
 		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 	})
@@ -182,13 +183,13 @@ func (a *Activities) StageBackup(ctx context.Context, in workflows.RunBackupInpu
 // CommitSnapshot writes the manifest of the snapshot StageBackup staged, which makes the
 // snapshot exist. It runs on the shared queue (it needs only storage) and is idempotent: a
 // retry after the manifest was written succeeds with the same snapshot.
-func (a *Activities) CommitSnapshot(ctx context.Context, in workflows.CommitSnapshotInput) (workflows.RunBackupResult, error) {
+func (a *Backups) CommitSnapshot(ctx context.Context, in workflows.CommitSnapshotInput) (workflows.RunBackupResult, error) {
 	return a.commitStaged(ctx, in.Target, in.Staged)
 }
 
-func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTarget, staged workflows.RunBackupResult) (workflows.RunBackupResult, error) {
+func (a *Backups) commitStaged(ctx context.Context, target workflows.BackupTarget, staged workflows.RunBackupResult) (workflows.RunBackupResult, error) {
 	res := staged
-	tenantID, _, repoID, err := a.parseTarget(target)
+	tenantID, _, repoID, err := parseTarget(target)
 	if err != nil {
 		return res, err
 	}
@@ -198,20 +199,20 @@ func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTa
 	if err != nil {
 		return res, classify("load repository", err)
 	}
-	if st := repo.InstallationStatus; st == store.InstallationRemoving || st == store.InstallationRemoved {
+	if st := repo.InstallationStatus; st == domain.InstallationRemoving || st == domain.InstallationRemoved {
 		return res, temporal.NewNonRetryableApplicationError("installation is "+st+": staged snapshot "+staged.SnapshotID+" is not committed",
-			workflows.ErrTypeInstallationRemoved, nil)
+			domain.ErrTypeInstallationRemoved, nil)
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c, err := a.Archive.CommitStaged(ctx, key, staged.SnapshotID)
 	switch {
 	case errors.Is(err, archive.ErrStaleDraft):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotConflict, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotConflict, nil)
 	case errors.Is(err, archive.ErrNotFound):
-		return res, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 	case err != nil:
 		return res, fmt.Errorf("commit snapshot %s of %s: %w", staged.SnapshotID, repo.FullName, err)
 	}
@@ -227,7 +228,7 @@ func (a *Activities) commitStaged(ctx context.Context, target workflows.BackupTa
 }
 
 // mirrorPath is where this worker keeps a repository's mirror.
-func (a *Activities) mirrorPath(tenantID uuid.UUID, providerUUID string) string {
+func (a *Backups) mirrorPath(tenantID uuid.UUID, providerUUID string) string {
 	return filepath.Join(a.MirrorDir, tenantID.String(), archive.NormalizeUUID(providerUUID))
 }
 
@@ -244,21 +245,22 @@ type upstreamCheck struct {
 }
 
 // checkUpstream compares the remote's refs (one ls-remote, spending one unit of the git budget)
-// with the latest snapshot's. A repository without a snapshot has changed. Backups and the
-// scheduled sweep both decide with it, so they never disagree about what "changed" means.
-func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client, tenantID uuid.UUID, providerUUID, fullName string) (upstreamCheck, error) {
+// with the latest snapshot's in arc, and records a rename upstream in st. A repository without
+// a snapshot has changed. Backups and the scheduled sweep both decide with it, so they never
+// disagree about what "changed" means.
+func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, client *bitbucket.Client, tenantID uuid.UUID, providerUUID, fullName string) (upstreamCheck, error) {
 	var c upstreamCheck
 	workspace, slug, ok := strings.Cut(fullName, "/")
 	if !ok {
-		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError("repository full name "+fullName+" is not workspace/slug", domain.ErrTypeInvalidInput, nil)
 	}
 	c.Remote = client.CloneURL(workspace, slug)
 	key, err := archive.NewRepoKey(tenantID.String(), providerUUID)
 	if err != nil {
-		return c, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return c, temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	c.Key = key
-	latest, err := a.Archive.LoadManifest(ctx, key, "latest")
+	latest, err := arc.LoadManifest(ctx, key, "latest")
 	if err != nil && !errors.Is(err, archive.ErrNotFound) {
 		return c, fmt.Errorf("load latest manifest of %s: %w", fullName, err)
 	}
@@ -278,7 +280,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 		// followed, instead of being taken for deleted until the next sync.
 		renamed, rerr := client.GetRepository(ctx, workspace, providerUUID)
 		if rerr == nil && renamed.FullName != "" && renamed.FullName != fullName {
-			if uerr := a.Store.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName); uerr != nil {
+			if uerr := st.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName); uerr != nil {
 				return c, classify("record rename", uerr)
 			}
 			activity.GetLogger(ctx).Info("repository renamed upstream", "from", fullName, "to", renamed.FullName)
@@ -297,7 +299,7 @@ func (a *Activities) checkUpstream(ctx context.Context, client *bitbucket.Client
 
 // openMirror opens the local mirror, or rebuilds it from the latest snapshot when it is missing
 // or unreadable, so a new worker never re-clones a repository that has a backup.
-func (a *Activities) openMirror(ctx context.Context, dir string, latest *archive.Manifest, hb *heartbeat) (*gitmirror.Mirror, error) {
+func (a *Backups) openMirror(ctx context.Context, dir string, latest *archive.Manifest, hb *heartbeat) (*gitmirror.Mirror, error) {
 	exists, err := gitmirror.Exists(dir)
 	if err == nil && exists {
 		if m, err := gitmirror.Open(dir); err == nil {
@@ -332,11 +334,11 @@ func classifyGit(what string, err error) error {
 	case errors.Is(err, store.ErrInstallationRemoved):
 		return classify(what, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
-		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", workflows.ErrTypeNotFound, nil)
+		return temporal.NewNonRetryableApplicationError(what+": repository not found upstream", domain.ErrTypeNotFound, nil)
 	case errors.Is(err, bitbucket.ErrForbidden), errors.Is(err, transport.ErrAuthorizationFailed):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket denied access to this repository (403): "+gitReason(err), workflows.ErrTypeForbidden, nil)
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket denied access to this repository (403): "+gitReason(err), domain.ErrTypeForbidden, nil)
 	case errors.Is(err, transport.ErrAuthenticationRequired):
-		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials even after a token refresh", workflows.ErrTypeCredentialsRevoked, nil)
+		return temporal.NewNonRetryableApplicationError(what+": Bitbucket rejected the credentials even after a token refresh", domain.ErrTypeCredentialsRevoked, nil)
 	}
 	return classify(what, err)
 }
@@ -352,8 +354,8 @@ func gitReason(err error) string {
 }
 
 // RecordBackupOutcome writes a run's result to Postgres for the dashboard.
-func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.BackupOutcomeInput) error {
-	tenantID, instID, repoID, err := a.parseTarget(in.Target)
+func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOutcomeInput) error {
+	tenantID, instID, repoID, err := parseTarget(in.Target)
 	if err != nil {
 		return err
 	}
@@ -366,14 +368,14 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	switch {
 	case in.Failure != "":
 		switch in.ErrorType {
-		case workflows.ErrTypeInstallationRemoved:
+		case domain.ErrTypeInstallationRemoved:
 			// Uninstalled while the run was under way: nothing is recorded for it any more.
 			return nil
-		case workflows.ErrTypeNotFound:
+		case domain.ErrTypeNotFound:
 			if err := a.Store.MarkRepositoryDeletedUpstream(ctx, tenantID, repoID); err != nil {
 				return classify("mark deleted upstream", err)
 			}
-		case workflows.ErrTypeCredentialsRevoked:
+		case domain.ErrTypeCredentialsRevoked:
 			// Only a 401 that survived a forced refresh gets here: the credential itself is dead,
 			// for every repository. A 403 (ErrTypeForbidden) is this repository's alone and is
 			// recorded on it below, while the installation's other repositories go on.
@@ -398,7 +400,7 @@ func (a *Activities) RecordBackupOutcome(ctx context.Context, in workflows.Backu
 	if r.Changed {
 		return nil
 	}
-	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, store.BackupUnchanged, r.FinishedAt))
+	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupUnchanged, r.FinishedAt))
 }
 
 // maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
@@ -409,7 +411,7 @@ const maxSnapshotsReconciled = 50
 // that are missing. Storage is the truth and the rows follow it: a manifest whose row was lost
 // (the record failed past its retries, or an attempt committed and died before returning) is
 // recorded by the next run, with its own ID, even when upstream has not changed since.
-func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
+func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
 	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
 	if err != nil {
 		return classify("load repository", err)
@@ -419,7 +421,7 @@ func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.
 	}
 	key, err := archive.NewRepoKey(tenantID.String(), repo.ProviderUUID)
 	if err != nil {
-		return temporal.NewNonRetryableApplicationError(err.Error(), "InvalidInput", nil)
+		return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeInvalidInput, nil)
 	}
 	// Newest first, down to the first snapshot that has its row.
 	var rows []store.Snapshot
@@ -445,7 +447,7 @@ func (a *Activities) recordSnapshots(ctx context.Context, tenantID, repoID uuid.
 			if len(rows) > 0 {
 				break // an ancestor that retention removed
 			}
-			return temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrTypeSnapshotMissing, nil)
+			return temporal.NewNonRetryableApplicationError(err.Error(), domain.ErrTypeSnapshotMissing, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("load manifest %s of %s: %w", id, repo.FullName, err)
@@ -485,14 +487,14 @@ func snapshotRow(tenantID, repoID uuid.UUID, key archive.RepoKey, m *archive.Man
 		}
 	}
 	return store.Snapshot{
-		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: string(m.Trigger.Kind),
+		ID: m.ID, TenantID: tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID), Trigger: m.Trigger.Kind,
 		ParentID: parent, RefsCount: m.Totals.Refs, PacksCount: m.Totals.Packs, BytesUploaded: introduced, TotalBytes: m.Totals.Bytes,
 		StartedAt: m.Created.Add(-time.Duration(m.DurationMillis) * time.Millisecond), FinishedAt: m.Created,
 	}
 }
 
 // StartBackups wakes the backup workflow of every included repository of the installation.
-func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackupsInput) (int, error) {
+func (a *Backups) StartBackups(ctx context.Context, in workflows.StartBackupsInput) (int, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return 0, err
@@ -517,7 +519,7 @@ func (a *Activities) StartBackups(ctx context.Context, in workflows.StartBackups
 		}
 		target := backupqueue.Target(r)
 		g.Go(func() error {
-			if _, err := backupqueue.Request(gctx, a.Temporal, a.Backups, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+			if _, err := backupqueue.Request(gctx, a.Temporal, a.Queue, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
 				return err
 			}
 			activity.RecordHeartbeat(ctx, started.Add(1))

@@ -20,6 +20,7 @@ import (
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/providerclient"
@@ -121,9 +122,9 @@ func BenchmarkBackupVersusGit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		acts := &activities.Activities{Store: st, Box: box, Logger: log, Archive: storage, Clients: clients,
+		acts := &activities.Backups{Store: st, Logger: log, Archive: storage, Clients: clients,
 			MirrorDir: filepath.Join(iterDir, "mirrors"), HostQueue: "bench-host"}
-		run := func(trigger string) (workflows.RunBackupResult, float64) {
+		run := func(trigger domain.TriggerKind) (workflows.RunBackupResult, float64) {
 			var suite testsuite.WorkflowTestSuite
 			suite.SetLogger(tlog.NewStructuredLogger(log))
 			env := suite.NewTestActivityEnvironment()
@@ -152,7 +153,7 @@ func BenchmarkBackupVersusGit(b *testing.B) {
 		}
 
 		// (1) GitSec full backup, (2) git clone --mirror of the same repository.
-		full, s := run(workflows.TriggerInitial)
+		full, s := run(domain.TriggerInitial)
 		fullS += s
 		fullBytes += full.BytesUploaded
 		clone := filepath.Join(iterDir, "clone.git")
@@ -162,7 +163,7 @@ func BenchmarkBackupVersusGit(b *testing.B) {
 
 		// (3) one pushed commit, GitSec incremental backup, (4) git fetch in the clone.
 		emulatorAdmin(b, emu.URL(), "POST", "/_emulator/repositories/acme/big/push", `{"commits":1}`, nil)
-		incr, s := run(workflows.TriggerWebhook)
+		incr, s := run(domain.TriggerWebhook)
 		incrS += s
 		incrBytes += incr.BytesUploaded
 		if incr.PacksUploaded != 1 || incr.ParentID != full.SnapshotID {

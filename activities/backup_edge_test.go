@@ -19,6 +19,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/store"
@@ -176,7 +177,7 @@ func TestBackupManyRefs(t *testing.T) {
 	if len(upstream) != 1101 {
 		t.Fatalf("emulator seeded %d refs, want 1101 (main, 700 branches, 400 tags)", len(upstream))
 	}
-	e.backup("many-refs", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("many-refs", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	snaps := e.snapshots("many-refs")
 	if len(snaps) != 1 || snaps[0].RefsCount != len(upstream) || snaps[0].PacksCount != 1 {
 		t.Fatalf("snapshots = %+v, want one with %d refs and one pack", snaps, len(upstream))
@@ -213,7 +214,7 @@ func TestBackupLargeBinaryFile(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true",
 		emulator.SeedRepository{Slug: "assets", Generate: &emulator.Generate{Commits: 3, BinaryBytes: size}})
 
-	e.backup("assets", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("assets", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	snaps := e.snapshots("assets")
 	if len(snaps) != 1 || snaps[0].TotalBytes < size || snaps[0].BytesUploaded < size {
 		t.Fatalf("snapshots = %+v, want one holding the %d-byte blob", snaps, size)
@@ -241,7 +242,7 @@ func TestBackupLargeBinaryFile(t *testing.T) {
 func TestBackupAfterUpstreamRename(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	ctx := context.Background()
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	first := e.snapshots("api")[0]
 
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/rename", `{"slug":"api-v2"}`, nil)
@@ -282,7 +283,7 @@ func TestBackupAfterUpstreamRename(t *testing.T) {
 	if err != nil || len(mirrors) != 1 {
 		t.Fatalf("worker mirrors = %v, %v; want the one mirror of the repository", mirrors, err)
 	}
-	if r := e.repo("api"); r.Status != store.RepositoryActive || r.LastSnapshotID == nil || *r.LastSnapshotID != m.ID {
+	if r := e.repo("api"); r.Status != domain.RepositoryActive || r.LastSnapshotID == nil || *r.LastSnapshotID != m.ID {
 		t.Fatalf("repository after the rename = %+v", r)
 	}
 }
@@ -293,7 +294,7 @@ func TestBackupRetriesFetchCutMidPack(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	drop := e.addFault(emulator.FaultRule{Method: "POST", PathRegex: `^/acme/api\.git/git-upload-pack$`, Kind: "drop", Count: 1, DropAfterBytes: 4096})
 
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	if n := e.faultFired(drop); n != 1 {
 		t.Fatalf("the drop fault fired %d times, want 1", n)
 	}
@@ -331,7 +332,7 @@ func TestBackupRetriesFetchCutMidPack(t *testing.T) {
 func TestBackupAfterCrashBetweenPackUploadAndManifest(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	ctx := context.Background()
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	first := e.snapshots("api")[0]
 
 	// The crashed run: fetch into the worker's mirror and store the new pack, no manifest. The
@@ -388,7 +389,7 @@ func TestBackupRequestDuringRunFollowsIt(t *testing.T) {
 
 	r := e.repos["api"]
 	target := backupqueue.Target(r)
-	id, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: workflows.TriggerManual})
+	id, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: domain.TriggerManual})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +411,7 @@ func TestBackupRequestDuringRunFollowsIt(t *testing.T) {
 
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
 	pushed := e.upstreamRefs("acme/api")
-	if _, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-during"}); err != nil {
+	if _, err := backupqueue.Request(ctx, e.temporal, e.settings, target, workflows.BackupRequest{Trigger: domain.TriggerWebhook, DeliveryID: "d-during"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.temporal.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {

@@ -16,8 +16,10 @@ import (
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/testenv"
+	"github.com/gitsec/gitsec/worker"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -180,12 +182,12 @@ func TestBackupHeartbeatsThroughSlowTransfers(t *testing.T) {
 	)
 	storageURL := testenv.S3(t)
 	slow := slowStorage(t, storageURL, linkSpeed)
-	e := newBackupEnvWith(t, storageURL, func(a *activities.Activities) { a.Archive = slow },
+	e := newBackupEnvWith(t, storageURL, func(a *worker.Activities) { a.Backups.Archive, a.Sweeps.Archive = slow, slow },
 		emulator.SeedRepository{Slug: "assets", Generate: &emulator.Generate{Commits: 2, BinaryBytes: blobSize}})
 	e.settings.HeartbeatTimeout = 8 * time.Second
 
 	stop := e.heartbeatWatch("assets")
-	e.backup("assets", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("assets", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	seen := stop()
 	runs := e.stageActivities("assets")
 	if len(runs) != 1 || runs[0].attempt != 1 || runs[0].outcome != enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {

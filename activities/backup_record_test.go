@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -61,9 +62,9 @@ func (e *backupEnv) loseSnapshotRows(slug string) {
 func TestBackupRecordsACommittedSnapshotWhoseRowWasLost(t *testing.T) {
 	dir := t.TempDir()
 	e := newBackupEnv(t, "file://"+dir+"?create_dir=true")
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-7"})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerWebhook, DeliveryID: "d-7"})
 	want := e.snapshots("api")
 	if len(want) != 2 {
 		t.Fatalf("snapshots = %+v, want two", want)
@@ -74,7 +75,7 @@ func TestBackupRecordsACommittedSnapshotWhoseRowWasLost(t *testing.T) {
 	if r := e.repo("api"); r.LastSnapshotID != nil || len(e.snapshots("api")) != 0 {
 		t.Fatalf("rows not lost: %+v", r)
 	}
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerSchedule})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerSchedule})
 
 	got := e.snapshots("api")
 	if len(got) != 2 {

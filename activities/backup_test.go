@@ -21,6 +21,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
@@ -49,7 +50,7 @@ type backupEnv struct {
 	mirrors  string
 	repos    map[string]store.Repository // by slug
 	token    string                      // alice's access token for the emulator's REST API
-	acts     *activities.Activities      // what the workers run
+	acts     worker.Activities           // what the workers run
 }
 
 // newBackupEnv seeds acme/api and acme/empty, plus any extra repositories of acme (all of them
@@ -61,7 +62,7 @@ func newBackupEnv(t *testing.T, storageURL string, extra ...emulator.SeedReposit
 
 // newBackupEnvWith is newBackupEnv with configure adjusting the activities before the workers
 // start (their settings must not change while the workers run).
-func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activities.Activities), extra ...emulator.SeedRepository) *backupEnv {
+func newBackupEnvWith(t *testing.T, storageURL string, configure func(*worker.Activities), extra ...emulator.SeedRepository) *backupEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -151,17 +152,23 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*activitie
 	t.Cleanup(e.temporal.Close)
 	e.settings = backupqueue.Settings{TaskQueue: tenv.TaskQueue, QuietPeriod: 200 * time.Millisecond, MaxWait: 2 * time.Second, IdleTimeout: time.Second}
 	oauth := bitbucket.OAuthConfig("backup-test", "backup-test-secret", e.emu.URL()+"/site/oauth2", "http://127.0.0.1:1/cb")
-	acts := &activities.Activities{
-		Store: e.store, Box: box, Logger: log, Archive: e.archive, MirrorDir: e.mirrors,
-		HostQueue: tenv.TaskQueue + "-host", Temporal: e.temporal, Backups: e.settings,
-		Clients: &providerclient.Factory{Store: e.store, Box: box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
-			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: log},
+	clients := &providerclient.Factory{Store: e.store, Box: box, OAuth: oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: log}
+	acts := &worker.Activities{
+		Onboarding: &activities.Onboarding{Store: e.store, Clients: clients, Box: box, Logger: log},
+		Backups: &activities.Backups{
+			Store: e.store, Clients: clients, Archive: e.archive, MirrorDir: e.mirrors,
+			HostQueue: tenv.TaskQueue + "-host", Temporal: e.temporal, Queue: e.settings, Logger: log,
+		},
+		Sweeps:       &activities.Sweeps{Store: e.store, Clients: clients, Archive: e.archive, Temporal: e.temporal, Queue: e.settings, Logger: log},
+		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: log},
+		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
 	}
 	if configure != nil {
 		configure(acts)
 	}
-	e.acts = acts
-	opts := worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, HostQueue: acts.HostQueue, Activities: acts, Logger: log, MaxConcurrentBackups: 2}
+	e.acts = *acts
+	opts := worker.Options{Client: e.temporal, TaskQueue: tenv.TaskQueue, HostQueue: acts.Backups.HostQueue, Activities: *acts, Logger: log, MaxConcurrentBackups: 2}
 	for _, w := range []interface {
 		Start() error
 		Stop()
@@ -209,7 +216,7 @@ func (e *backupEnv) backup(slug string, reqs ...workflows.BackupRequest) {
 	defer cancel()
 	r := e.repos[slug]
 	if len(reqs) == 0 {
-		reqs = []workflows.BackupRequest{{Trigger: workflows.TriggerManual}}
+		reqs = []workflows.BackupRequest{{Trigger: domain.TriggerManual}}
 	}
 	target := backupqueue.Target(r)
 	var id string
@@ -324,7 +331,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 	e := newBackupEnv(t, storageURL)
 
 	// Initial backup: a full snapshot, restorable with stock git.
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	snaps := e.snapshots("api")
 	if len(snaps) != 1 || snaps[0].Trigger != "initial" || snaps[0].RefsCount < 6 || snaps[0].PacksCount != 1 {
 		t.Fatalf("initial snapshots = %+v", snaps)
@@ -346,7 +353,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 
 	// One pushed commit: one small pack and a manifest.
 	e.emuJSON("POST", "/_emulator/repositories/acme/api/push", `{"commits":1}`, nil)
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-1"})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerWebhook, DeliveryID: "d-1"})
 	snaps = e.snapshots("api")
 	if len(snaps) != 2 {
 		t.Fatalf("after a push: %d snapshots, want 2", len(snaps))
@@ -394,7 +401,7 @@ func testBackupLifecycle(t *testing.T, storageURL string) {
 	}
 
 	// Empty repository: a snapshot with no refs.
-	e.backup("empty", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("empty", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	if s := e.snapshots("empty"); len(s) != 1 || s[0].RefsCount != 0 {
 		t.Fatalf("empty repository snapshots = %+v", s)
 	}
@@ -423,9 +430,9 @@ func TestBackupLifecycleOnS3(t *testing.T) {
 func TestConcurrentRequestsCoalesce(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	e.backup("api",
-		workflows.BackupRequest{Trigger: workflows.TriggerSchedule},
-		workflows.BackupRequest{Trigger: workflows.TriggerWebhook, DeliveryID: "d-9"},
-		workflows.BackupRequest{Trigger: workflows.TriggerManual})
+		workflows.BackupRequest{Trigger: domain.TriggerSchedule},
+		workflows.BackupRequest{Trigger: domain.TriggerWebhook, DeliveryID: "d-9"},
+		workflows.BackupRequest{Trigger: domain.TriggerManual})
 	snaps := e.snapshots("api")
 	if len(snaps) != 1 || snaps[0].Trigger != "webhook" {
 		t.Fatalf("snapshots = %+v, want exactly one (webhook wins the coalesced trigger)", snaps)
@@ -438,10 +445,10 @@ func TestConcurrentRequestsCoalesce(t *testing.T) {
 func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
 	ctx := context.Background()
-	e.backup("api", workflows.BackupRequest{Trigger: workflows.TriggerInitial})
+	e.backup("api", workflows.BackupRequest{Trigger: domain.TriggerInitial})
 	r := e.repo("api")
-	if r.MirrorHost != e.acts.HostQueue {
-		t.Fatalf("mirror host = %q, want %q", r.MirrorHost, e.acts.HostQueue)
+	if r.MirrorHost != e.acts.Backups.HostQueue {
+		t.Fatalf("mirror host = %q, want %q", r.MirrorHost, e.acts.Backups.HostQueue)
 	}
 
 	// The mirror's worker is gone (nobody polls its queue) and so is its disk.
@@ -459,8 +466,8 @@ func TestBackupMovesToAnotherWorkerWhenTheMirrorHostIsGone(t *testing.T) {
 	if len(snaps) != 2 || snaps[0].PacksCount != 2 || snaps[0].BytesUploaded > 20_000 {
 		t.Fatalf("snapshots after failover = %+v, want an incremental second snapshot", snaps)
 	}
-	if r := e.repo("api"); r.MirrorHost != e.acts.HostQueue {
-		t.Fatalf("mirror host after failover = %q, want %q", r.MirrorHost, e.acts.HostQueue)
+	if r := e.repo("api"); r.MirrorHost != e.acts.Backups.HostQueue {
+		t.Fatalf("mirror host after failover = %q, want %q", r.MirrorHost, e.acts.Backups.HostQueue)
 	}
 	e.restoreAndVerify("api", snaps[0].ID)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
@@ -43,7 +44,7 @@ func (e *backupEnv) setInstallationStatus(status string) {
 func TestForbiddenRepositoryFailsAloneAndOnlyRevocationNeedsReauth(t *testing.T) {
 	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", nil,
 		emulator.SeedRepository{Slug: "web", Generate: &emulator.Generate{Commits: 5, Branches: 1}})
-	e.setInstallationStatus(store.InstallationActive)
+	e.setInstallationStatus(domain.InstallationActive)
 	if first := e.sweep(); first.Woken != 3 {
 		t.Fatalf("first sweep = %+v, want the three never-backed-up repositories woken", first)
 	}
@@ -60,11 +61,11 @@ func TestForbiddenRepositoryFailsAloneAndOnlyRevocationNeedsReauth(t *testing.T)
 	if e.faultFired(fault) < 2 {
 		t.Fatalf("the 403 fault fired %d times; the sweep and the backup should both have met it", e.faultFired(fault))
 	}
-	if inst := e.installationStatus(); inst.Status != store.InstallationActive {
+	if inst := e.installationStatus(); inst.Status != domain.InstallationActive {
 		t.Fatalf("installation after a 403 on one repository: %s (%s), want active", inst.Status, inst.StatusMessage)
 	}
 	api := e.repo("api")
-	if api.LastBackupStatus != store.BackupFailed || !strings.Contains(api.LastBackupError, "403") ||
+	if api.LastBackupStatus != domain.BackupFailed || !strings.Contains(api.LastBackupError, "403") ||
 		!strings.Contains(api.LastBackupError, "injected fault") || strings.Contains(api.LastBackupError, "activity error") {
 		t.Fatalf("api after the 403: status %s, error %q; want failed with Bitbucket's reason", api.LastBackupStatus, api.LastBackupError)
 	}
@@ -74,7 +75,7 @@ func TestForbiddenRepositoryFailsAloneAndOnlyRevocationNeedsReauth(t *testing.T)
 	if s := e.snapshots("web"); len(s) != 2 {
 		t.Fatalf("web beside the forbidden api: %d snapshots, want 2", len(s))
 	}
-	if web := e.repo("web"); web.LastBackupStatus != store.BackupSucceeded || web.LastBackupError != "" {
+	if web := e.repo("web"); web.LastBackupStatus != domain.BackupSucceeded || web.LastBackupError != "" {
 		t.Fatalf("web = %s %q", web.LastBackupStatus, web.LastBackupError)
 	}
 
@@ -86,10 +87,10 @@ func TestForbiddenRepositoryFailsAloneAndOnlyRevocationNeedsReauth(t *testing.T)
 	if e.faultFired(once) != 1 {
 		t.Fatal("the one-off 401 did not fire")
 	}
-	if inst := e.installationStatus(); inst.Status != store.InstallationActive {
+	if inst := e.installationStatus(); inst.Status != domain.InstallationActive {
 		t.Fatalf("installation after one 401 survived by a refresh: %s (%s)", inst.Status, inst.StatusMessage)
 	}
-	if api := e.repo("api"); api.LastBackupStatus != store.BackupSucceeded || api.LastBackupError != "" || len(e.snapshots("api")) != 2 {
+	if api := e.repo("api"); api.LastBackupStatus != domain.BackupSucceeded || api.LastBackupError != "" || len(e.snapshots("api")) != 2 {
 		t.Fatalf("api after the refresh: %s %q, %d snapshots", api.LastBackupStatus, api.LastBackupError, len(e.snapshots("api")))
 	}
 
@@ -97,7 +98,7 @@ func TestForbiddenRepositoryFailsAloneAndOnlyRevocationNeedsReauth(t *testing.T)
 	e.emuJSON("POST", "/_emulator/users/alice/revoke-tokens", "", nil)
 	e.emuJSON("POST", "/_emulator/repositories/acme/web/push", `{"commits":1}`, nil)
 	e.backup("web")
-	if inst := e.installationStatus(); inst.Status != store.InstallationNeedsReauth {
+	if inst := e.installationStatus(); inst.Status != domain.InstallationNeedsReauth {
 		t.Fatalf("installation after revocation: %s (%s), want needs_reauth", inst.Status, inst.StatusMessage)
 	}
 	if skipped := e.sweep(); !strings.Contains(skipped.Skipped, "needs a reconnect") {
@@ -113,7 +114,7 @@ func TestUninstallStopsOtherWorkers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	e := newBackupEnv(t, "file://"+t.TempDir()+"?create_dir=true")
-	e.setInstallationStatus(store.InstallationActive)
+	e.setInstallationStatus(domain.InstallationActive)
 	// Worker B: another process, with its own client cache and host queue; it only runs backups.
 	b := e.secondWorker()
 	r := e.repos["api"]
@@ -148,7 +149,7 @@ func TestUninstallStopsOtherWorkers(t *testing.T) {
 		t.Fatalf("a backup of the removed installation ran on worker B: %d snapshots", n)
 	}
 	e.assertCredentialsDropped("after a backup request routed to worker B")
-	if inst := e.installationStatus(); inst.Status != store.InstallationRemoved {
+	if inst := e.installationStatus(); inst.Status != domain.InstallationRemoved {
 		t.Fatalf("installation = %s, want removed", inst.Status)
 	}
 
@@ -162,7 +163,7 @@ func TestUninstallStopsOtherWorkers(t *testing.T) {
 	if _, err := b.Clients.Client(ctx, e.tenantID, e.instID); !errors.Is(err, store.ErrInstallationRemoved) {
 		t.Fatalf("worker B's client after the uninstall: %v, want ErrInstallationRemoved", err)
 	}
-	if err := e.store.SetInstallationStatus(ctx, e.tenantID, e.instID, store.InstallationNeedsReauth, "late"); !errors.Is(err, store.ErrInstallationRemoved) {
+	if err := e.store.SetInstallationStatus(ctx, e.tenantID, e.instID, domain.InstallationNeedsReauth, "late"); !errors.Is(err, store.ErrInstallationRemoved) {
 		t.Fatalf("a late status write on a removed installation: %v, want ErrInstallationRemoved", err)
 	}
 	replayAllOnQueue(t, e.temporal, e.settings.TaskQueue)
@@ -171,16 +172,16 @@ func TestUninstallStopsOtherWorkers(t *testing.T) {
 // secondWorker starts another worker like a second `gitsec worker` process would have: the
 // same Postgres, Temporal, storage and emulator, but its own client cache, mirror directory and
 // host queue. It polls only that host queue, so the test knows which worker runs what.
-func (e *backupEnv) secondWorker() *activities.Activities {
+func (e *backupEnv) secondWorker() *activities.Backups {
 	e.t.Helper()
-	a, f := e.acts, e.acts.Clients
-	b := &activities.Activities{
-		Store: a.Store, Box: a.Box, Logger: a.Logger, Archive: a.Archive, MirrorDir: e.t.TempDir(),
-		HostQueue: a.HostQueue + "-b", Temporal: a.Temporal, Backups: a.Backups,
+	a, f := e.acts.Backups, e.acts.Backups.Clients
+	b := &activities.Backups{
+		Store: a.Store, Logger: a.Logger, Archive: a.Archive, MirrorDir: e.t.TempDir(),
+		HostQueue: a.HostQueue + "-b", Temporal: a.Temporal, Queue: a.Queue,
 		Clients: &providerclient.Factory{Store: f.Store, Box: f.Box, OAuth: f.OAuth, APIURL: f.APIURL, GitURL: f.GitURL,
 			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: f.Logger},
 	}
-	w := worker.NewHost(worker.Options{Client: e.temporal, HostQueue: b.HostQueue, Activities: b, Logger: b.Logger, MaxConcurrentBackups: 2})
+	w := worker.NewHost(worker.Options{Client: e.temporal, HostQueue: b.HostQueue, Activities: worker.Activities{Backups: b}, Logger: b.Logger, MaxConcurrentBackups: 2})
 	if err := w.Start(); err != nil {
 		e.t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 // PurgeExpired removes expired OAuth states and old processed webhook deliveries.
-func (a *Activities) PurgeExpired(ctx context.Context, in workflows.PurgeExpiredInput) (workflows.HousekeepingResult, error) {
+func (a *Housekeeping) PurgeExpired(ctx context.Context, in workflows.PurgeExpiredInput) (workflows.HousekeepingResult, error) {
 	r, err := a.Store.PurgeExpired(ctx, in.Now, in.DedupBefore)
 	if err != nil {
 		return workflows.HousekeepingResult{}, fmt.Errorf("housekeeping: %w", err)

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // Mirrors are a per-worker cache under MirrorDir/<tenant>/<repository uuid>: any of them can be
@@ -29,16 +30,6 @@ import (
 //   - reserveMirrorSpace, before a backup fetches, evicts the least recently used mirrors of
 //     other repositories while the mirrors would exceed MirrorMaxBytes.
 // Neither touches a mirror that a backup on this worker is using (mirrorLeases).
-
-// Error types of the mirror disk budget.
-const (
-	// ErrTypeMirrorTooLarge: the repository alone needs more than GITSEC_MIRROR_MAX_BYTES;
-	// retrying cannot help until an operator raises the limit.
-	ErrTypeMirrorTooLarge = "MirrorTooLarge"
-	// ErrTypeMirrorDiskBusy: the budget is taken by mirrors in use right now; a retry later
-	// finds them released (and evictable).
-	ErrTypeMirrorDiskBusy = "MirrorDiskBusy"
-)
 
 // trashPrefix names mirrors being deleted: a rename takes a mirror out of use at once, and a
 // crash mid-delete leaves a name the next cleanup recognises.
@@ -250,7 +241,7 @@ func dirSize(dir string) (int64, error) {
 // storage on its next backup, whereas refusing would leave a repository without backups for as
 // long as the disk stays full. Only a repository that alone exceeds the budget fails, with a
 // non-retryable error that names the setting to raise.
-func (a *Activities) reserveMirrorSpace(dir string, need int64) error {
+func (a *Backups) reserveMirrorSpace(dir string, need int64) error {
 	limit := a.MirrorMaxBytes
 	if limit <= 0 {
 		return nil
@@ -267,7 +258,7 @@ func (a *Activities) reserveMirrorSpace(dir string, need int64) error {
 	if own+need > limit {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 			"the mirror needs about %d bytes but GITSEC_MIRROR_MAX_BYTES is %d: raise the limit", own+need, limit),
-			ErrTypeMirrorTooLarge, nil)
+			domain.ErrTypeMirrorTooLarge, nil)
 	}
 	mirrors, err := listMirrors(a.MirrorDir)
 	if err != nil {
@@ -303,7 +294,7 @@ func (a *Activities) reserveMirrorSpace(dir string, need int64) error {
 	}
 	return temporal.NewApplicationError(fmt.Sprintf(
 		"mirrors in use take the GITSEC_MIRROR_MAX_BYTES budget (%d bytes, about %d needed); retrying once they are done", limit, used),
-		ErrTypeMirrorDiskBusy)
+		domain.ErrTypeMirrorDiskBusy)
 }
 
 // MirrorCleanup reports what CleanMirrors removed.
@@ -319,7 +310,7 @@ type MirrorCleanup struct {
 //
 // It is a function rather than a method so that it is never registered as a Temporal activity:
 // every worker cleans its own disk, which no activity task routed by Temporal could target.
-func CleanMirrors(ctx context.Context, a *Activities) (MirrorCleanup, error) {
+func CleanMirrors(ctx context.Context, a *Backups) (MirrorCleanup, error) {
 	var res MirrorCleanup
 	if a.MirrorDir == "" {
 		return res, nil

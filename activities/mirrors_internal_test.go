@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // fakeMirror writes a directory of size bytes under root/tenant/<new uuid>, last used at the
@@ -50,7 +52,7 @@ func TestReserveMirrorSpaceEvictsLeastRecentlyUsed(t *testing.T) {
 	root := t.TempDir()
 	tenant := uuid.NewString()
 	now := time.Now()
-	a := &Activities{MirrorDir: root, MirrorMaxBytes: 1000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	a := &Backups{MirrorDir: root, MirrorMaxBytes: 1000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	oldest := fakeMirror(t, root, tenant, 400, now.Add(-3*time.Hour))
 	busy := fakeMirror(t, root, tenant, 300, now.Add(-2*time.Hour))
 	target := fakeMirror(t, root, tenant, 100, now.Add(-time.Hour))
@@ -70,8 +72,8 @@ func TestReserveMirrorSpaceEvictsLeastRecentlyUsed(t *testing.T) {
 			exists(oldest), exists(busy), exists(target), exists(stray))
 	}
 	// 300+100 on disk and 700 to come: only the busy mirror could go, so the caller retries.
-	if err := a.reserveMirrorSpace(target, 700); errorType(err) != ErrTypeMirrorDiskBusy {
-		t.Fatalf("reserve 700 while the other mirror is in use: %v, want %s", err, ErrTypeMirrorDiskBusy)
+	if err := a.reserveMirrorSpace(target, 700); errorType(err) != domain.ErrTypeMirrorDiskBusy {
+		t.Fatalf("reserve 700 while the other mirror is in use: %v, want %s", err, domain.ErrTypeMirrorDiskBusy)
 	}
 	if !exists(busy) {
 		t.Fatal("a mirror in use was evicted")
@@ -86,8 +88,8 @@ func TestReserveMirrorSpaceEvictsLeastRecentlyUsed(t *testing.T) {
 	// More than the whole budget: no retry can help.
 	err := a.reserveMirrorSpace(target, 2000)
 	var appErr *temporal.ApplicationError
-	if !errors.As(err, &appErr) || appErr.Type() != ErrTypeMirrorTooLarge || !appErr.NonRetryable() {
-		t.Fatalf("reserve 2000: %v, want non-retryable %s", err, ErrTypeMirrorTooLarge)
+	if !errors.As(err, &appErr) || appErr.Type() != domain.ErrTypeMirrorTooLarge || !appErr.NonRetryable() {
+		t.Fatalf("reserve 2000: %v, want non-retryable %s", err, domain.ErrTypeMirrorTooLarge)
 	}
 	releaseTarget()
 	if !exists(target) {

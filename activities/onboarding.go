@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -34,7 +35,7 @@ func webhookDescription(installationID string) string {
 }
 
 // FetchAccount records which Bitbucket account the installation is.
-func (a *Activities) FetchAccount(ctx context.Context, ref workflows.InstallationRef) (workflows.AccountInfo, error) {
+func (a *Onboarding) FetchAccount(ctx context.Context, ref workflows.InstallationRef) (workflows.AccountInfo, error) {
 	tenantID, instID, err := parseRef(ref)
 	if err != nil {
 		return workflows.AccountInfo{}, err
@@ -58,7 +59,7 @@ func (a *Activities) FetchAccount(ctx context.Context, ref workflows.Installatio
 }
 
 // DiscoverWorkspaces lists the account's workspaces (with the administrator flag) and records them.
-func (a *Activities) DiscoverWorkspaces(ctx context.Context, ref workflows.InstallationRef) ([]workflows.WorkspaceInfo, error) {
+func (a *Onboarding) DiscoverWorkspaces(ctx context.Context, ref workflows.InstallationRef) ([]workflows.WorkspaceInfo, error) {
 	tenantID, instID, err := parseRef(ref)
 	if err != nil {
 		return nil, err
@@ -95,7 +96,7 @@ func (a *Activities) DiscoverWorkspaces(ctx context.Context, ref workflows.Insta
 // the workspace: an existing one (found by URL) gets a fresh secret and the current events,
 // otherwise one is created. The secret is stored encrypted and never leaves the activity.
 // A 403 (admin right lost since listing) is recorded as the workspace's reason, not a failure.
-func (a *Activities) RegisterWorkspaceWebhook(ctx context.Context, in workflows.WorkspaceInput) (workflows.WebhookResult, error) {
+func (a *Onboarding) RegisterWorkspaceWebhook(ctx context.Context, in workflows.WorkspaceInput) (workflows.WebhookResult, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return workflows.WebhookResult{}, err
@@ -162,7 +163,7 @@ func (a *Activities) RegisterWorkspaceWebhook(ctx context.Context, in workflows.
 }
 
 // RecordWorkspaceStatus stores a workspace's state and reason.
-func (a *Activities) RecordWorkspaceStatus(ctx context.Context, in workflows.WorkspaceStatusInput) error {
+func (a *Onboarding) RecordWorkspaceStatus(ctx context.Context, in workflows.WorkspaceStatusInput) error {
 	tenantID, _, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return err
@@ -176,7 +177,7 @@ func (a *Activities) RecordWorkspaceStatus(ctx context.Context, in workflows.Wor
 
 // SyncWorkspaceRepositories lists every repository of the workspace (all pages), upserts them
 // by UUID, and flags the ones that disappeared as deleted upstream (their backups are kept).
-func (a *Activities) SyncWorkspaceRepositories(ctx context.Context, in workflows.WorkspaceInput) (workflows.RepositorySyncResult, error) {
+func (a *Onboarding) SyncWorkspaceRepositories(ctx context.Context, in workflows.WorkspaceInput) (workflows.RepositorySyncResult, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return workflows.RepositorySyncResult{}, err
@@ -225,7 +226,7 @@ func (a *Activities) SyncWorkspaceRepositories(ctx context.Context, in workflows
 }
 
 // SetInstallationStatus records the installation's status and message.
-func (a *Activities) SetInstallationStatus(ctx context.Context, in workflows.InstallationStatusInput) error {
+func (a *Onboarding) SetInstallationStatus(ctx context.Context, in workflows.InstallationStatusInput) error {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return err
@@ -233,14 +234,14 @@ func (a *Activities) SetInstallationStatus(ctx context.Context, in workflows.Ins
 	if err := a.Store.SetInstallationStatus(ctx, tenantID, instID, in.Status, in.Message); err != nil {
 		return classify("set installation status", err)
 	}
-	if in.Status == store.InstallationRemoved || in.Status == store.InstallationNeedsReauth {
+	if in.Status == domain.InstallationRemoved || in.Status == domain.InstallationNeedsReauth {
 		a.Clients.Forget(instID)
 	}
 	return nil
 }
 
 // RecordOnboardingProgress mirrors the workflow's progress to Postgres for the API.
-func (a *Activities) RecordOnboardingProgress(ctx context.Context, in workflows.ProgressInput) error {
+func (a *Onboarding) RecordOnboardingProgress(ctx context.Context, in workflows.ProgressInput) error {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/schedules"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -27,7 +28,7 @@ type SweepSettings struct {
 	// (GITSEC_SWEEP_CONCURRENCY; default 8). The git rate limiter of the installation's
 	// client paces them further.
 	Concurrency int
-	// TaskQueue runs the scheduled sweeps; default Backups.TaskQueue, the shared queue.
+	// TaskQueue runs the scheduled sweeps; default Sweeps.Queue.TaskQueue, the shared queue.
 	TaskQueue string
 }
 
@@ -47,7 +48,7 @@ func (s SweepSettings) concurrency() int {
 
 // PrepareSweep decides whether an installation is swept: not while it is being removed or
 // waits for a reconnect (checking would only spend the budget on rejected credentials).
-func (a *Activities) PrepareSweep(ctx context.Context, ref workflows.InstallationRef) (workflows.SweepPlan, error) {
+func (a *Sweeps) PrepareSweep(ctx context.Context, ref workflows.InstallationRef) (workflows.SweepPlan, error) {
 	tenantID, instID, err := parseRef(ref)
 	if err != nil {
 		return workflows.SweepPlan{}, err
@@ -60,9 +61,9 @@ func (a *Activities) PrepareSweep(ctx context.Context, ref workflows.Installatio
 		return workflows.SweepPlan{}, classify("load installation", err)
 	}
 	switch inst.Status {
-	case store.InstallationRemoving, store.InstallationRemoved:
+	case domain.InstallationRemoving, domain.InstallationRemoved:
 		return workflows.SweepPlan{Skip: "installation is " + inst.Status}, nil
-	case store.InstallationNeedsReauth:
+	case domain.InstallationNeedsReauth:
 		return workflows.SweepPlan{Skip: "installation needs a reconnect: " + inst.StatusMessage}, nil
 	}
 	return workflows.SweepPlan{}, nil
@@ -80,7 +81,7 @@ const maxPageErrors = 5
 // A revoked credential (a 401 even after a forced refresh) fails the whole page
 // (non-retryable): every other check would fail the same way. Other failures are counted per
 // repository; the next sweep checks them again.
-func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflows.SweepPageInput) (workflows.SweepPageResult, error) {
+func (a *Sweeps) CheckRepositoriesForChanges(ctx context.Context, in workflows.SweepPageInput) (workflows.SweepPageResult, error) {
 	var res workflows.SweepPageResult
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
@@ -89,7 +90,7 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 	after := uuid.Nil
 	if in.After != "" {
 		if after, err = uuid.Parse(in.After); err != nil {
-			return res, temporal.NewNonRetryableApplicationError("invalid sweep cursor "+in.After, "InvalidInput", nil)
+			return res, temporal.NewNonRetryableApplicationError("invalid sweep cursor "+in.After, domain.ErrTypeInvalidInput, nil)
 		}
 	}
 	limit := in.Limit
@@ -120,7 +121,7 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 		mu       sync.Mutex
 		fatal    error
 		wg       sync.WaitGroup
-		slots    = make(chan struct{}, a.Sweep.concurrency())
+		slots    = make(chan struct{}, a.Settings.concurrency())
 		finished int
 	)
 	changed := func(r store.SweepCandidate) {
@@ -152,7 +153,7 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 			defer wg.Done()
 			defer func() { <-slots }()
 			defer done()
-			check, err := a.checkUpstream(ctx, bb, tenantID, r.ProviderUUID, r.FullName)
+			check, err := checkUpstream(ctx, a.Store, a.Archive, bb, tenantID, r.ProviderUUID, r.FullName)
 			var appErr *temporal.ApplicationError
 			switch {
 			case err == nil && check.Changed:
@@ -161,9 +162,9 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 				mu.Lock()
 				res.Unchanged++
 				mu.Unlock()
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeNotFound || appErr.Type() == workflows.ErrTypeForbidden):
+			case errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeNotFound || appErr.Type() == domain.ErrTypeForbidden):
 				changed(r)
-			case errors.As(err, &appErr) && (appErr.Type() == workflows.ErrTypeCredentialsRevoked || appErr.Type() == workflows.ErrTypeInstallationRemoved):
+			case errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeCredentialsRevoked || appErr.Type() == domain.ErrTypeInstallationRemoved):
 				mu.Lock()
 				if fatal == nil {
 					fatal = err
@@ -183,7 +184,7 @@ func (a *Activities) CheckRepositoriesForChanges(ctx context.Context, in workflo
 	}
 	wg.Wait()
 	var appErr *temporal.ApplicationError
-	if errors.As(fatal, &appErr) && appErr.Type() == workflows.ErrTypeInstallationRemoved {
+	if errors.As(fatal, &appErr) && appErr.Type() == domain.ErrTypeInstallationRemoved {
 		return installationRemovedPage(fatal), nil
 	}
 	if fatal != nil {
@@ -204,7 +205,7 @@ func installationRemovedPage(err error) workflows.SweepPageResult {
 
 // WakeRepositories signals the backup workflow of each repository (starting it when none
 // runs); requests coalesce there with webhook ones.
-func (a *Activities) WakeRepositories(ctx context.Context, in workflows.WakeInput) (int, error) {
+func (a *Sweeps) WakeRepositories(ctx context.Context, in workflows.WakeInput) (int, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return 0, err
@@ -221,7 +222,7 @@ func (a *Activities) WakeRepositories(ctx context.Context, in workflows.WakeInpu
 	n := 0
 	for _, r := range in.Repositories {
 		target := workflows.BackupTarget{TenantID: tenantID.String(), InstallationID: instID.String(), RepositoryID: r.ID, ProviderUUID: r.ProviderUUID}
-		if _, err := backupqueue.Request(ctx, a.Temporal, a.Backups, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
+		if _, err := backupqueue.Request(ctx, a.Temporal, a.Queue, target, workflows.BackupRequest{Trigger: in.Trigger}); err != nil {
 			return n, err
 		}
 		n++
@@ -231,17 +232,17 @@ func (a *Activities) WakeRepositories(ctx context.Context, in workflows.WakeInpu
 }
 
 // sweepSchedule is the desired state of an installation's sweep schedule.
-func (a *Activities) sweepSchedule(ref workflows.InstallationRef) (client.ScheduleSpec, *client.ScheduleWorkflowAction) {
-	every := a.Sweep.interval()
+func (a *Sweeps) sweepSchedule(ref workflows.InstallationRef) (client.ScheduleSpec, *client.ScheduleWorkflowAction) {
+	every := a.Settings.interval()
 	// Jitter spreads installations onboarded together over the hour, so their sweeps do not
 	// all hit Bitbucket (and the workers) at the same instant.
 	jitter := every / 10
 	if jitter > time.Hour {
 		jitter = time.Hour
 	}
-	queue := a.Sweep.TaskQueue
+	queue := a.Settings.TaskQueue
 	if queue == "" {
-		queue = a.Backups.TaskQueue
+		queue = a.Queue.TaskQueue
 	}
 	spec := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}, Jitter: jitter}
 	action := &client.ScheduleWorkflowAction{
@@ -259,12 +260,12 @@ func (a *Activities) sweepSchedule(ref workflows.InstallationRef) (client.Schedu
 
 // EnsureSweepSchedule creates the installation's sweep schedule, or brings an existing one to
 // the configured interval, so onboarding and every re-sync converge on the same state.
-func (a *Activities) EnsureSweepSchedule(ctx context.Context, ref workflows.InstallationRef) error {
+func (a *Sweeps) EnsureSweepSchedule(ctx context.Context, ref workflows.InstallationRef) error {
 	if _, _, err := parseRef(ref); err != nil {
 		return err
 	}
 	if a.Temporal == nil {
-		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", "Misconfigured", nil)
+		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	spec, action := a.sweepSchedule(ref)
@@ -290,12 +291,12 @@ func (a *Activities) EnsureSweepSchedule(ctx context.Context, ref workflows.Inst
 
 // DeleteSweepSchedule deletes the installation's sweep schedule; one that is already gone is
 // fine (a repeated uninstall, or an installation that never finished onboarding).
-func (a *Activities) DeleteSweepSchedule(ctx context.Context, ref workflows.InstallationRef) error {
+func (a *Sweeps) DeleteSweepSchedule(ctx context.Context, ref workflows.InstallationRef) error {
 	if _, _, err := parseRef(ref); err != nil {
 		return err
 	}
 	if a.Temporal == nil {
-		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", "Misconfigured", nil)
+		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
 	err := a.Temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx)

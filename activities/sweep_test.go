@@ -20,8 +20,10 @@ import (
 	"github.com/gitsec/gitsec/activities"
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/worker"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -81,7 +83,7 @@ func (e *backupEnv) mirrorOf(slug string) string {
 func triggers(snaps []store.Snapshot) string {
 	var t []string
 	for _, s := range snaps {
-		t = append(t, s.Trigger)
+		t = append(t, string(s.Trigger))
 	}
 	return strings.Join(t, ",")
 }
@@ -90,8 +92,8 @@ func triggers(snaps []store.Snapshot) string {
 // that only the repository pushed to upstream is woken, and the others keep their single
 // snapshot and their backup workflow run.
 func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
-	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *activities.Activities) {
-		a.Sweep = activities.SweepSettings{Concurrency: 2}
+	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *worker.Activities) {
+		a.Sweeps.Settings = activities.SweepSettings{Concurrency: 2}
 	}, emulator.SeedRepository{Slug: "web", Generate: &emulator.Generate{Commits: 5, Branches: 1}})
 	all := []string{"api", "empty", "web"}
 
@@ -101,7 +103,7 @@ func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
 	}
 	e.waitBackups(all...)
 	for _, slug := range all {
-		if s := e.snapshots(slug); len(s) != 1 || s[0].Trigger != workflows.TriggerSchedule {
+		if s := e.snapshots(slug); len(s) != 1 || s[0].Trigger != domain.TriggerSchedule {
 			t.Fatalf("%s after the first sweep: snapshots %s, want one scheduled", slug, triggers(s))
 		}
 	}
@@ -125,7 +127,7 @@ func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
 		t.Fatalf("sweep after a push to web = %+v, want web alone woken", third)
 	}
 	e.waitBackups("web")
-	if s := e.snapshots("web"); len(s) != 2 || s[0].Trigger != workflows.TriggerSchedule || s[0].ParentID == nil || *s[0].ParentID != s[1].ID {
+	if s := e.snapshots("web"); len(s) != 2 || s[0].Trigger != domain.TriggerSchedule || s[0].ParentID == nil || *s[0].ParentID != s[1].ID {
 		t.Fatalf("web snapshots = %+v, want an incremental scheduled one on top of the first", s)
 	}
 	for _, slug := range []string{"api", "empty"} {
@@ -146,12 +148,12 @@ func TestSweepWakesOnlyChangedRepositories(t *testing.T) {
 		t.Fatalf("sweep after deleting empty upstream = %+v", gone)
 	}
 	e.waitBackups("empty")
-	if r := e.repo("empty"); r.Status != store.RepositoryDeletedUpstream {
+	if r := e.repo("empty"); r.Status != domain.RepositoryDeletedUpstream {
 		t.Fatalf("empty status = %s, want deleted_upstream", r.Status)
 	}
 
 	// An installation waiting for a reconnect is skipped quietly, saying why.
-	if err := e.store.SetInstallationStatus(context.Background(), e.tenantID, e.instID, store.InstallationNeedsReauth, "token revoked"); err != nil {
+	if err := e.store.SetInstallationStatus(context.Background(), e.tenantID, e.instID, domain.InstallationNeedsReauth, "token revoked"); err != nil {
 		t.Fatal(err)
 	}
 	e.emuJSON("POST", "/_emulator/repositories/acme/web/push", `{"commits":1}`, nil)
@@ -170,7 +172,7 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	ref := e.ref()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, every := range []time.Duration{6 * time.Hour, 12 * time.Hour} {
-		a := &activities.Activities{Temporal: e.temporal, Logger: log, Backups: e.settings, Sweep: activities.SweepSettings{Interval: every}}
+		a := &activities.Sweeps{Temporal: e.temporal, Logger: log, Queue: e.settings, Settings: activities.SweepSettings{Interval: every}}
 		if err := a.EnsureSweepSchedule(ctx, ref); err != nil {
 			t.Fatalf("EnsureSweepSchedule every %s: %v", every, err)
 		}
@@ -238,7 +240,7 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	if _, err := e.store.SetRepositoryIncluded(ctx, e.tenantID, e.repos["empty"].ID, false); err != nil {
 		t.Fatal(err)
 	}
-	clean, err := activities.CleanMirrors(ctx, e.acts)
+	clean, err := activities.CleanMirrors(ctx, e.acts.Backups)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	if _, err := os.Stat(e.mirrorOf("api")); err != nil {
 		t.Fatalf("mirror of included api: %v", err)
 	}
-	if again, err := activities.CleanMirrors(ctx, e.acts); err != nil || len(again.Removed) != 0 {
+	if again, err := activities.CleanMirrors(ctx, e.acts.Backups); err != nil || len(again.Removed) != 0 {
 		t.Fatalf("second cleanup = %+v, %v; want nothing left to remove", again, err)
 	}
 
@@ -269,13 +271,13 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 	if _, err := h.Describe(ctx); !errors.As(err, &notFound) {
 		t.Fatalf("schedule after uninstall: %v, want NotFound", err)
 	}
-	if err := e.acts.DeleteSweepSchedule(ctx, ref); err != nil {
+	if err := e.acts.Sweeps.DeleteSweepSchedule(ctx, ref); err != nil {
 		t.Fatalf("deleting a deleted schedule: %v", err)
 	}
 	if skipped := e.sweep(); !strings.Contains(skipped.Skipped, "removed") || skipped.Checked != 0 {
 		t.Fatalf("sweep of a removed installation = %+v", skipped)
 	}
-	clean, err = activities.CleanMirrors(ctx, e.acts)
+	clean, err = activities.CleanMirrors(ctx, e.acts.Backups)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,8 +301,8 @@ func TestSweepScheduleAndMirrorCleanup(t *testing.T) {
 // A repository larger than GITSEC_MIRROR_MAX_BYTES fails its backup without cloning, and the
 // failure is recorded.
 func TestBackupRefusesMirrorOverDiskBudget(t *testing.T) {
-	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *activities.Activities) {
-		a.MirrorMaxBytes = 1024
+	e := newBackupEnvWith(t, "file://"+t.TempDir()+"?create_dir=true", func(a *worker.Activities) {
+		a.Backups.MirrorMaxBytes = 1024
 	})
 	// Onboarding records Bitbucket's size of each repository; the budget check relies on it.
 	var upstream struct {
@@ -316,7 +318,7 @@ func TestBackupRefusesMirrorOverDiskBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.backup("api")
-	if r := e.repo("api"); r.LastBackupStatus != store.BackupFailed {
+	if r := e.repo("api"); r.LastBackupStatus != domain.BackupFailed {
 		t.Fatalf("api last backup status = %s, want failed", r.LastBackupStatus)
 	}
 	if n := len(e.snapshots("api")); n != 0 {

@@ -12,7 +12,7 @@ import (
 )
 
 // ListRegisteredWebhooks returns the workspace hooks GitSec registered for the installation.
-func (a *Activities) ListRegisteredWebhooks(ctx context.Context, ref workflows.InstallationRef) ([]workflows.RegisteredWebhook, error) {
+func (a *Uninstall) ListRegisteredWebhooks(ctx context.Context, ref workflows.InstallationRef) ([]workflows.RegisteredWebhook, error) {
 	tenantID, instID, err := parseRef(ref)
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ func (a *Activities) ListRegisteredWebhooks(ctx context.Context, ref workflows.I
 }
 
 // RemoveWorkspaceWebhook deletes a hook GitSec registered; one already gone counts as removed.
-func (a *Activities) RemoveWorkspaceWebhook(ctx context.Context, in workflows.RegisteredWebhook) (workflows.RemoveWebhookResult, error) {
+func (a *Uninstall) RemoveWorkspaceWebhook(ctx context.Context, in workflows.RegisteredWebhook) (workflows.RemoveWebhookResult, error) {
 	tenantID, instID, err := parseRef(in.InstallationRef)
 	if err != nil {
 		return workflows.RemoveWebhookResult{}, err

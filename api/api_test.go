@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/uuid"
 
 	"github.com/gitsec/gitsec/api"
 	"github.com/gitsec/gitsec/internal/store"
@@ -129,6 +132,18 @@ func (f *fixture) send(t *testing.T, method, path, token, body, requestID string
 		t.Fatalf("%s %s: response is not a JSON object: %q", method, path, raw)
 	}
 	return resp.StatusCode, string(raw), out
+}
+
+// installationA records a pending installation for tenant A (token A) and returns its ID.
+func (f *fixture) installationA(t *testing.T) uuid.UUID {
+	t.Helper()
+	_, me := f.do(t, "GET", "/api/v1/me", f.tokenA, "")
+	tenantID := uuid.MustParse(me["tenant"].(map[string]any)["id"].(string))
+	instID, err := f.store.CreateInstallation(context.Background(), tenantID, "bitbucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return instID
 }
 
 func errorCode(t *testing.T, body map[string]any) string {
@@ -293,6 +308,29 @@ func TestReadyzReportsEachDependency(t *testing.T) {
 	}
 }
 
+// /readyz is unauthenticated: it shows status words only; the dependency's error (hosts,
+// database users) goes to the log.
+func TestReadyzHidesDependencyErrors(t *testing.T) {
+	const detail = "dial tcp db.internal.example:5432: user=gitsec_admin: connection refused"
+	f := newFixture(t,
+		api.Check{Name: "postgres", Fn: func(context.Context) error { return errors.New(detail) }},
+		api.Check{Name: "temporal", Fn: func(context.Context) error { return nil }},
+	)
+	status, raw, body := f.send(t, "GET", "/readyz", "", "", "req-readyz")
+	if status != 503 || body["status"] != "unavailable" {
+		t.Fatalf("readyz = %d %s", status, raw)
+	}
+	for _, leak := range []string{"db.internal.example", "5432", "gitsec_admin", "connection refused", `"error"`} {
+		if strings.Contains(raw, leak) {
+			t.Fatalf("readyz body shows %q: %s", leak, raw)
+		}
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "readiness check failed") || !strings.Contains(logs, detail) || !strings.Contains(logs, `"check":"postgres"`) {
+		t.Fatalf("the failed check's error is not in the log:\n%s", logs)
+	}
+}
+
 func TestLogsNeverHoldTokens(t *testing.T) {
 	f := newFixture(t)
 	f.do(t, "GET", "/api/v1/me", f.tokenA, "")
@@ -306,5 +344,47 @@ func TestLogsNeverHoldTokens(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"route":"/api/v1/me"`) || !strings.Contains(logs, `"request_id"`) {
 		t.Fatalf("request log lacks route or request id:\n%s", logs)
+	}
+}
+
+// repositories:bulk matches every pattern against every name, so its input is bounded and a
+// request over a bound is refused naming it, before any matching.
+func TestBulkInclusionLimits(t *testing.T) {
+	f := newFixture(t)
+	instID := f.installationA(t)
+	path := "/api/v1/installations/" + instID.String() + "/repositories:bulk"
+	patterns := func(n, length int) string {
+		p := make([]string, n)
+		for i := range p {
+			p[i] = fmt.Sprintf("ws/%0*d*", length-4, i)
+		}
+		raw, _ := json.Marshal(p)
+		return string(raw)
+	}
+	cases := []struct {
+		name, body string
+		status     int
+		code, says string
+	}{
+		{"within the limits", `{"include":` + patterns(100, 256) + `,"exclude":` + patterns(100, 256) + `}`, 200, "", ""},
+		{"too many includes", `{"include":` + patterns(101, 10) + `}`, 400, "too_many_patterns", "at most 100"},
+		{"too many excludes", `{"exclude":` + patterns(101, 10) + `}`, 400, "too_many_patterns", "at most 100"},
+		{"pattern too long", `{"include":` + patterns(1, 257) + `}`, 400, "pattern_too_long", "at most 256"},
+		{"body too large", `{"include":` + patterns(100, 256) + `,"exclude":` + patterns(100, 256) + `,"default_included":true` + strings.Repeat(" ", 64<<10) + `}`, 413, "body_too_large", "65536 bytes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := f.do(t, "POST", path, f.tokenA, tc.body)
+			if status != tc.status {
+				t.Fatalf("bulk (%d bytes) = %d %v, want %d", len(tc.body), status, body, tc.status)
+			}
+			if tc.code == "" {
+				return
+			}
+			msg, _ := body["error"].(map[string]any)["message"].(string)
+			if errorCode(t, body) != tc.code || !strings.Contains(msg, tc.says) {
+				t.Fatalf("bulk = %v, want code %s naming %q", body, tc.code, tc.says)
+			}
+		})
 	}
 }

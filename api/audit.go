@@ -39,9 +39,9 @@ func (h *handlers) listAuditEvents(c *gin.Context) error {
 	if err != nil {
 		return failed("could not list audit events", err)
 	}
-	resp := gin.H{"audit_events": nonNil(events)}
+	resp := AuditEvents{AuditEvents: views(events, auditEventView)}
 	if len(events) == limit {
-		resp["next_cursor"] = strconv.FormatInt(events[len(events)-1].ID, 10)
+		resp.NextCursor = strconv.FormatInt(events[len(events)-1].ID, 10)
 	}
 	c.JSON(http.StatusOK, resp)
 	return nil

@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -33,7 +34,7 @@ func (h *handlers) loadRepository(c *gin.Context) (store.Repository, error) {
 // removed (or being removed), or waiting for a reconnect. Workers check again before each run.
 func installationBacksUp(r store.Repository) error {
 	switch {
-	case r.InstallationStatus == store.InstallationNeedsReauth:
+	case r.InstallationStatus == domain.InstallationNeedsReauth:
 		return errConflict("installation_needs_reauth", "the installation of repository "+r.FullName+
 			" needs a reconnect: Bitbucket rejected its credentials; connect the account again")
 	case store.BackupsStopped(r.InstallationStatus):
@@ -53,19 +54,19 @@ func (h *handlers) requestBackup(c *gin.Context) error {
 	if !r.Included {
 		return errConflict("excluded", "repository "+r.FullName+" is excluded from backups; include it first (PATCH {\"included\":true})")
 	}
-	if r.Status != store.RepositoryActive {
+	if r.Status != domain.RepositoryActive {
 		return errConflict("not_active", "repository "+r.FullName+" is "+r.Status+"; its existing backups are kept")
 	}
 	if err := installationBacksUp(r); err != nil {
 		return err
 	}
 	id, err := h.starts.RequestBackup(c.Request.Context(), backupqueue.Target(r),
-		workflows.BackupRequest{Trigger: workflows.TriggerManual})
+		workflows.BackupRequest{Trigger: domain.TriggerManual})
 	if err != nil {
 		return failed("could not queue the backup", err)
 	}
 	h.audit(c, r.TenantID, "repository.backup_requested", "repository", r.ID.String(), gin.H{"full_name": r.FullName, "workflow_id": id})
-	c.JSON(http.StatusAccepted, gin.H{"repository_id": r.ID, "workflow_id": id, "status": "queued"})
+	c.JSON(http.StatusAccepted, BackupQueued{RepositoryID: r.ID, WorkflowID: id, Status: "queued"})
 	return nil
 }
 
@@ -83,9 +84,9 @@ func (h *handlers) listSnapshots(c *gin.Context) error {
 	if err != nil {
 		return failed("could not list snapshots", err)
 	}
-	resp := gin.H{"snapshots": nonNil(snaps)}
+	resp := Snapshots{Snapshots: views(snaps, snapshotView)}
 	if len(snaps) == limit {
-		resp["next_cursor"] = snaps[len(snaps)-1].ID
+		resp.NextCursor = snaps[len(snaps)-1].ID
 	}
 	c.JSON(http.StatusOK, resp)
 	return nil
@@ -99,7 +100,7 @@ func (h *handlers) getSnapshot(c *gin.Context) error {
 	if err != nil {
 		return failed("could not read the snapshot", err)
 	}
-	c.JSON(http.StatusOK, gin.H{"snapshot": sn})
+	c.JSON(http.StatusOK, SnapshotDetail{Snapshot: snapshotView(sn)})
 	return nil
 }
 
@@ -110,20 +111,20 @@ func (h *handlers) backupStatus(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := gin.H{
-		"repository_id":      r.ID,
-		"last_backup_status": r.LastBackupStatus,
-		"last_backup_at":     r.LastBackupAt,
-		"last_snapshot_id":   r.LastSnapshotID,
-		"state":              "idle",
+	resp := BackupStatus{
+		RepositoryID:     r.ID,
+		LastBackupStatus: r.LastBackupStatus,
+		LastBackupAt:     r.LastBackupAt,
+		LastSnapshotID:   r.LastSnapshotID,
+		State:            "idle",
 	}
 	qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	val, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.BackupWorkflowID(backupqueue.Target(r)), "", workflows.BackupStatusQuery)
 	var live workflows.BackupStatus
 	if err == nil && val.Get(&live) == nil {
-		resp["state"] = live.State
-		resp["live"] = live
+		resp.State = live.State
+		resp.Live = &live
 	}
 	c.JSON(http.StatusOK, resp)
 	return nil

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/oauth2"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/workflows"
@@ -135,8 +136,8 @@ func TestRevokedTokenNeedsReauth(t *testing.T) {
 	}
 	_, err := e.waitOnboarding(workflows.OnboardWorkflowID(instID))
 	var appErr *temporal.ApplicationError
-	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrTypeCredentialsRevoked {
-		t.Fatalf("sync after revocation = %v, want a %s failure", err, workflows.ErrTypeCredentialsRevoked)
+	if !errors.As(err, &appErr) || appErr.Type() != domain.ErrTypeCredentialsRevoked {
+		t.Fatalf("sync after revocation = %v, want a %s failure", err, domain.ErrTypeCredentialsRevoked)
 	}
 	var actErr *temporal.ActivityError
 	if !errors.As(err, &actErr) || actErr.RetryState() != enumspb.RETRY_STATE_NON_RETRYABLE_FAILURE {

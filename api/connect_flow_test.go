@@ -185,17 +185,23 @@ func (e *connectEnv) startWorker() {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { arch.Close() })
-	acts := &activities.Activities{
-		Store: e.store, Box: e.box, PublicURL: e.apiURL, Logger: e.log,
-		Clients: &providerclient.Factory{
-			Store: e.store, Box: e.box, OAuth: e.oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
-			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
-			Logger: e.log,
-		},
+	clients := &providerclient.Factory{
+		Store: e.store, Box: e.box, OAuth: e.oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
+		Logger: e.log,
+	}
+	queue := backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second}
+	acts := worker.Activities{
+		Onboarding: &activities.Onboarding{Store: e.store, Clients: clients, Box: e.box, PublicURL: e.apiURL, Logger: e.log},
 		// Onboarding starts the first backups; they run on this same worker (its task queue
 		// doubles as the host queue), so the connect tests exercise them too.
-		Archive: arch, MirrorDir: filepath.Join(e.backupDir, "mirrors"), HostQueue: e.taskQueue, Temporal: e.temporal,
-		Backups: backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second},
+		Backups: &activities.Backups{
+			Store: e.store, Clients: clients, Archive: arch, MirrorDir: filepath.Join(e.backupDir, "mirrors"),
+			HostQueue: e.taskQueue, Temporal: e.temporal, Queue: queue, Logger: e.log,
+		},
+		Sweeps:       &activities.Sweeps{Store: e.store, Clients: clients, Archive: arch, Temporal: e.temporal, Queue: queue, Logger: e.log},
+		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: e.log},
+		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
 	}
 	var w sdkworker.Worker
 	if e.opts.retryInterval > 0 {

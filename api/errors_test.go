@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.temporal.io/sdk/client"
 
@@ -105,13 +104,7 @@ func TestUnreachableDependencyIs503AndLogged(t *testing.T) {
 	})
 	t.Run("temporal", func(t *testing.T) {
 		f := newFixture(t)
-		ctx := context.Background()
-		_, me := f.do(t, "GET", "/api/v1/me", f.tokenA, "")
-		tenantID := uuid.MustParse(me["tenant"].(map[string]any)["id"].(string))
-		instID, err := f.store.CreateInstallation(ctx, tenantID, "bitbucket")
-		if err != nil {
-			t.Fatal(err)
-		}
+		instID := f.installationA(t)
 		addr := closedAddr(t)
 		tc, err := client.NewLazyClient(client.Options{HostPort: addr})
 		if err != nil {

@@ -10,19 +10,13 @@ import (
 )
 
 func (h *handlers) healthz(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"status": "ok", "version": h.deps.Version})
-}
-
-type checkResult struct {
-	Status     string `json:"status"`
-	Error      string `json:"error,omitempty"`
-	DurationMS int64  `json:"duration_ms"`
+	c.JSON(http.StatusOK, Health{Status: "ok", Version: h.deps.Version})
 }
 
 // readyz checks every dependency concurrently, each with its own deadline, so one hung
 // dependency cannot hide the state of the others.
 func (h *handlers) readyz(c *gin.Context) {
-	results := make(map[string]checkResult, len(h.deps.Checks))
+	results := make(map[string]CheckResult, len(h.deps.Checks))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, chk := range h.deps.Checks {
@@ -33,10 +27,11 @@ func (h *handlers) readyz(c *gin.Context) {
 			defer cancel()
 			start := time.Now()
 			err := chk.Fn(ctx)
-			r := checkResult{Status: "ok", DurationMS: time.Since(start).Milliseconds()}
+			r := CheckResult{Status: "ok", DurationMS: time.Since(start).Milliseconds()}
 			if err != nil {
 				r.Status = "down"
-				r.Error = err.Error()
+				h.deps.Logger.WarnContext(ctx, "readiness check failed", "check", chk.Name,
+					"request_id", c.GetString(ctxRequestID), "duration_ms", r.DurationMS, "error", err.Error())
 			}
 			mu.Lock()
 			results[chk.Name] = r
@@ -50,5 +45,5 @@ func (h *handlers) readyz(c *gin.Context) {
 			status, code = "unavailable", http.StatusServiceUnavailable
 		}
 	}
-	c.JSON(code, gin.H{"status": status, "checks": results})
+	c.JSON(code, Readiness{Status: status, Checks: results})
 }

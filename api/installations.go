@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/workflowstarts"
 	"github.com/gitsec/gitsec/workflows"
@@ -31,22 +32,12 @@ func (h *handlers) installationParam(c *gin.Context) (store.Installation, error)
 	return inst, nil
 }
 
-type installationView struct {
-	store.Installation
-	Account    gin.H             `json:"account"`
-	Workspaces []store.Workspace `json:"workspaces"`
-}
-
-func (h *handlers) view(ctx context.Context, inst store.Installation) (installationView, error) {
+func (h *handlers) view(ctx context.Context, inst store.Installation) (Installation, error) {
 	wss, err := h.deps.Store.ListWorkspaces(ctx, inst.TenantID, inst.ID)
 	if err != nil {
-		return installationView{}, err
+		return Installation{}, err
 	}
-	return installationView{
-		Installation: inst,
-		Account:      gin.H{"uuid": inst.AccountUUID, "name": inst.AccountName},
-		Workspaces:   nonNil(wss),
-	}, nil
+	return installationView(inst, wss), nil
 }
 
 func (h *handlers) listInstallations(c *gin.Context) error {
@@ -55,7 +46,7 @@ func (h *handlers) listInstallations(c *gin.Context) error {
 	if err != nil {
 		return failed("could not list installations", err)
 	}
-	out := make([]installationView, 0, len(insts))
+	out := make([]Installation, 0, len(insts))
 	for _, inst := range insts {
 		v, err := h.view(ctx, inst)
 		if err != nil {
@@ -63,7 +54,7 @@ func (h *handlers) listInstallations(c *gin.Context) error {
 		}
 		out = append(out, v)
 	}
-	c.JSON(http.StatusOK, gin.H{"installations": out})
+	c.JSON(http.StatusOK, Installations{Installations: out})
 	return nil
 }
 
@@ -90,7 +81,7 @@ func (h *handlers) getInstallation(c *gin.Context) error {
 		}
 	}
 	v.Progress = progress
-	c.JSON(http.StatusOK, gin.H{"installation": v, "progress_source": source})
+	c.JSON(http.StatusOK, InstallationDetail{Installation: v, ProgressSource: source})
 	return nil
 }
 
@@ -99,7 +90,7 @@ func (h *handlers) deleteInstallation(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if inst.Status == store.InstallationRemoved {
+	if inst.Status == domain.InstallationRemoved {
 		return errConflict("already_removed", "installation "+inst.ID.String()+" was already removed; its backups are kept")
 	}
 	id, err := h.starts.StartUninstall(c.Request.Context(), inst.TenantID, inst.ID)
@@ -107,11 +98,11 @@ func (h *handlers) deleteInstallation(c *gin.Context) error {
 		return failed("could not start the uninstall", err)
 	}
 	h.audit(c, inst.TenantID, "installation.uninstalled", "installation", inst.ID.String(), gin.H{"workflow_id": id})
-	c.JSON(http.StatusAccepted, gin.H{
-		"installation_id": inst.ID,
-		"status":          store.InstallationRemoving,
-		"workflow_id":     id,
-		"backups":         "kept: existing snapshots stay in storage and remain restorable",
+	c.JSON(http.StatusAccepted, WorkflowStarted{
+		InstallationID: inst.ID,
+		Status:         domain.InstallationRemoving,
+		WorkflowID:     id,
+		Backups:        "kept: existing snapshots stay in storage and remain restorable",
 	})
 	return nil
 }
@@ -121,7 +112,7 @@ func (h *handlers) syncInstallation(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if inst.Status == store.InstallationRemoved || inst.Status == store.InstallationRemoving {
+	if inst.Status == domain.InstallationRemoved || inst.Status == domain.InstallationRemoving {
 		return errConflict("removed", "installation "+inst.ID.String()+" is removed; connect the account again")
 	}
 	id, err := h.starts.StartOnboarding(c.Request.Context(), inst.TenantID, inst.ID, "sync")
@@ -132,6 +123,6 @@ func (h *handlers) syncInstallation(c *gin.Context) error {
 		return failed("could not start the discovery", err)
 	}
 	h.audit(c, inst.TenantID, "installation.sync_requested", "installation", inst.ID.String(), gin.H{"workflow_id": id})
-	c.JSON(http.StatusAccepted, gin.H{"installation_id": inst.ID, "workflow_id": id})
+	c.JSON(http.StatusAccepted, WorkflowStarted{InstallationID: inst.ID, WorkflowID: id})
 	return nil
 }

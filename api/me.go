@@ -12,7 +12,7 @@ import (
 
 func (h *handlers) me(c *gin.Context) error {
 	t := tenantOf(c)
-	c.JSON(http.StatusOK, gin.H{"tenant": gin.H{"id": t.ID, "name": t.Name, "created_at": t.CreatedAt}})
+	c.JSON(http.StatusOK, Me{Tenant: tenantView(t)})
 	return nil
 }
 
@@ -26,13 +26,6 @@ func intQuery(c *gin.Context, name string, def, min, max int) (int, error) {
 		return 0, errInvalid("invalid_parameter", "query parameter "+name+"="+strconv.Quote(raw)+" must be an integer between "+strconv.Itoa(min)+" and "+strconv.Itoa(max))
 	}
 	return n, nil
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }
 
 type createTokenRequest struct {
@@ -59,13 +52,13 @@ func (h *handlers) createToken(c *gin.Context) error {
 	if err := h.deps.Store.RecordAudit(ctx, store.AuditEvent{TenantID: t.ID, Actor: "api_token:" + tokenPrefixOf(c), Action: "api_token.created", TargetType: "api_token", TargetID: rec.ID.String(), Details: details}); err != nil {
 		h.deps.Logger.Error("record audit event", "action", "api_token.created", "error", err)
 	}
-	c.JSON(http.StatusCreated, gin.H{
-		"token":          token,
-		"id":             rec.ID,
-		"name":           rec.Name,
-		"display_prefix": rec.DisplayPrefix,
-		"created_at":     rec.CreatedAt,
-		"note":           "store this token now: it is not shown again",
+	c.JSON(http.StatusCreated, CreatedToken{
+		Token:         token,
+		ID:            rec.ID,
+		Name:          rec.Name,
+		DisplayPrefix: rec.DisplayPrefix,
+		CreatedAt:     rec.CreatedAt,
+		Note:          "store this token now: it is not shown again",
 	})
 	return nil
 }

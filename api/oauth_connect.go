@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
 )
@@ -37,10 +38,7 @@ func (h *handlers) connectBitbucket(c *gin.Context) error {
 	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, nonce, providerBitbucket, expires); err != nil {
 		return failed("could not create the connect link", err)
 	}
-	c.JSON(http.StatusOK, gin.H{
-		"authorize_url": h.deps.BitbucketOAuth.AuthCodeURL(state),
-		"expires_at":    expires.UTC(),
-	})
+	c.JSON(http.StatusOK, ConnectLink{AuthorizeURL: h.deps.BitbucketOAuth.AuthCodeURL(state), ExpiresAt: expires.UTC()})
 	return nil
 }
 
@@ -127,7 +125,7 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 	wfID, err := h.starts.StartOnboarding(ctx, tenantID, instID, reason)
 	if err != nil {
 		retry := "retry with POST /api/v1/installations/" + instID.String() + "/sync"
-		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, store.InstallationFailed, "could not start discovery; "+retry); serr != nil {
+		if serr := h.deps.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationFailed, "could not start discovery; "+retry); serr != nil {
 			err = errors.Join(err, fmt.Errorf("mark installation failed: %w", serr))
 		}
 		return failed("the account is connected but discovery could not start; "+retry, err)
@@ -142,7 +140,7 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 			"Installation "+instID.String()+" is discovering workspaces and repositories."))
 		return nil
 	}
-	c.JSON(created, gin.H{"installation_id": instID, "status": store.InstallationPending, "workflow_id": wfID, "reconnected": reconnected})
+	c.JSON(created, Connected{InstallationID: instID, Status: domain.InstallationPending, WorkflowID: wfID, Reconnected: reconnected})
 	return nil
 }
 

@@ -42,10 +42,7 @@ func (h *handlers) listRepositories(c *gin.Context) error {
 	if err != nil {
 		return failed("could not list repositories", err)
 	}
-	resp := gin.H{"repositories": nonNil(repos)}
-	if next != "" {
-		resp["next_cursor"] = next
-	}
+	resp := Repositories{Repositories: views(repos, repositoryView), NextCursor: next}
 	c.JSON(http.StatusOK, resp)
 	return nil
 }
@@ -70,7 +67,7 @@ func (h *handlers) getRepository(c *gin.Context) error {
 	if err != nil {
 		return failed("could not read the repository", err)
 	}
-	c.JSON(http.StatusOK, gin.H{"repository": r})
+	c.JSON(http.StatusOK, RepositoryDetail{Repository: repositoryView(r)})
 	return nil
 }
 
@@ -114,9 +111,19 @@ func (h *handlers) patchRepository(c *gin.Context) error {
 		action = "repository.included"
 	}
 	h.audit(c, t.ID, action, "repository", id.String(), gin.H{"full_name": r.FullName})
-	c.JSON(http.StatusOK, gin.H{"repository": r})
+	c.JSON(http.StatusOK, RepositoryDetail{Repository: repositoryView(r)})
 	return nil
 }
+
+// Bounds of a bulk request: every pattern is matched against every repository name, so an
+// unbounded list (a 1 MiB body kept a core busy for 16-31 s) is refused before any work.
+// Names are "workspace/slug", each part at most 62 characters in Bitbucket, so 256 bytes leave
+// room for any useful glob.
+const (
+	maxBulkPatterns      = 100
+	maxBulkPatternLength = 256
+	maxBulkBody          = 64 << 10
+)
 
 type bulkRequest struct {
 	Include         []string `json:"include"`
@@ -132,13 +139,24 @@ func (h *handlers) bulkSetIncluded(c *gin.Context) error {
 		return err
 	}
 	var req bulkRequest
-	if err := decodeJSON(c, &req); err != nil {
+	if err := decodeJSONLimit(c, &req, maxBulkBody); err != nil {
 		return err
 	}
 	if len(req.Include) == 0 && len(req.Exclude) == 0 && req.DefaultIncluded == nil {
 		return errInvalid("invalid_field", `give at least one of "include", "exclude" or "default_included"`)
 	}
+	for _, f := range []struct {
+		name     string
+		patterns []string
+	}{{"include", req.Include}, {"exclude", req.Exclude}} {
+		if len(f.patterns) > maxBulkPatterns {
+			return errInvalid("too_many_patterns", fmt.Sprintf("field %q holds %d patterns; at most %d are allowed per request", f.name, len(f.patterns), maxBulkPatterns))
+		}
+	}
 	for _, p := range append(append([]string{}, req.Include...), req.Exclude...) {
+		if len(p) > maxBulkPatternLength {
+			return errInvalid("pattern_too_long", fmt.Sprintf("pattern %q… is %d bytes; at most %d are allowed", p[:32], len(p), maxBulkPatternLength))
+		}
 		if _, err := path.Match(p, ""); err != nil || p == "" {
 			return errInvalid("invalid_pattern", fmt.Sprintf("pattern %q is not a valid glob over workspace/slug", p))
 		}
@@ -170,24 +188,24 @@ func (h *handlers) bulkSetIncluded(c *gin.Context) error {
 	return nil
 }
 
-func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (gin.H, error) {
+func (h *handlers) applyInclusion(ctx context.Context, inst store.Installation, include, exclude []string, defaultIncluded *bool) (BulkInclusion, error) {
 	nIn, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, include, true)
 	if err != nil {
-		return nil, err
+		return BulkInclusion{}, err
 	}
 	nOut, err := h.deps.Store.SetIncludedByFullName(ctx, inst.TenantID, inst.ID, exclude, false)
 	if err != nil {
-		return nil, err
+		return BulkInclusion{}, err
 	}
-	result := gin.H{
-		"matched_include": len(include), "matched_exclude": len(exclude),
-		"changed_to_included": nIn, "changed_to_excluded": nOut,
+	result := BulkInclusion{
+		MatchedInclude: len(include), MatchedExclude: len(exclude),
+		ChangedToIncluded: nIn, ChangedToExcluded: nOut,
 	}
 	if defaultIncluded != nil {
 		if err := h.deps.Store.SetInstallationDefaultIncluded(ctx, inst.TenantID, inst.ID, *defaultIncluded); err != nil {
-			return nil, err
+			return BulkInclusion{}, err
 		}
-		result["default_included"] = *defaultIncluded
+		result.DefaultIncluded = defaultIncluded
 	}
 	return result, nil
 }

@@ -23,6 +23,12 @@ import (
 type recordingRegistry struct {
 	sdkworker.Registry
 	workflows, activities map[string]bool
+	// duplicates are names registered twice on one worker (the SDK refuses them at start).
+	duplicates []string
+}
+
+func newRecordingRegistry() *recordingRegistry {
+	return &recordingRegistry{workflows: map[string]bool{}, activities: map[string]bool{}}
 }
 
 func (r *recordingRegistry) RegisterWorkflowWithOptions(_ any, o workflow.RegisterOptions) {
@@ -30,15 +36,22 @@ func (r *recordingRegistry) RegisterWorkflowWithOptions(_ any, o workflow.Regist
 }
 
 func (r *recordingRegistry) RegisterActivityWithOptions(_ any, o activity.RegisterOptions) {
-	r.activities[o.Name] = true
+	r.addActivity(o.Name)
 }
 
 // RegisterActivity of a struct registers every exported method under its name, as the SDK does.
 func (r *recordingRegistry) RegisterActivity(a any) {
 	t := reflect.TypeOf(a)
 	for i := 0; i < t.NumMethod(); i++ {
-		r.activities[t.Method(i).Name] = true
+		r.addActivity(t.Method(i).Name)
 	}
+}
+
+func (r *recordingRegistry) addActivity(name string) {
+	if r.activities[name] {
+		r.duplicates = append(r.duplicates, name)
+	}
+	r.activities[name] = true
 }
 
 // workflowNames reads package workflows' source: the string constants it declares, the activity
@@ -110,9 +123,25 @@ func workflowNames(t *testing.T) (called, declaredWorkflows map[string]bool) {
 // fails only at run time (an activity task nobody polls for), an extra one is dead code.
 func TestWorkflowsCallExactlyTheRegisteredNames(t *testing.T) {
 	called, declared := workflowNames(t)
-	reg := &recordingRegistry{workflows: map[string]bool{}, activities: map[string]bool{}}
-	Register(reg, &activities.Activities{})
-	RegisterHost(reg, &activities.Activities{})
+	reg := newRecordingRegistry()
+	Register(reg, Activities{
+		Onboarding:   &activities.Onboarding{},
+		Backups:      &activities.Backups{},
+		Sweeps:       &activities.Sweeps{},
+		Housekeeping: &activities.Housekeeping{},
+		Uninstall:    &activities.Uninstall{},
+	})
+	// The host worker is a worker of its own: it may register names the shared one has too.
+	host := newRecordingRegistry()
+	RegisterHost(host, &activities.Backups{})
+	for _, r := range []*recordingRegistry{reg, host} {
+		if len(r.duplicates) > 0 {
+			t.Errorf("activity names registered twice on one worker: %v", r.duplicates)
+		}
+	}
+	for name := range host.activities {
+		reg.activities[name] = true
+	}
 	if d := diff(called, reg.activities); d != "" {
 		t.Errorf("activities called by workflows vs registered by the worker:\n%s", d)
 	}

@@ -25,7 +25,7 @@ const HousekeepingScheduleID = "gitsec-housekeeping"
 type Options struct {
 	Client             client.Client
 	TaskQueue          string
-	Activities         *activities.Activities
+	Activities         Activities
 	HousekeepingEvery  time.Duration
 	WebhookDedupWindow time.Duration
 	Logger             *slog.Logger
@@ -36,6 +36,16 @@ type Options struct {
 	// MirrorCleanupEvery is how often this worker removes the mirrors of repositories no
 	// longer backed up (0: hourly).
 	MirrorCleanupEvery time.Duration
+}
+
+// Activities are the activity structs a worker registers, one per feature; every one is needed.
+// Backups is this process's only one: the host queue and mirror cleanup share its mirror leases.
+type Activities struct {
+	Onboarding   *activities.Onboarding
+	Backups      *activities.Backups
+	Sweeps       *activities.Sweeps
+	Housekeeping *activities.Housekeeping
+	Uninstall    *activities.Uninstall
 }
 
 // New creates a worker with every workflow and activity registered.
@@ -53,20 +63,29 @@ func NewHost(o Options) sdkworker.Worker {
 		n = 4
 	}
 	w := sdkworker.New(o.Client, o.HostQueue, sdkworker.Options{MaxConcurrentActivityExecutionSize: n, DisableWorkflowWorker: true})
-	RegisterHost(w, o.Activities)
+	RegisterHost(w, o.Activities.Backups)
 	return w
 }
 
 // RegisterHost registers the activities that run on a host queue, next to the worker's mirrors.
-func RegisterHost(w sdkworker.ActivityRegistry, acts *activities.Activities) {
-	w.RegisterActivityWithOptions(acts.StageBackup, activity.RegisterOptions{Name: workflows.StageBackupActivity})
-	w.RegisterActivityWithOptions(acts.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
+func RegisterHost(w sdkworker.ActivityRegistry, b *activities.Backups) {
+	w.RegisterActivityWithOptions(b.StageBackup, activity.RegisterOptions{Name: workflows.StageBackupActivity})
+	w.RegisterActivityWithOptions(b.RunBackup, activity.RegisterOptions{Name: workflows.RunBackupActivity})
 }
 
 // Register registers GitSec's workflows and activities on any worker (tests use it too).
-func Register(w sdkworker.Registry, acts *activities.Activities) {
+// Each struct's exported methods are registered under their names.
+func Register(w sdkworker.Registry, acts Activities) {
+	if acts.Onboarding == nil || acts.Backups == nil || acts.Sweeps == nil || acts.Housekeeping == nil || acts.Uninstall == nil {
+		// Registering a nil struct would fail each of its activities at run time instead.
+		panic(fmt.Sprintf("worker.Register: every activity struct is needed, got %+v", acts))
+	}
 	registerWorkflows(w)
-	w.RegisterActivity(acts)
+	w.RegisterActivity(acts.Onboarding)
+	w.RegisterActivity(acts.Backups)
+	w.RegisterActivity(acts.Sweeps)
+	w.RegisterActivity(acts.Housekeeping)
+	w.RegisterActivity(acts.Uninstall)
 }
 
 // workflowRegistry is what workers and the replayer share for registering workflows.
@@ -141,7 +160,7 @@ func CleanMirrorsEvery(ctx context.Context, o Options) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		res, err := activities.CleanMirrors(ctx, o.Activities)
+		res, err := activities.CleanMirrors(ctx, o.Activities.Backups)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			o.Logger.Warn("mirror cleanup failed; retrying at the next interval", "error", err)

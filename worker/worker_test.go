@@ -49,9 +49,16 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 	defer tc.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts := worker.Options{
-		Client:             tc,
-		TaskQueue:          env.TaskQueue,
-		Activities:         &activities.Activities{Store: st, Logger: log},
+		Client:    tc,
+		TaskQueue: env.TaskQueue,
+		// Only housekeeping runs here; the other features need no dependencies to register.
+		Activities: worker.Activities{
+			Onboarding:   &activities.Onboarding{},
+			Backups:      &activities.Backups{},
+			Sweeps:       &activities.Sweeps{},
+			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
+			Uninstall:    &activities.Uninstall{},
+		},
 		HousekeepingEvery:  time.Hour,
 		WebhookDedupWindow: 72 * time.Hour,
 		Logger:             log,

@@ -9,6 +9,8 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // BackupRepositoryWorkflowName is the registered name of the per-repository backup workflow.
@@ -31,11 +33,6 @@ func BackupWorkflowID(t BackupTarget) string {
 
 func normalizeProviderUUID(u string) string { return strings.ToLower(strings.Trim(u, "{}")) }
 
-// ErrTypeBackupTargetMismatch is the non-retryable failure of a BackupRepository execution that
-// refused a request meant for another repository row: the request's workflow ID was derived
-// wrongly somewhere, and a person must find where.
-const ErrTypeBackupTargetMismatch = "BackupTargetMismatch"
-
 // backupIdleDrainVersion marks executions that look for buffered requests before ending idle;
 // older ones ended and dropped them.
 const backupIdleDrainVersion = "backup-idle-drain"
@@ -44,20 +41,12 @@ const backupIdleDrainVersion = "backup-idle-drain"
 // executions accepted every request and must replay as they ran.
 const backupTargetCheckVersion = "backup-request-target-check"
 
-// Backup trigger kinds (the manifest's trigger.kind).
-const (
-	TriggerInitial  = "initial"
-	TriggerSchedule = "schedule"
-	TriggerWebhook  = "webhook"
-	TriggerManual   = "manual"
-)
-
 // BackupRequest is one reason to back up; requests that arrive while a run is busy are
 // coalesced into the next run. Target is the repository row the sender means: a workflow refuses
 // a request whose target is not its own.
 type BackupRequest struct {
 	Target      BackupTarget
-	Trigger     string
+	Trigger     domain.TriggerKind
 	DeliveryID  string
 	RequestedAt time.Time
 }
@@ -141,7 +130,7 @@ const stageCommitChange = "backup-stage-commit"
 // RunBackupInput is one backup run (or its staging) on the host worker.
 type RunBackupInput struct {
 	Target     BackupTarget
-	Trigger    string
+	Trigger    domain.TriggerKind
 	DeliveryID string
 }
 
@@ -177,7 +166,7 @@ type RunBackupResult struct {
 // BackupOutcomeInput records a run in Postgres.
 type BackupOutcomeInput struct {
 	Target  BackupTarget
-	Trigger string
+	Trigger domain.TriggerKind
 	Result  RunBackupResult
 	// Failure is set when the run failed; ErrorType is the non-retryable type if any, and
 	// Reason that error's own message (what the repository shows, without Temporal's framing).
@@ -315,14 +304,14 @@ func endIdle(in BackupInput) error {
 	}
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("refused %d backup request(s) meant for another repository row", in.RefusedRequests),
-		ErrTypeBackupTargetMismatch, nil)
+		domain.ErrTypeBackupTargetMismatch, nil)
 }
 
 // coalesce picks the trigger a batch of requests is recorded under: a webhook (with its
 // delivery ID) beats a manual request, which beats a schedule, which beats the initial one.
-func coalesce(batch []BackupRequest) (trigger, deliveryID string) {
-	rank := map[string]int{TriggerInitial: 1, TriggerSchedule: 2, TriggerManual: 3, TriggerWebhook: 4}
-	best := BackupRequest{Trigger: TriggerManual}
+func coalesce(batch []BackupRequest) (trigger domain.TriggerKind, deliveryID string) {
+	rank := map[domain.TriggerKind]int{domain.TriggerInitial: 1, domain.TriggerSchedule: 2, domain.TriggerManual: 3, domain.TriggerWebhook: 4}
+	best := BackupRequest{Trigger: domain.TriggerManual}
 	bestRank := 0
 	for _, r := range batch {
 		if rank[r.Trigger] >= bestRank {

@@ -12,11 +12,13 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 type backupMocks struct {
 	runs     atomic.Int32
-	triggers []string
+	triggers []domain.TriggerKind
 	commits  []string
 	outcomes []BackupOutcomeInput
 }
@@ -56,7 +58,7 @@ func TestBackupBurstCoalescesIntoOneRun(t *testing.T) {
 	m := &backupMocks{}
 	env := newBackupEnv(t, m)
 	// A burst within the quiet period: one run, recorded under the strongest trigger.
-	for i, trig := range []string{TriggerSchedule, TriggerWebhook, TriggerManual} {
+	for i, trig := range []domain.TriggerKind{domain.TriggerSchedule, domain.TriggerWebhook, domain.TriggerManual} {
 		env.RegisterDelayedCallback(func() {
 			env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: trig, DeliveryID: "d"})
 		}, time.Duration(i+1)*time.Second)
@@ -68,7 +70,7 @@ func TestBackupBurstCoalescesIntoOneRun(t *testing.T) {
 	if n := m.runs.Load(); n != 1 {
 		t.Fatalf("runs = %d, want 1", n)
 	}
-	if m.triggers[0] != TriggerWebhook || len(m.outcomes) != 1 || m.outcomes[0].Trigger != TriggerWebhook {
+	if m.triggers[0] != domain.TriggerWebhook || len(m.outcomes) != 1 || m.outcomes[0].Trigger != domain.TriggerWebhook {
 		t.Fatalf("triggers = %v, outcomes = %+v", m.triggers, m.outcomes)
 	}
 	// The staged snapshot is committed, and the outcome records the committed one.
@@ -84,7 +86,7 @@ func TestBackupUnchangedRunCommitsNothing(t *testing.T) {
 		m.runs.Add(1)
 		return RunBackupResult{SnapshotID: "s0", Host: "host-a"}, nil
 	})
-	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual}) }, 0)
 	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatal(err)
@@ -97,11 +99,11 @@ func TestBackupUnchangedRunCommitsNothing(t *testing.T) {
 func TestBackupRequestDuringARunFollowsIt(t *testing.T) {
 	m := &backupMocks{}
 	env := newBackupEnv(t, m)
-	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual}) }, 0)
 	// Arrives after the first run started (quiet period 1 s): becomes exactly one follow-up run.
 	env.RegisterDelayedCallback(func() {
-		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerWebhook})
-		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerWebhook})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerWebhook})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerWebhook})
 	}, 3*time.Second)
 	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
 	if err := env.GetWorkflowError(); err != nil {
@@ -118,7 +120,7 @@ func TestBackupContinuesAsNewWithPendingRequests(t *testing.T) {
 	// One request per minute: each becomes its own run until the run limit.
 	for i := 0; i < maxRunsPerExecution+5; i++ {
 		env.RegisterDelayedCallback(func() {
-			env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerSchedule})
+			env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerSchedule})
 		}, time.Duration(i)*time.Minute)
 	}
 	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Hour})
@@ -138,7 +140,7 @@ func TestBackupFailureIsRecordedAndTheWorkflowLivesOn(t *testing.T) {
 		m.runs.Add(1)
 		return RunBackupResult{}, errors.New("upstream exploded")
 	})
-	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual}) }, 0)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual}) }, 0)
 	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatalf("a failed backup ended the workflow: %v", err)
@@ -161,8 +163,8 @@ func TestBackupRefusesRequestsForAnotherTarget(t *testing.T) {
 	other := own
 	other.TenantID, other.InstallationID, other.RepositoryID = "tenant-b", "inst-b", "repo-b"
 	env.RegisterDelayedCallback(func() {
-		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: other, Trigger: TriggerManual})
-		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: TriggerManual})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: other, Trigger: domain.TriggerManual})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual})
 	}, time.Second)
 	var status BackupStatus
 	env.RegisterDelayedCallback(func() {
@@ -177,7 +179,7 @@ func TestBackupRefusesRequestsForAnotherTarget(t *testing.T) {
 		// The provider UUID's spelling does not matter; the row does.
 		same := own
 		same.ProviderUUID = "abc"
-		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: same, Trigger: TriggerWebhook})
+		env.SignalWorkflow(BackupRequestSignal, BackupRequest{Target: same, Trigger: domain.TriggerWebhook})
 	}, 10*time.Second)
 	env.ExecuteWorkflow(BackupRepository, BackupInput{Target: own, QuietPeriod: time.Second, MaxWait: 2 * time.Second, IdleTimeout: time.Minute})
 
@@ -187,12 +189,12 @@ func TestBackupRefusesRequestsForAnotherTarget(t *testing.T) {
 	if strings.Contains(status.LastError, "tenant-b") {
 		t.Fatalf("the status names the other tenant's IDs: %q", status.LastError)
 	}
-	if n := m.runs.Load(); n != 1 || m.triggers[0] != TriggerWebhook {
+	if n := m.runs.Load(); n != 1 || m.triggers[0] != domain.TriggerWebhook {
 		t.Fatalf("runs = %d (triggers %v), want only the own-target webhook request", n, m.triggers)
 	}
 	var appErr *temporal.ApplicationError
-	if err := env.GetWorkflowError(); !errors.As(err, &appErr) || appErr.Type() != ErrTypeBackupTargetMismatch || !appErr.NonRetryable() {
-		t.Fatalf("workflow ended with %v, want a non-retryable %s", err, ErrTypeBackupTargetMismatch)
+	if err := env.GetWorkflowError(); !errors.As(err, &appErr) || appErr.Type() != domain.ErrTypeBackupTargetMismatch || !appErr.NonRetryable() {
+		t.Fatalf("workflow ended with %v, want a non-retryable %s", err, domain.ErrTypeBackupTargetMismatch)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // OnboardInstallationWorkflowName is the registered name of the discovery workflow.
@@ -98,7 +100,7 @@ type InstallationStatusInput struct {
 // StartBackupsInput wakes the backup workflows of an installation's included repositories.
 type StartBackupsInput struct {
 	InstallationRef
-	Trigger           string
+	Trigger           domain.TriggerKind
 	OnlyNeverBackedUp bool
 }
 
@@ -126,17 +128,6 @@ type OnboardResult struct {
 	Message string
 }
 
-// Installation statuses the workflow sets (mirrors internal/store's constants, which workflow
-// code must not import).
-const (
-	statusOnboarding    = "onboarding"
-	statusActive        = "active"
-	statusActivePartial = "active_partial"
-	statusNoWorkspace   = "no_workspace"
-	statusNeedsReauth   = "needs_reauth"
-	workspaceNoAdmin    = "no_admin"
-)
-
 // OnboardInstallation discovers the account's workspaces, registers a webhook where the account
 // is admin, records every repository and queues the first backups. Each step is an activity
 // with its own preset; progress is queryable and mirrored to Postgres.
@@ -157,12 +148,12 @@ func OnboardInstallation(ctx workflow.Context, in OnboardInput) (OnboardResult, 
 	res, err := onboard(ctx, ref, p, provider, db, step)
 	if err != nil {
 		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && (appErr.Type() == ErrTypeCredentialsRevoked || appErr.Type() == ErrTypeForbidden) {
+		if errors.As(err, &appErr) && (appErr.Type() == domain.ErrTypeCredentialsRevoked || appErr.Type() == domain.ErrTypeForbidden) {
 			msg := "Bitbucket rejected GitSec's access; reconnect the account"
-			if appErr.Type() == ErrTypeForbidden {
+			if appErr.Type() == domain.ErrTypeForbidden {
 				msg = "Bitbucket denied GitSec's access (permissions changed?); reconnect the account"
 			}
-			_ = workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, statusNeedsReauth, msg}).Get(ctx, nil)
+			_ = workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, domain.InstallationNeedsReauth, msg}).Get(ctx, nil)
 			p.Done = true
 			step("needs_reauth")
 		}
@@ -174,7 +165,7 @@ func OnboardInstallation(ctx workflow.Context, in OnboardInput) (OnboardResult, 
 }
 
 func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, provider, db workflow.Context, step func(string)) (OnboardResult, error) {
-	if err := workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, statusOnboarding, "discovering workspaces and repositories"}).Get(ctx, nil); err != nil {
+	if err := workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, domain.InstallationOnboarding, "discovering workspaces and repositories"}).Get(ctx, nil); err != nil {
 		return OnboardResult{}, err
 	}
 	step("account")
@@ -190,7 +181,7 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	}
 	p.WorkspacesTotal = len(workspaces)
 	if len(workspaces) == 0 {
-		res := OnboardResult{Status: statusNoWorkspace, Message: NoWorkspaceMessage}
+		res := OnboardResult{Status: domain.InstallationNoWorkspace, Message: NoWorkspaceMessage}
 		return res, workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, res.Status, res.Message}).Get(ctx, nil)
 	}
 
@@ -200,7 +191,7 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 		if !ws.IsAdmin {
 			reason := "the connected account is not an administrator of this workspace: no webhook; repositories are backed up on schedule"
 			p.WorkspaceReasons[ws.Slug] = reason
-			if err := workflow.ExecuteActivity(db, RecordWorkspaceStatusActivity, WorkspaceStatusInput{wsIn, workspaceNoAdmin, reason}).Get(ctx, nil); err != nil {
+			if err := workflow.ExecuteActivity(db, RecordWorkspaceStatusActivity, WorkspaceStatusInput{wsIn, domain.WorkspaceNoAdmin, reason}).Get(ctx, nil); err != nil {
 				return OnboardResult{}, err
 			}
 			continue
@@ -229,7 +220,7 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	}
 
 	step("backups")
-	if err := workflow.ExecuteActivity(provider, StartBackupsActivity, StartBackupsInput{InstallationRef: ref, Trigger: TriggerInitial, OnlyNeverBackedUp: true}).Get(ctx, &p.BackupsStarted); err != nil {
+	if err := workflow.ExecuteActivity(provider, StartBackupsActivity, StartBackupsInput{InstallationRef: ref, Trigger: domain.TriggerInitial, OnlyNeverBackedUp: true}).Get(ctx, &p.BackupsStarted); err != nil {
 		return OnboardResult{}, err
 	}
 	// The scheduled sweep keeps the backups current where webhooks are missing or lost.
@@ -237,9 +228,9 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 		return OnboardResult{}, err
 	}
 
-	res := OnboardResult{Status: statusActive, Message: fmt.Sprintf("%d workspaces, %d repositories, %d webhooks", len(workspaces), p.RepositoriesFound, p.WebhooksRegistered)}
+	res := OnboardResult{Status: domain.InstallationActive, Message: fmt.Sprintf("%d workspaces, %d repositories, %d webhooks", len(workspaces), p.RepositoriesFound, p.WebhooksRegistered)}
 	if len(p.WorkspaceReasons) > 0 {
-		res.Status = statusActivePartial
+		res.Status = domain.InstallationActivePartial
 		res.Message += fmt.Sprintf("; %d workspaces without webhook (see workspace reasons)", len(p.WorkspaceReasons))
 	}
 	return res, workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, res.Status, res.Message}).Get(ctx, nil)

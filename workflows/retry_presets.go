@@ -5,6 +5,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // Activity option presets. Every activity call picks one by name so timeouts and retries are
@@ -51,34 +53,15 @@ func StorageActivity(ctx workflow.Context) workflow.Context {
 			BackoffCoefficient:     2,
 			MaximumInterval:        time.Minute,
 			MaximumAttempts:        10,
-			NonRetryableErrorTypes: []string{ErrTypeSnapshotConflict, ErrTypeSnapshotMissing, "InvalidInput"},
+			NonRetryableErrorTypes: []string{domain.ErrTypeSnapshotConflict, domain.ErrTypeSnapshotMissing, domain.ErrTypeInvalidInput},
 		},
 	})
 }
 
-// Stable error type names that activities use with temporal.NewNonRetryableApplicationError.
-const (
-	ErrTypeCredentialsRevoked   = "CredentialsRevoked"
-	ErrTypeForbidden            = "Forbidden"
-	ErrTypeNotFound             = "NotFound"
-	ErrTypeEndpointGone         = "EndpointGone"
-	ErrTypeInstallationNotFound = "InstallationNotFound"
-	// ErrTypeInstallationRemoved: the installation was uninstalled (possibly by another worker)
-	// while the activity ran; nothing more is done for it.
-	ErrTypeInstallationRemoved = "InstallationRemoved"
-	// ErrTypeAlreadyConnected: another live installation of the tenant is the same account.
-	ErrTypeAlreadyConnected = "AlreadyConnected"
-	// ErrTypeSnapshotConflict: a staged snapshot no longer follows the latest one (committing
-	// it would fork the history); the next run stages afresh.
-	ErrTypeSnapshotConflict = "SnapshotConflict"
-	// ErrTypeSnapshotMissing: a snapshot to commit is neither staged nor committed.
-	ErrTypeSnapshotMissing = "SnapshotMissing"
-)
-
 // NonRetryableProviderErrors are never worth retrying: a person has to act first.
 var NonRetryableProviderErrors = []string{
-	ErrTypeCredentialsRevoked, ErrTypeForbidden, ErrTypeNotFound, ErrTypeEndpointGone, ErrTypeInstallationNotFound,
-	ErrTypeInstallationRemoved, ErrTypeAlreadyConnected,
+	domain.ErrTypeCredentialsRevoked, domain.ErrTypeForbidden, domain.ErrTypeNotFound, domain.ErrTypeEndpointGone, domain.ErrTypeInstallationNotFound,
+	domain.ErrTypeInstallationRemoved, domain.ErrTypeAlreadyConnected,
 }
 
 // BackupHostActivity runs a backup on the worker that holds the repository's mirror (its host

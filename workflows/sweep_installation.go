@@ -5,6 +5,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // SweepInstallationWorkflowName is the registered name of the scheduled change sweep.
@@ -73,7 +75,7 @@ type SweepPageResult struct {
 // WakeInput wakes the backup workflows of the given repositories.
 type WakeInput struct {
 	InstallationRef
-	Trigger      string
+	Trigger      domain.TriggerKind
 	Repositories []SweepRepository
 }
 
@@ -126,7 +128,7 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 				// The same reaction as a failed backup: the installation waits for a reconnect,
 				// and the next sweeps skip it quietly until then.
 				msg := "Bitbucket rejected GitSec's access during the scheduled sweep; reconnect the account"
-				_ = workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{in.InstallationRef, statusNeedsReauth, msg}).Get(ctx, nil)
+				_ = workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{in.InstallationRef, domain.InstallationNeedsReauth, msg}).Get(ctx, nil)
 				res.Skipped = msg
 				return res, nil
 			}
@@ -144,7 +146,7 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 		if len(page.Changed) > 0 {
 			var woken int
 			if err := workflow.ExecuteActivity(db, WakeRepositoriesActivity,
-				WakeInput{InstallationRef: in.InstallationRef, Trigger: TriggerSchedule, Repositories: page.Changed}).Get(ctx, &woken); err != nil {
+				WakeInput{InstallationRef: in.InstallationRef, Trigger: domain.TriggerSchedule, Repositories: page.Changed}).Get(ctx, &woken); err != nil {
 				return res, err
 			}
 			res.Woken += woken
@@ -169,7 +171,7 @@ func SweepInstallation(ctx workflow.Context, in SweepInput) (SweepResult, error)
 // for a revocation, and replay them so.
 func revokesInstallation(ctx workflow.Context, errType string) bool {
 	if workflow.GetVersion(ctx, "sweep-forbidden-is-per-repository", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-		return errType == ErrTypeCredentialsRevoked || errType == ErrTypeForbidden
+		return errType == domain.ErrTypeCredentialsRevoked || errType == domain.ErrTypeForbidden
 	}
-	return errType == ErrTypeCredentialsRevoked
+	return errType == domain.ErrTypeCredentialsRevoked
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // UninstallInstallationWorkflowName is the registered name of the uninstall workflow.
@@ -43,7 +45,7 @@ func UninstallInstallation(ctx workflow.Context, ref InstallationRef) (Uninstall
 	db := DatabaseActivity(ctx)
 	provider := ProviderActivity(ctx)
 	res := UninstallResult{WebhooksLeft: map[string]string{}}
-	if err := workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, "removing", "removing webhooks"}).Get(ctx, nil); err != nil {
+	if err := workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, domain.InstallationRemoving, "removing webhooks"}).Get(ctx, nil); err != nil {
 		return res, err
 	}
 	if err := workflow.ExecuteActivity(TemporalActivity(ctx), DeleteSweepScheduleActivity, ref).Get(ctx, nil); err != nil {
@@ -70,5 +72,5 @@ func UninstallInstallation(ctx workflow.Context, ref InstallationRef) (Uninstall
 	if len(res.WebhooksLeft) > 0 {
 		msg += fmt.Sprintf("; %d webhooks could not be removed and may be deleted in Bitbucket's workspace settings", len(res.WebhooksLeft))
 	}
-	return res, workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, "removed", msg}).Get(ctx, nil)
+	return res, workflow.ExecuteActivity(db, SetInstallationStatusActivity, InstallationStatusInput{ref, domain.InstallationRemoved, msg}).Get(ctx, nil)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/gitmirror/gitmirrortest"
 )
@@ -32,7 +33,7 @@ func backedUpStorage(t *testing.T) (url string, src *gitmirrortest.Source, lates
 	req := archive.SnapshotRequest{
 		Tenant:     "tenant-a",
 		Repository: archive.Repository{Provider: "bitbucket", UUID: "{0F0E0D0C-1111-4222-8333-444455556666}", FullName: "acme/Widgets"},
-		Trigger:    archive.Trigger{Kind: archive.TriggerInitial},
+		Trigger:    archive.Trigger{Kind: domain.TriggerInitial},
 	}
 	for i, content := range []string{"one\n", "two\n"} {
 		src.Commit("main", "a.txt", content)
@@ -40,7 +41,7 @@ func backedUpStorage(t *testing.T) (url string, src *gitmirrortest.Source, lates
 			t.Fatal(err)
 		}
 		if i > 0 {
-			req.Trigger.Kind = archive.TriggerWebhook
+			req.Trigger.Kind = domain.TriggerWebhook
 		}
 		res, err := st.SnapshotMirror(ctx, mirror, req)
 		if err != nil {

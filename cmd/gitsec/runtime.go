@@ -117,9 +117,11 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		Box:             box,
 		BitbucketOAuth:  bitbucketOAuth(cfg),
 		BitbucketAPIURL: cfg.Bitbucket.APIURL,
+		// The callback waits for the code exchange; bound it below the write timeout.
+		OAuthHTTPClient: &http.Client{Timeout: oauthExchangeTimeout},
 		Backups:         backupSettings(cfg),
 	})
-	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := newAPIServer(cfg.HTTPAddr, handler)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("api listening", "addr", cfg.HTTPAddr, "public_url", cfg.PublicURL)
@@ -131,6 +133,29 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
+}
+
+// Timeouts of the API server, sized for its routes: request bodies are at most 1 MiB, every
+// handler is a few database queries or a workflow start, the slowest being the OAuth callback's
+// code exchange (oauthExchangeTimeout) and /readyz (3 s per check). A client that
+// trickles its request, or a keep-alive connection left open, cannot hold a goroutine longer.
+const (
+	apiReadHeaderTimeout = 10 * time.Second
+	apiReadTimeout       = 30 * time.Second
+	apiWriteTimeout      = 60 * time.Second
+	apiIdleTimeout       = 120 * time.Second
+	oauthExchangeTimeout = 30 * time.Second
+)
+
+func newAPIServer(addr string, handler http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           handler,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       apiIdleTimeout,
+	}
 }
 
 // runWorker runs the Temporal worker until ctx is cancelled.
@@ -149,35 +174,37 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 	if err != nil {
 		return fmt.Errorf("GITSEC_MIRROR_DIR: %w", err)
 	}
+	clients := &providerclient.Factory{
+		Store:        st,
+		Box:          box,
+		OAuth:        bitbucketOAuth(cfg),
+		APIURL:       cfg.Bitbucket.APIURL,
+		GitURL:       cfg.Bitbucket.GitURL,
+		RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
+		GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst),
+		Logger:       log,
+	}
+	queue := backupSettings(cfg)
 	return worker.Run(ctx, worker.Options{
 		Client:    tc,
 		TaskQueue: cfg.TaskQueue,
-		Activities: &activities.Activities{
-			Store: st,
-			Box:   box,
-			Clients: &providerclient.Factory{
-				Store:        st,
-				Box:          box,
-				OAuth:        bitbucketOAuth(cfg),
-				APIURL:       cfg.Bitbucket.APIURL,
-				GitURL:       cfg.Bitbucket.GitURL,
-				RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
-				GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst),
-				Logger:       log,
+		Activities: worker.Activities{
+			Onboarding: &activities.Onboarding{Store: st, Clients: clients, Box: box, PublicURL: cfg.PublicURL, Logger: log},
+			Backups: &activities.Backups{
+				Store: st, Clients: clients, Archive: arch,
+				MirrorDir: mirrorDir, HostQueue: cfg.HostQueue, MirrorMaxBytes: cfg.MirrorMaxBytes,
+				Temporal: tc, Queue: queue, Logger: log,
 			},
-			PublicURL: cfg.PublicURL,
-			Logger:    log,
-			Archive:   arch,
-			MirrorDir: mirrorDir,
-			HostQueue: cfg.HostQueue,
-			Temporal:  tc,
-			Backups:   backupSettings(cfg),
-			Sweep: activities.SweepSettings{
-				Interval:    cfg.SweepEvery,
-				Concurrency: cfg.SweepConcurrency,
-				TaskQueue:   cfg.TaskQueue,
+			Sweeps: &activities.Sweeps{
+				Store: st, Clients: clients, Archive: arch, Temporal: tc, Queue: queue, Logger: log,
+				Settings: activities.SweepSettings{
+					Interval:    cfg.SweepEvery,
+					Concurrency: cfg.SweepConcurrency,
+					TaskQueue:   cfg.TaskQueue,
+				},
 			},
-			MirrorMaxBytes: cfg.MirrorMaxBytes,
+			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
+			Uninstall:    &activities.Uninstall{Store: st, Clients: clients},
 		},
 		HostQueue:            cfg.HostQueue,
 		MaxConcurrentBackups: cfg.MaxConcurrentBackups,

@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/gitmirror/gitmirrortest"
 )
@@ -76,7 +78,7 @@ func (f *fixture) fetch() gitmirror.FetchResult {
 	return res
 }
 
-func (f *fixture) snapshot(kind archive.TriggerKind) archive.SnapshotResult {
+func (f *fixture) snapshot(kind domain.TriggerKind) archive.SnapshotResult {
 	f.t.Helper()
 	res, err := f.store.SnapshotMirror(context.Background(), f.mirror, archive.SnapshotRequest{
 		Tenant:     f.repo.Tenant,
@@ -89,7 +91,7 @@ func (f *fixture) snapshot(kind archive.TriggerKind) archive.SnapshotResult {
 	return res
 }
 
-func (f *fixture) backup(kind archive.TriggerKind) archive.SnapshotResult {
+func (f *fixture) backup(kind domain.TriggerKind) archive.SnapshotResult {
 	f.t.Helper()
 	f.fetch()
 	return f.snapshot(kind)
@@ -147,14 +149,14 @@ func TestBackupAndRestore(t *testing.T) {
 	f.src.Tag("v1.0", first)
 	f.src.Git("update-ref", "refs/pull-requests/3/from", first)
 
-	res := f.backup(archive.TriggerInitial)
+	res := f.backup(domain.TriggerInitial)
 	if !res.Created || res.PacksUploaded != 1 {
 		t.Fatalf("initial backup = %+v, want one pack uploaded", res)
 	}
 	m := res.Manifest
 	if m.Format != archive.FormatVersion || m.Parent != "" || m.Tenant != "tenant-1" ||
 		m.Repository.UUID != "6a1b2c3d-0000-4000-8000-00000000abcd" || m.Repository.FullName != "acme/widgets" ||
-		m.Trigger != (archive.Trigger{Kind: archive.TriggerInitial, DeliveryID: "delivery-1"}) {
+		m.Trigger != (archive.Trigger{Kind: domain.TriggerInitial, DeliveryID: "delivery-1"}) {
 		t.Fatalf("manifest header = %+v", m)
 	}
 	if !m.Refs.Equal(f.src.Refs()) || m.Head != "refs/heads/main" {
@@ -194,12 +196,12 @@ func TestIncrementalBackupWritesOnlyTheNewPack(t *testing.T) {
 	for i := range 20 {
 		f.src.Commit("main", fmt.Sprintf("file-%d.txt", i), strings.Repeat("content ", 200+i))
 	}
-	first := f.backup(archive.TriggerInitial).Manifest
+	first := f.backup(domain.TriggerInitial).Manifest
 	oldMain := first.Refs["refs/heads/main"]
 
 	before := f.storedFiles()
 	f.src.Commit("main", "file-0.txt", "changed\n")
-	res := f.backup(archive.TriggerWebhook)
+	res := f.backup(domain.TriggerWebhook)
 	after := f.storedFiles()
 
 	var added []string
@@ -240,7 +242,7 @@ func TestIncrementalBackupWritesOnlyTheNewPack(t *testing.T) {
 	if !remote.Equal(m.Refs) || head != m.Head {
 		t.Fatalf("ls-remote %v %q differs from the latest manifest", remote, head)
 	}
-	again := f.backup(archive.TriggerSchedule)
+	again := f.backup(domain.TriggerSchedule)
 	if again.Created || again.BytesUploaded != 0 || again.Manifest.ID != m.ID {
 		t.Fatalf("backup of an unchanged repository = %+v", again)
 	}
@@ -260,7 +262,7 @@ func TestIncrementalBackupWritesOnlyTheNewPack(t *testing.T) {
 
 func TestEmptyRepositoryBackup(t *testing.T) {
 	f := newFixture(t)
-	res := f.backup(archive.TriggerInitial)
+	res := f.backup(domain.TriggerInitial)
 	m := res.Manifest
 	if !res.Created || len(m.Refs) != 0 || len(m.Packs) != 0 || m.Totals != (archive.Totals{}) {
 		t.Fatalf("empty repository backup = %+v", m)
@@ -272,7 +274,7 @@ func TestEmptyRepositoryBackup(t *testing.T) {
 	}
 	// The first push is then backed up like an initial clone.
 	f.src.Commit("main", "a", "a\n")
-	next := f.backup(archive.TriggerWebhook)
+	next := f.backup(domain.TriggerWebhook)
 	if next.PacksUploaded != 1 || next.Manifest.Parent != m.ID {
 		t.Fatalf("backup after the first push = %+v", next)
 	}
@@ -285,12 +287,12 @@ func TestForcePushAndDeletionsAreRecorded(t *testing.T) {
 	f.src.Commit("main", "a", "2\n")
 	f.src.Commit("feature", "b", "b\n")
 	f.src.Tag("v1", base)
-	first := f.backup(archive.TriggerInitial).Manifest
+	first := f.backup(domain.TriggerInitial).Manifest
 
 	f.src.CommitOn(base, "refs/heads/main", "a", "rewritten\n")
 	f.src.Git("update-ref", "-d", "refs/heads/feature")
 	f.src.Git("tag", "-d", "v1")
-	m := f.backup(archive.TriggerWebhook).Manifest
+	m := f.backup(domain.TriggerWebhook).Manifest
 	if !m.Refs.Equal(f.src.Refs()) {
 		t.Fatalf("manifest refs %v, source %v", m.Refs, f.src.Refs())
 	}
@@ -312,7 +314,7 @@ func TestManyRefsRoundTrip(t *testing.T) {
 		fmt.Fprintf(&stdin, "create refs/heads/topic/%04d %s\n", i, commit)
 	}
 	gitmirrortest.GitEnv(t, f.src.Dir, nil, stdin.String(), "update-ref", "--stdin")
-	m := f.backup(archive.TriggerInitial).Manifest
+	m := f.backup(domain.TriggerInitial).Manifest
 	if len(m.Refs) != 1101 || !m.Refs.Equal(f.src.Refs()) {
 		t.Fatalf("manifest has %d refs, want the source's 1101", len(m.Refs))
 	}
@@ -322,7 +324,7 @@ func TestManyRefsRoundTrip(t *testing.T) {
 func TestCrashBetweenPackUploadAndManifest(t *testing.T) {
 	f := newFixture(t)
 	f.src.Commit("main", "a", "a\n")
-	first := f.backup(archive.TriggerInitial).Manifest
+	first := f.backup(domain.TriggerInitial).Manifest
 
 	f.src.Commit("main", "a", "b\n")
 	fetched := f.fetch()
@@ -337,7 +339,7 @@ func TestCrashBetweenPackUploadAndManifest(t *testing.T) {
 		t.Fatalf("a snapshot appeared without its manifest: %v", ids)
 	}
 	// The retry fetches nothing new, reuses the stored pack and commits.
-	retry := f.backup(archive.TriggerWebhook)
+	retry := f.backup(domain.TriggerWebhook)
 	if !retry.Created || retry.PacksUploaded != 0 || retry.Manifest.Parent != first.ID || len(retry.Manifest.Packs) != 2 {
 		t.Fatalf("retry = %+v", retry)
 	}
@@ -347,14 +349,14 @@ func TestCrashBetweenPackUploadAndManifest(t *testing.T) {
 func TestCrashBeforeUploadKeepsPendingPacks(t *testing.T) {
 	f := newFixture(t)
 	f.src.Commit("main", "a", "a\n")
-	f.backup(archive.TriggerInitial)
+	f.backup(domain.TriggerInitial)
 
 	// A run fetches and dies before uploading; the branch moves on before
 	// the next run, whose fetch writes a second pack.
 	lost := f.src.Commit("main", "a", "b\n")
 	f.fetch()
 	final := f.src.Commit("main", "a", "c\n")
-	res := f.backup(archive.TriggerWebhook)
+	res := f.backup(domain.TriggerWebhook)
 	m := res.Manifest
 	if res.PacksUploaded != 2 || len(m.Packs) != 3 {
 		t.Fatalf("backup after a lost run uploaded %d packs, manifest lists %d", res.PacksUploaded, len(m.Packs))
@@ -376,7 +378,7 @@ func TestHydrateMirrorFromStorage(t *testing.T) {
 	f.src.Commit("main", "a", "a\n")
 	f.src.Commit("dev", "b", "b\n")
 	f.src.Commit("main", "c", "c\n")
-	first := f.backup(archive.TriggerInitial).Manifest
+	first := f.backup(domain.TriggerInitial).Manifest
 
 	// The worker lost its mirror: rebuild it from storage, no clone.
 	dir := filepath.Join(t.TempDir(), "hydrated.git")
@@ -396,7 +398,7 @@ func TestHydrateMirrorFromStorage(t *testing.T) {
 	if len(fetched.NewPacks) != 1 || fetched.Objects != 3 {
 		t.Fatalf("fetch into the hydrated mirror wrote %d packs with %d objects, want an increment of 3", len(fetched.NewPacks), fetched.Objects)
 	}
-	res := f.snapshot(archive.TriggerSchedule)
+	res := f.snapshot(domain.TriggerSchedule)
 	if res.PacksUploaded != 1 || res.Manifest.Parent != first.ID {
 		t.Fatalf("snapshot after hydrate = %+v", res)
 	}
@@ -436,22 +438,22 @@ func TestBundleChainRestoresWithStockGit(t *testing.T) {
 	f.src.Commit("main", "b", "2\n")
 	f.src.Commit("feature", "f", "feature\n")
 	f.src.Tag("v1", base)
-	s1 := f.backup(archive.TriggerInitial).Manifest
+	s1 := f.backup(domain.TriggerInitial).Manifest
 
 	// Force-push main onto new history and add to feature.
 	f.src.CommitOn(base, "refs/heads/main", "a", "rewritten\n")
 	f.src.Commit("feature", "f", "feature 2\n")
-	s2 := f.backup(archive.TriggerWebhook).Manifest
+	s2 := f.backup(domain.TriggerWebhook).Manifest
 
 	// Delete feature, commit on main, tag it.
 	f.src.Git("update-ref", "-d", "refs/heads/feature")
 	main := f.src.Commit("main", "c", "3\n")
 	f.src.Tag("v2", main)
-	s3 := f.backup(archive.TriggerWebhook).Manifest
+	s3 := f.backup(domain.TriggerWebhook).Manifest
 
 	// Only a deletion: no new pack, the last bundle must still carry it.
 	f.src.Git("tag", "-d", "v1")
-	s4 := f.backup(archive.TriggerManual).Manifest
+	s4 := f.backup(domain.TriggerManual).Manifest
 	if len(s4.Packs) != 3 {
 		t.Fatalf("a ref deletion added a pack: %d packs", len(s4.Packs))
 	}
@@ -484,9 +486,9 @@ func TestBundleChainRestoresWithStockGit(t *testing.T) {
 func TestManifestIsWrittenOnlyOnce(t *testing.T) {
 	f := newFixture(t)
 	f.src.Commit("main", "a", "a\n")
-	m := f.backup(archive.TriggerInitial).Manifest
+	m := f.backup(domain.TriggerInitial).Manifest
 	dup := *m
-	dup.Trigger.Kind = archive.TriggerManual
+	dup.Trigger.Kind = domain.TriggerManual
 	if _, err := f.store.CommitSnapshot(context.Background(), &dup); !errors.Is(err, archive.ErrSnapshotExists) {
 		t.Fatalf("second write of %s: %v, want ErrSnapshotExists", m.ID, err)
 	}
@@ -494,7 +496,7 @@ func TestManifestIsWrittenOnlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loaded.Trigger.Kind != archive.TriggerInitial {
+	if loaded.Trigger.Kind != domain.TriggerInitial {
 		t.Fatal("the second write replaced the manifest")
 	}
 }
@@ -507,7 +509,7 @@ func TestStagedSnapshotsCommitOnceAndNeverFork(t *testing.T) {
 	ctx := context.Background()
 	f.src.Commit("main", "a", "a\n")
 	f.fetch()
-	req := archive.SnapshotRequest{Tenant: f.repo.Tenant, Repository: f.identity, Trigger: archive.Trigger{Kind: archive.TriggerInitial}}
+	req := archive.SnapshotRequest{Tenant: f.repo.Tenant, Repository: f.identity, Trigger: archive.Trigger{Kind: domain.TriggerInitial}}
 	stage := func() *archive.Manifest {
 		t.Helper()
 		res, err := f.store.StageSnapshot(ctx, f.mirror, req)
@@ -561,7 +563,7 @@ func TestStagedSnapshotsCommitOnceAndNeverFork(t *testing.T) {
 func TestCorruptPackIsRejected(t *testing.T) {
 	f := newFixture(t)
 	f.src.Commit("main", "a", strings.Repeat("data\n", 100))
-	m := f.backup(archive.TriggerInitial).Manifest
+	m := f.backup(domain.TriggerInitial).Manifest
 	path := filepath.Join(f.storageDir, filepath.FromSlash(f.repo.PackKey(m.Packs[0].Name)))
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -617,5 +619,61 @@ func TestRepoKeyRejectsPathTricks(t *testing.T) {
 	k, err := archive.NewRepoKey("t1", "{ABC-1}")
 	if err != nil || k.UUID != "abc-1" {
 		t.Fatalf("NewRepoKey = %+v, %v", k, err)
+	}
+}
+
+// A stored manifest whose ref names break git's rules is refused on load, so no bundle header
+// or packed-refs line is ever written from it (a newline would forge a header line).
+func TestManifestWithBadRefNameIsRejected(t *testing.T) {
+	f := newFixture(t)
+	f.src.Commit("main", "a", "a\n")
+	m := f.backup(archive.TriggerInitial).Manifest
+	path := filepath.Join(f.storageDir, filepath.FromSlash(f.repo.ManifestKey(m.ID)))
+	original, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oid := m.Refs["refs/heads/main"]
+	for _, bad := range []string{
+		"refs/heads/evil\n" + oid + " refs/heads/injected",
+		"refs/heads/a..b",
+		"refs/heads/has space",
+		"refs/heads/x.lock",
+		"refs/heads/a@{1}",
+	} {
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			var raw map[string]any
+			if err := json.Unmarshal(original, &raw); err != nil {
+				t.Fatal(err)
+			}
+			raw["refs"].(map[string]any)[bad] = oid
+			tampered, err := json.Marshal(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tampered, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := f.store.LoadManifest(ctx, f.repo, m.ID); err == nil || !strings.Contains(err.Error(), "invalid reference name") {
+				t.Fatalf("LoadManifest with ref %q: %v, want an invalid reference name error", bad, err)
+			}
+			if _, _, err := f.store.ExportBundles(ctx, f.repo, m.ID, t.TempDir(), nil); err == nil {
+				t.Fatalf("ExportBundles wrote bundles from a manifest with ref %q", bad)
+			}
+		})
+	}
+	// HEAD's target is read back into the bundle header too.
+	var raw map[string]any
+	if err := json.Unmarshal(original, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["head"] = "refs/heads/main\nextra"
+	tampered, _ := json.Marshal(raw)
+	if err := os.WriteFile(path, tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.LoadManifest(context.Background(), f.repo, m.ID); err == nil {
+		t.Fatal("LoadManifest accepted a HEAD target with a newline")
 	}
 }

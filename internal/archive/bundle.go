@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 
 	"github.com/gitsec/gitsec/internal/gitmirror"
+	"github.com/gitsec/gitsec/internal/gitref"
 )
 
 // unnamedTipPrefix names, inside a bundle, commits that no reference of their
@@ -132,6 +133,12 @@ func (s *Store) ExportBundles(ctx context.Context, repo RepoKey, id, dir string,
 // writeBundle writes the v2 bundle header and streams the pack after it,
 // through a temporary file so that a bundle that exists is complete.
 func (s *Store) writeBundle(ctx context.Context, repo RepoKey, p Pack, refs gitmirror.RefMap, head, path string, progress io.Writer) error {
+	// Each header line is "<oid> <name>": a name with a newline or space would forge lines.
+	for name := range refs {
+		if err := gitref.Check(name); err != nil {
+			return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+		}
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".bundle-")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Base(path), err)

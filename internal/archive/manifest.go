@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
+	"github.com/gitsec/gitsec/internal/gitref"
 )
 
 // FormatVersion is written into every manifest; readers refuse other values.
@@ -52,32 +54,11 @@ type Repository struct {
 	FullName string `json:"full_name"`
 }
 
-// TriggerKind says why a snapshot was taken.
-type TriggerKind string
-
-// The trigger kinds of format version 1.
-const (
-	TriggerInitial      TriggerKind = "initial"
-	TriggerSchedule     TriggerKind = "schedule"
-	TriggerWebhook      TriggerKind = "webhook"
-	TriggerManual       TriggerKind = "manual"
-	TriggerRestoreDrill TriggerKind = "restore-drill"
-)
-
-// Valid reports whether k is one of the known kinds.
-func (k TriggerKind) Valid() bool {
-	switch k {
-	case TriggerInitial, TriggerSchedule, TriggerWebhook, TriggerManual, TriggerRestoreDrill:
-		return true
-	}
-	return false
-}
-
 // Trigger records what started the backup run; DeliveryID is the webhook
 // delivery (X-Request-UUID) when there was one.
 type Trigger struct {
-	Kind       TriggerKind `json:"kind"`
-	DeliveryID string      `json:"delivery_id,omitempty"`
+	Kind       domain.TriggerKind `json:"kind"`
+	DeliveryID string             `json:"delivery_id,omitempty"`
 }
 
 // FileInfo is the size and SHA-256 (hex) of one stored object.
@@ -150,9 +131,17 @@ func (m *Manifest) Validate() error {
 	if !m.Trigger.Kind.Valid() {
 		return fmt.Errorf("invalid trigger kind %q", m.Trigger.Kind)
 	}
+	if m.Head != "" {
+		if err := gitref.Check(m.Head); err != nil {
+			return fmt.Errorf("HEAD target: %w", err)
+		}
+	}
 	for name, oid := range m.Refs {
-		if !strings.HasPrefix(name, "refs/") || !oidPattern.MatchString(oid) {
-			return fmt.Errorf("invalid reference %q -> %q", name, oid)
+		if err := gitref.Check(name); err != nil {
+			return err
+		}
+		if !oidPattern.MatchString(oid) {
+			return fmt.Errorf("reference %s has invalid object id %q", name, oid)
 		}
 	}
 	seen := map[string]bool{}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ func TestS3Backend(t *testing.T) {
 	base := f.src.Commit("main", "a", "1\n")
 	f.src.Commit("feature", "b", "b\n")
 	f.src.Tag("v1", base)
-	first := f.backup(archive.TriggerInitial)
+	first := f.backup(domain.TriggerInitial)
 	if !first.Created || first.PacksUploaded != 1 {
 		t.Fatalf("initial backup = %+v", first)
 	}
@@ -33,14 +34,14 @@ func TestS3Backend(t *testing.T) {
 	if _, _, err := f.store.PutPack(context.Background(), f.repo, fetched.NewPacks[0], nil); err != nil {
 		t.Fatal(err)
 	}
-	second := f.snapshot(archive.TriggerWebhook)
+	second := f.snapshot(domain.TriggerWebhook)
 	if !second.Created || second.PacksUploaded != 0 || len(second.Manifest.Packs) != 2 {
 		t.Fatalf("backup after the crash = %+v", second)
 	}
 
 	f.src.Git("update-ref", "-d", "refs/heads/feature")
-	third := f.backup(archive.TriggerSchedule)
-	if unchanged := f.backup(archive.TriggerSchedule); unchanged.Created || unchanged.BytesUploaded != 0 {
+	third := f.backup(domain.TriggerSchedule)
+	if unchanged := f.backup(domain.TriggerSchedule); unchanged.Created || unchanged.BytesUploaded != 0 {
 		t.Fatalf("backup of an unchanged repository = %+v", unchanged)
 	}
 

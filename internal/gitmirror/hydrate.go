@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/gitsec/gitsec/internal/gitref"
 )
 
 var (
@@ -41,8 +43,10 @@ func Hydrate(dir string, packs []PackFiles, refs RefMap, head string) (*Mirror, 
 			return nil, fmt.Errorf("hydrate %s: %w", dir, err)
 		}
 	}
-	if head != "" && !validRefName(head) {
-		return nil, fmt.Errorf("hydrate %s: invalid HEAD target %q", dir, head)
+	if head != "" {
+		if err := gitref.Check(head); err != nil {
+			return nil, fmt.Errorf("hydrate %s: HEAD target: %w", dir, err)
+		}
 	}
 
 	parent := filepath.Dir(dir)
@@ -124,35 +128,13 @@ func writePackedRefs(repoDir string, refs RefMap) error {
 }
 
 func checkRef(name, oid string) error {
-	if !validRefName(name) {
-		return fmt.Errorf("invalid reference name %q", name)
+	if err := gitref.Check(name); err != nil {
+		return err
 	}
 	if !oidPattern.MatchString(oid) {
 		return fmt.Errorf("reference %s has invalid object id %q", name, oid)
 	}
 	return nil
-}
-
-// validRefName applies the parts of git check-ref-format that matter for
-// writing ref files safely.
-func validRefName(name string) bool {
-	if !strings.HasPrefix(name, "refs/") || strings.HasSuffix(name, "/") || strings.HasSuffix(name, ".lock") {
-		return false
-	}
-	if strings.Contains(name, "..") || strings.Contains(name, "//") || strings.Contains(name, "@{") {
-		return false
-	}
-	for _, r := range name {
-		if r <= ' ' || r == 0x7f || strings.ContainsRune(`~^:?*[\`, r) {
-			return false
-		}
-	}
-	for _, part := range strings.Split(name, "/") {
-		if strings.HasPrefix(part, ".") {
-			return false
-		}
-	}
-	return true
 }
 
 // moveFile renames src to dst, copying when they are on different

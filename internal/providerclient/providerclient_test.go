@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
@@ -132,7 +133,7 @@ func TestFactoriesOfTwoProcessesFollowTheStore(t *testing.T) {
 	}
 
 	// Removed: no client, and a refresh through a client cached before is not written back.
-	if err := st.SetInstallationStatus(ctx, ten.ID, instID, store.InstallationRemoved, "uninstalled"); err != nil {
+	if err := st.SetInstallationStatus(ctx, ten.ID, instID, domain.InstallationRemoved, "uninstalled"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Client(ctx, ten.ID, instID); !errors.Is(err, store.ErrInstallationRemoved) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 )
 
@@ -32,14 +33,14 @@ func TestOneLiveInstallationPerAccount(t *testing.T) {
 		t.Fatalf("first connect = %s %t %v", first, reconnected, err)
 	}
 	inst, err := st.GetInstallation(ctx, acme.ID, first)
-	if err != nil || inst.AccountUUID != alice.UUID || inst.AccountName != "alice" || inst.Status != store.InstallationPending {
+	if err != nil || inst.AccountUUID != alice.UUID || inst.AccountName != "alice" || inst.Status != domain.InstallationPending {
 		t.Fatalf("installation = %+v, %v", inst, err)
 	}
 	if theirs, _, err := st.ConnectInstallation(ctx, other.ID, alice, []byte("sealed-other")); err != nil || theirs == first {
 		t.Fatalf("another tenant's connect of the same account = %s %v, want its own installation", theirs, err)
 	}
 
-	if _, _, err := st.ConnectInstallation(ctx, acme.ID, alice, []byte("sealed-2")); !isAlreadyConnected(err, first, store.InstallationPending) {
+	if _, _, err := st.ConnectInstallation(ctx, acme.ID, alice, []byte("sealed-2")); !isAlreadyConnected(err, first, domain.InstallationPending) {
 		t.Fatalf("second connect = %v, want AlreadyConnectedError for %s", err, first)
 	}
 	// Racing first connects of another account: one wins, the others are refused naming it.
@@ -64,7 +65,7 @@ func TestOneLiveInstallationPerAccount(t *testing.T) {
 		}
 	}
 	for _, err := range errs {
-		if err != nil && !isAlreadyConnected(err, winner, store.InstallationPending) {
+		if err != nil && !isAlreadyConnected(err, winner, domain.InstallationPending) {
 			t.Fatalf("racing connect = %v, want AlreadyConnectedError for %s", err, winner)
 		}
 	}
@@ -73,7 +74,7 @@ func TestOneLiveInstallationPerAccount(t *testing.T) {
 	}
 
 	// needs_reauth: the same installation takes the new credentials and starts over.
-	if err := st.SetInstallationStatus(ctx, acme.ID, first, store.InstallationNeedsReauth, "revoked"); err != nil {
+	if err := st.SetInstallationStatus(ctx, acme.ID, first, domain.InstallationNeedsReauth, "revoked"); err != nil {
 		t.Fatal(err)
 	}
 	again, reconnected, err := st.ConnectInstallation(ctx, acme.ID, alice, []byte("sealed-3"))
@@ -82,12 +83,12 @@ func TestOneLiveInstallationPerAccount(t *testing.T) {
 	}
 	inst, _ = st.GetInstallation(ctx, acme.ID, first)
 	enc, _ := st.InstallationCredentials(ctx, acme.ID, first)
-	if inst.Status != store.InstallationPending || inst.StatusMessage != "" || string(enc) != "sealed-3" {
+	if inst.Status != domain.InstallationPending || inst.StatusMessage != "" || string(enc) != "sealed-3" {
 		t.Fatalf("after reconnect: %+v, credentials %q", inst, enc)
 	}
 
 	// Removed: a new installation.
-	if err := st.SetInstallationStatus(ctx, acme.ID, first, store.InstallationRemoved, ""); err != nil {
+	if err := st.SetInstallationStatus(ctx, acme.ID, first, domain.InstallationRemoved, ""); err != nil {
 		t.Fatal(err)
 	}
 	fresh, reconnected, err := st.ConnectInstallation(ctx, acme.ID, alice, []byte("sealed-4"))

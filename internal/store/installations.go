@@ -10,19 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-)
 
-// Installation statuses.
-const (
-	InstallationPending       = "pending"
-	InstallationOnboarding    = "onboarding"
-	InstallationActive        = "active"
-	InstallationActivePartial = "active_partial"
-	InstallationNoWorkspace   = "no_workspace"
-	InstallationNeedsReauth   = "needs_reauth"
-	InstallationRemoving      = "removing"
-	InstallationRemoved       = "removed"
-	InstallationFailed        = "failed"
+	"github.com/gitsec/gitsec/internal/domain"
 )
 
 // Installation is one connected provider account.
@@ -103,7 +92,7 @@ func (s *Store) ConnectInstallation(ctx context.Context, tenantID uuid.UUID, acc
 				tenantID, acct.Provider, acct.UUID, acct.Name, credentialsEncrypted).Scan(&id)
 		case err != nil:
 			return err
-		case status != InstallationNeedsReauth:
+		case status != domain.InstallationNeedsReauth:
 			return &AlreadyConnectedError{InstallationID: id, Status: status, AccountName: acct.Name}
 		}
 		reconnected = true
@@ -146,7 +135,7 @@ var ErrInstallationRemoved = errors.New("installation removed")
 func BackupsStopped(status string) bool { return slices.Contains(backupsStoppedStatuses, status) }
 
 // backupsStoppedStatuses are the statuses BackupsStopped names, also passed to SQL.
-var backupsStoppedStatuses = []string{InstallationRemoving, InstallationRemoved, InstallationNeedsReauth}
+var backupsStoppedStatuses = []string{domain.InstallationRemoving, domain.InstallationRemoved, domain.InstallationNeedsReauth}
 
 // InstallationCredentials returns the encrypted tokens of an installation; a removed one has
 // none (ErrInstallationRemoved).
@@ -159,7 +148,7 @@ func (s *Store) InstallationCredentials(ctx context.Context, tenantID, id uuid.U
 	if err != nil {
 		return nil, fmt.Errorf("installation %s credentials: %w", id, notFound(err))
 	}
-	if status == InstallationRemoved {
+	if status == domain.InstallationRemoved {
 		return nil, fmt.Errorf("installation %s credentials: %w", id, ErrInstallationRemoved)
 	}
 	if len(enc) == 0 {
@@ -304,14 +293,6 @@ func (s *Store) ListInstallations(ctx context.Context, tenantID uuid.UUID) ([]In
 	}
 	return out, rows.Err()
 }
-
-// Workspace statuses.
-const (
-	WorkspaceWebhookRegistered = "webhook_registered"
-	WorkspaceNoAdmin           = "no_admin"
-	WorkspaceWebhookFailed     = "webhook_failed"
-	WorkspaceGone              = "gone"
-)
 
 // Workspace is a provider workspace seen through one installation.
 type Workspace struct {

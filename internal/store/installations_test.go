@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 )
 
@@ -31,20 +32,20 @@ func TestRemovedInstallationRefusesCredentialsAndStatusWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if inst, err := st.GetInstallation(ctx, ten.ID, id); err != nil || inst.Status != store.InstallationNeedsReauth || inst.StatusMessage != "first" {
+	if inst, err := st.GetInstallation(ctx, ten.ID, id); err != nil || inst.Status != domain.InstallationNeedsReauth || inst.StatusMessage != "first" {
 		t.Fatalf("after two revocations: %+v, %v", inst, err)
 	}
-	if err := st.SetInstallationStatus(ctx, ten.ID, id, store.InstallationRemoving, "removing webhooks"); err != nil {
+	if err := st.SetInstallationStatus(ctx, ten.ID, id, domain.InstallationRemoving, "removing webhooks"); err != nil {
 		t.Fatal(err)
 	}
 	// Uninstalling still needs a working client to delete the webhooks.
 	if err := st.UpdateInstallationCredentials(ctx, ten.ID, id, []byte("sealed-3")); err != nil {
 		t.Fatalf("refresh while removing: %v", err)
 	}
-	if err := st.SetInstallationStatus(ctx, ten.ID, id, store.InstallationActive, "late onboarding"); !errors.Is(err, store.ErrInstallationRemoved) {
+	if err := st.SetInstallationStatus(ctx, ten.ID, id, domain.InstallationActive, "late onboarding"); !errors.Is(err, store.ErrInstallationRemoved) {
 		t.Fatalf("removing -> active: %v, want ErrInstallationRemoved", err)
 	}
-	if err := st.SetInstallationStatus(ctx, ten.ID, id, store.InstallationRemoved, "uninstalled"); err != nil {
+	if err := st.SetInstallationStatus(ctx, ten.ID, id, domain.InstallationRemoved, "uninstalled"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -54,7 +55,7 @@ func TestRemovedInstallationRefusesCredentialsAndStatusWrites(t *testing.T) {
 	if _, err := st.InstallationCredentials(ctx, ten.ID, id); !errors.Is(err, store.ErrInstallationRemoved) {
 		t.Fatalf("credentials after removal: %v, want ErrInstallationRemoved", err)
 	}
-	for _, status := range []string{store.InstallationNeedsReauth, store.InstallationActive, store.InstallationRemoving} {
+	for _, status := range []string{domain.InstallationNeedsReauth, domain.InstallationActive, domain.InstallationRemoving} {
 		if err := st.SetInstallationStatus(ctx, ten.ID, id, status, "late"); !errors.Is(err, store.ErrInstallationRemoved) {
 			t.Fatalf("removed -> %s: %v, want ErrInstallationRemoved", status, err)
 		}
@@ -62,11 +63,11 @@ func TestRemovedInstallationRefusesCredentialsAndStatusWrites(t *testing.T) {
 	if err := st.MarkInstallationNeedsReauth(ctx, ten.ID, id, "late backup"); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.SetInstallationStatus(ctx, ten.ID, id, store.InstallationRemoved, "uninstalled again"); err != nil {
+	if err := st.SetInstallationStatus(ctx, ten.ID, id, domain.InstallationRemoved, "uninstalled again"); err != nil {
 		t.Fatalf("removed -> removed (a repeated uninstall): %v", err)
 	}
 	inst, err := st.GetInstallation(ctx, ten.ID, id)
-	if err != nil || inst.Status != store.InstallationRemoved {
+	if err != nil || inst.Status != domain.InstallationRemoved {
 		t.Fatalf("installation = %+v, %v", inst, err)
 	}
 

@@ -12,14 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Repository statuses and backup states.
-const (
-	RepositoryActive          = "active"
-	RepositoryDeletedUpstream = "deleted_upstream"
-	BackupNever               = "never"
-	BackupPending             = "pending_backup"
-)
-
 // Repository is one upstream repository known through an installation.
 type Repository struct {
 	ID               uuid.UUID  `json:"id"`

@@ -1,0 +1,293 @@
+package api
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/workflows"
+)
+
+// The API's response bodies. They are the contract scripts and the dashboard read (the OpenAPI
+// document is checked against them), so they are declared here and filled from store rows,
+// never taken from the store's types: a new column must not become a public field by accident.
+// TestResponseShapesArePinned pins their JSON.
+
+// Health is GET /healthz.
+type Health struct {
+	Status  string `json:"status"`
+	Version string `json:"version"`
+}
+
+// Readiness is GET /readyz: one status word per dependency.
+type Readiness struct {
+	Status string                 `json:"status"`
+	Checks map[string]CheckResult `json:"checks"`
+}
+
+// CheckResult is what an unauthenticated caller may see of a dependency: a status word and a
+// duration. The error itself names hosts, ports and database users, so it goes to the log.
+type CheckResult struct {
+	Status     string `json:"status"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// Tenant is the caller's tenant.
+type Tenant struct {
+	ID        uuid.UUID `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Me is GET /api/v1/me.
+type Me struct {
+	Tenant Tenant `json:"tenant"`
+}
+
+// CreatedToken is POST /api/v1/tokens: the only response that ever holds the token.
+type CreatedToken struct {
+	Token         string    `json:"token"`
+	ID            uuid.UUID `json:"id"`
+	Name          string    `json:"name"`
+	DisplayPrefix string    `json:"display_prefix"`
+	CreatedAt     time.Time `json:"created_at"`
+	Note          string    `json:"note"`
+}
+
+// AuditEvent is one entry of the tenant's audit trail.
+type AuditEvent struct {
+	ID         int64           `json:"id"`
+	Actor      string          `json:"actor"`
+	Action     string          `json:"action"`
+	TargetType string          `json:"target_type,omitempty"`
+	TargetID   string          `json:"target_id,omitempty"`
+	Details    json.RawMessage `json:"details"`
+	CreatedAt  time.Time       `json:"created_at"`
+}
+
+// AuditEvents is GET /api/v1/audit-events, newest first.
+type AuditEvents struct {
+	AuditEvents []AuditEvent `json:"audit_events"`
+	NextCursor  string       `json:"next_cursor,omitempty"`
+}
+
+// ConnectLink is POST /api/v1/installations/bitbucket/connect.
+type ConnectLink struct {
+	AuthorizeURL string    `json:"authorize_url"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// WorkflowStarted answers a request that started or woke a workflow.
+type WorkflowStarted struct {
+	InstallationID uuid.UUID `json:"installation_id"`
+	Status         string    `json:"status,omitempty"`
+	WorkflowID     string    `json:"workflow_id"`
+	// Backups says what happens to existing snapshots (uninstall only).
+	Backups string `json:"backups,omitempty"`
+}
+
+// Connected answers the OAuth callback (JSON clients); Reconnected says the account was
+// already connected to this tenant and its installation was reused.
+type Connected struct {
+	InstallationID uuid.UUID `json:"installation_id"`
+	Status         string    `json:"status"`
+	WorkflowID     string    `json:"workflow_id"`
+	Reconnected    bool      `json:"reconnected"`
+}
+
+// Installation is one connected provider account with its workspaces.
+type Installation struct {
+	ID              uuid.UUID        `json:"id"`
+	Provider        string           `json:"provider"`
+	AccountUUID     string           `json:"account_uuid"`
+	AccountName     string           `json:"account_name"`
+	Status          string           `json:"status"`
+	StatusMessage   string           `json:"status_message"`
+	DefaultIncluded bool             `json:"default_included"`
+	Progress        json.RawMessage  `json:"progress"`
+	CreatedAt       time.Time        `json:"created_at"`
+	UpdatedAt       time.Time        `json:"updated_at"`
+	Repositories    RepositoryCounts `json:"repositories"`
+	Account         Account          `json:"account"`
+	Workspaces      []Workspace      `json:"workspaces"`
+}
+
+// RepositoryCounts counts an installation's repositories.
+type RepositoryCounts struct {
+	Total           int64 `json:"total"`
+	Included        int64 `json:"included"`
+	DeletedUpstream int64 `json:"deleted_upstream"`
+}
+
+// Account is the provider account an installation acts as.
+type Account struct {
+	UUID string `json:"uuid"`
+	Name string `json:"name"`
+}
+
+// Workspace is one provider workspace of an installation.
+type Workspace struct {
+	ID                uuid.UUID `json:"id"`
+	UUID              string    `json:"uuid"`
+	Slug              string    `json:"slug"`
+	Name              string    `json:"name"`
+	Admin             bool      `json:"admin"`
+	Status            string    `json:"status"`
+	StatusReason      string    `json:"status_reason,omitempty"`
+	WebhookUUID       string    `json:"webhook_uuid,omitempty"`
+	WebhookRegistered bool      `json:"webhook_registered"`
+	UpdatedAt         time.Time `json:"updated_at"`
+}
+
+// Installations is GET /api/v1/installations.
+type Installations struct {
+	Installations []Installation `json:"installations"`
+}
+
+// InstallationDetail is GET /api/v1/installations/{id}; ProgressSource says whether progress
+// came from the running workflow or the database.
+type InstallationDetail struct {
+	Installation   Installation `json:"installation"`
+	ProgressSource string       `json:"progress_source"`
+}
+
+// Repository is one repository of the tenant.
+type Repository struct {
+	ID               uuid.UUID `json:"id"`
+	InstallationID   uuid.UUID `json:"installation_id"`
+	Workspace        string    `json:"workspace"`
+	UUID             string    `json:"uuid"`
+	FullName         string    `json:"full_name"`
+	MainBranch       string    `json:"main_branch"`
+	SizeBytes        int64     `json:"size_bytes"`
+	IsPrivate        bool      `json:"is_private"`
+	Included         bool      `json:"included"`
+	Status           string    `json:"status"`
+	LastBackupStatus string    `json:"last_backup_status"`
+	// LastBackupError is why the last backup failed ("" after a good one).
+	LastBackupError string     `json:"last_backup_error"`
+	LastBackupAt    *time.Time `json:"last_backup_at"`
+	LastCheckedAt   *time.Time `json:"last_checked_at"`
+	LastSnapshotID  *string    `json:"last_snapshot_id"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+}
+
+// Repositories is GET /api/v1/repositories.
+type Repositories struct {
+	Repositories []Repository `json:"repositories"`
+	NextCursor   string       `json:"next_cursor,omitempty"`
+}
+
+// RepositoryDetail wraps one repository.
+type RepositoryDetail struct {
+	Repository Repository `json:"repository"`
+}
+
+// BulkInclusion is the outcome of POST .../repositories:bulk.
+type BulkInclusion struct {
+	MatchedInclude    int   `json:"matched_include"`
+	MatchedExclude    int   `json:"matched_exclude"`
+	ChangedToIncluded int64 `json:"changed_to_included"`
+	ChangedToExcluded int64 `json:"changed_to_excluded"`
+	DefaultIncluded   *bool `json:"default_included,omitempty"`
+}
+
+// BackupQueued is POST /api/v1/repositories/{id}/backups.
+type BackupQueued struct {
+	RepositoryID uuid.UUID `json:"repository_id"`
+	WorkflowID   string    `json:"workflow_id"`
+	Status       string    `json:"status"`
+}
+
+// BackupStatus is GET /api/v1/repositories/{id}/backup-status: the running workflow's state
+// when one answers, else "idle" and the last outcome from the database.
+type BackupStatus struct {
+	RepositoryID     uuid.UUID               `json:"repository_id"`
+	LastBackupStatus string                  `json:"last_backup_status"`
+	LastBackupAt     *time.Time              `json:"last_backup_at"`
+	LastSnapshotID   *string                 `json:"last_snapshot_id"`
+	State            string                  `json:"state"`
+	Live             *workflows.BackupStatus `json:"live,omitempty"`
+}
+
+// Snapshot is one recorded snapshot of a repository.
+type Snapshot struct {
+	ID            string    `json:"id"`
+	RepositoryID  uuid.UUID `json:"repository_id"`
+	ManifestKey   string    `json:"manifest_key"`
+	Trigger       string    `json:"trigger"`
+	ParentID      *string   `json:"parent_id"`
+	Refs          int       `json:"refs"`
+	Packs         int       `json:"packs"`
+	BytesUploaded int64     `json:"bytes_uploaded"`
+	TotalBytes    int64     `json:"total_bytes"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
+	DurationMS    int64     `json:"duration_ms"`
+}
+
+// Snapshots is GET /api/v1/repositories/{id}/snapshots, newest first.
+type Snapshots struct {
+	Snapshots  []Snapshot `json:"snapshots"`
+	NextCursor string     `json:"next_cursor,omitempty"`
+}
+
+// SnapshotDetail wraps one snapshot.
+type SnapshotDetail struct {
+	Snapshot Snapshot `json:"snapshot"`
+}
+
+func tenantView(t store.Tenant) Tenant {
+	return Tenant{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt}
+}
+
+func installationView(inst store.Installation, wss []store.Workspace) Installation {
+	out := Installation{
+		ID: inst.ID, Provider: inst.Provider, AccountUUID: inst.AccountUUID, AccountName: inst.AccountName,
+		Status: inst.Status, StatusMessage: inst.StatusMessage, DefaultIncluded: inst.DefaultIncluded,
+		Progress: inst.Progress, CreatedAt: inst.CreatedAt, UpdatedAt: inst.UpdatedAt,
+		Repositories: RepositoryCounts{Total: inst.Repositories.Total, Included: inst.Repositories.Included, DeletedUpstream: inst.Repositories.Deleted},
+		Account:      Account{UUID: inst.AccountUUID, Name: inst.AccountName},
+		Workspaces:   make([]Workspace, 0, len(wss)),
+	}
+	for _, w := range wss {
+		out.Workspaces = append(out.Workspaces, Workspace{
+			ID: w.ID, UUID: w.ProviderUUID, Slug: w.Slug, Name: w.Name, Admin: w.IsAdmin, Status: w.Status,
+			StatusReason: w.StatusReason, WebhookUUID: w.WebhookUUID, WebhookRegistered: w.WebhookRegistered, UpdatedAt: w.UpdatedAt,
+		})
+	}
+	return out
+}
+
+func repositoryView(r store.Repository) Repository {
+	return Repository{
+		ID: r.ID, InstallationID: r.InstallationID, Workspace: r.Workspace, UUID: r.ProviderUUID, FullName: r.FullName,
+		MainBranch: r.MainBranch, SizeBytes: r.SizeBytes, IsPrivate: r.IsPrivate, Included: r.Included, Status: r.Status,
+		LastBackupStatus: r.LastBackupStatus, LastBackupError: r.LastBackupError, LastBackupAt: r.LastBackupAt, LastCheckedAt: r.LastCheckedAt,
+		LastSnapshotID: r.LastSnapshotID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+	}
+}
+
+func snapshotView(s store.Snapshot) Snapshot {
+	return Snapshot{
+		ID: s.ID, RepositoryID: s.RepositoryID, ManifestKey: s.ManifestKey, Trigger: string(s.Trigger), ParentID: s.ParentID,
+		Refs: s.RefsCount, Packs: s.PacksCount, BytesUploaded: s.BytesUploaded, TotalBytes: s.TotalBytes,
+		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS,
+	}
+}
+
+func auditEventView(e store.AuditEvent) AuditEvent {
+	return AuditEvent{ID: e.ID, Actor: e.Actor, Action: e.Action, TargetType: e.TargetType, TargetID: e.TargetID, Details: e.Details, CreatedAt: e.CreatedAt}
+}
+
+// views maps store rows to response items; the result is never nil, so lists encode as [].
+func views[S, V any](rows []S, view func(S) V) []V {
+	out := make([]V, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, view(r))
+	}
+	return out
+}

@@ -1,0 +1,124 @@
+package api_test
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
+
+	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/testenv"
+)
+
+// shape renders a JSON value's structure: objects as their sorted keys with the shape of each
+// value, arrays as the shape of their first element, scalars as their JSON type.
+func shape(v any) string {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + ":" + shape(x[k])
+		}
+		return "{" + strings.Join(parts, ",") + "}"
+	case []any:
+		if len(x) == 0 {
+			return "[]"
+		}
+		return "[" + shape(x[0]) + "]"
+	case string:
+		return "s"
+	case float64:
+		return "n"
+	case bool:
+		return "b"
+	case nil:
+		return "null"
+	}
+	return "?"
+}
+
+// Scripts read these responses by field name: the JSON shapes are pinned, so a refactor of the
+// response types cannot rename, drop or add a field unnoticed.
+func TestResponseShapesArePinned(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tenv := testenv.Temporal(t)
+	tc, err := client.NewLazyClient(client.Options{HostPort: tenv.HostPort, Namespace: tenv.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tc.Close)
+	f.deps.Temporal, f.deps.TaskQueue = tc, tenv.TaskQueue
+	f.serve(t)
+
+	instID := f.installationA(t)
+	_, me := f.do(t, "GET", "/api/v1/me", f.tokenA, "")
+	inst, err := f.store.GetInstallation(ctx, uuid.MustParse(me["tenant"].(map[string]any)["id"].(string)), instID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsID, err := f.store.UpsertWorkspace(ctx, store.Workspace{TenantID: inst.TenantID, InstallationID: instID, ProviderUUID: "{ws-1}", Slug: "acme", Name: "Acme", IsAdmin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repoID, _, err := f.store.UpsertRepository(ctx, store.Repository{TenantID: inst.TenantID, InstallationID: instID, WorkspaceID: &wsID,
+		ProviderUUID: "{repo-1}", FullName: "acme/widgets", MainBranch: "main", SizeBytes: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	snapID := "20260101T120000.000Z-0123abcd"
+	if err := f.store.RecordSnapshot(ctx, store.Snapshot{ID: snapID, TenantID: inst.TenantID, RepositoryID: repoID, ManifestKey: "k",
+		Trigger: "manual", RefsCount: 1, PacksCount: 1, StartedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := f.do(t, "PATCH", "/api/v1/repositories/"+repoID.String(), f.tokenA, `{"included":true}`); status != 200 {
+		t.Fatalf("patch = %d %v", status, body)
+	}
+
+	const (
+		repo = "{created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
+			"last_checked_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
+		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null,refs:n,repository_id:s," +
+			"started_at:s,total_bytes:n,trigger:s}"
+		installation = "{account:{name:s,uuid:s},account_name:s,account_uuid:s,created_at:s,default_included:b,id:s,progress:{}," +
+			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},status:s,status_message:s,updated_at:s," +
+			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
+	)
+	cases := []struct{ method, path, body, want string }{
+		{"GET", "/healthz", "", "{status:s,version:s}"},
+		{"GET", "/readyz", "", "{checks:{postgres:{duration_ms:n,status:s}},status:s}"},
+		{"GET", "/api/v1/me", "", "{tenant:{created_at:s,id:s,name:s}}"},
+		{"GET", "/api/v1/installations", "", "{installations:[" + installation + "]}"},
+		{"GET", "/api/v1/installations/" + instID.String(), "", "{installation:" + installation + ",progress_source:s}"},
+		{"GET", "/api/v1/repositories?limit=1", "", "{repositories:[" + repo + "]}"},
+		{"GET", "/api/v1/repositories/" + repoID.String(), "", "{repository:" + repo + "}"},
+		{"GET", "/api/v1/repositories/" + repoID.String() + "/snapshots?limit=1", "", "{next_cursor:s,snapshots:[" + snap + "]}"},
+		{"GET", "/api/v1/snapshots/" + snapID, "", "{snapshot:" + snap + "}"},
+		{"GET", "/api/v1/repositories/" + repoID.String() + "/backup-status", "", "{last_backup_at:s,last_backup_status:s,last_snapshot_id:s,repository_id:s,state:s}"},
+		{"GET", "/api/v1/audit-events?limit=1", "", "{audit_events:[{action:s,actor:s,created_at:s,details:{full_name:s},id:n,target_id:s,target_type:s}],next_cursor:s}"},
+		{"POST", "/api/v1/installations/" + instID.String() + "/repositories:bulk", `{"include":["acme/*"],"default_included":true}`,
+			"{changed_to_excluded:n,changed_to_included:n,default_included:b,matched_exclude:n,matched_include:n}"},
+		{"POST", "/api/v1/tokens", `{"name":"ci"}`, "{created_at:s,display_prefix:s,id:s,name:s,note:s,token:s}"},
+	}
+	for _, c := range cases {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			status, raw, body := f.send(t, c.method, c.path, f.tokenA, c.body, "")
+			if status >= 300 {
+				t.Fatalf("%s %s = %d %s", c.method, c.path, status, raw)
+			}
+			if got := shape(body); got != c.want {
+				t.Fatalf("%s %s shape changed:\n got %s\nwant %s\nbody %s", c.method, c.path, got, c.want, raw)
+			}
+		})
+	}
+}

@@ -1,0 +1,96 @@
+// Package domain is GitSec's shared vocabulary: the statuses, trigger kinds and error type names
+// that the store, the workflows, the archive, the activities and the API all speak. The values
+// are stored in Postgres, written into manifests and carried in Temporal payloads, so they never
+// change once released. The package imports nothing, so workflow code may use it.
+package domain
+
+// Installation statuses (installations.status). See docs/operations.md for the life cycle.
+const (
+	InstallationPending       = "pending"
+	InstallationOnboarding    = "onboarding"
+	InstallationActive        = "active"
+	InstallationActivePartial = "active_partial"
+	InstallationNoWorkspace   = "no_workspace"
+	InstallationNeedsReauth   = "needs_reauth"
+	InstallationRemoving      = "removing"
+	InstallationRemoved       = "removed"
+	InstallationFailed        = "failed"
+)
+
+// Workspace statuses (workspaces.status): the outcome of webhook registration.
+const (
+	WorkspaceWebhookRegistered = "webhook_registered"
+	WorkspaceNoAdmin           = "no_admin"
+	WorkspaceWebhookFailed     = "webhook_failed"
+	WorkspaceGone              = "gone"
+)
+
+// Repository statuses (repositories.status).
+const (
+	RepositoryActive          = "active"
+	RepositoryDeletedUpstream = "deleted_upstream"
+)
+
+// Backup states of a repository (repositories.last_backup_status).
+const (
+	BackupNever     = "never"
+	BackupPending   = "pending_backup"
+	BackupSucceeded = "succeeded"
+	BackupUnchanged = "unchanged"
+	BackupFailed    = "failed"
+)
+
+// TriggerKind says why a backup ran: the manifest's trigger.kind, the snapshot row's trigger and
+// the backup request's reason.
+type TriggerKind string
+
+// The trigger kinds of manifest format version 1.
+const (
+	TriggerInitial      TriggerKind = "initial"
+	TriggerSchedule     TriggerKind = "schedule"
+	TriggerWebhook      TriggerKind = "webhook"
+	TriggerManual       TriggerKind = "manual"
+	TriggerRestoreDrill TriggerKind = "restore-drill"
+)
+
+// Valid reports whether k is one of the known kinds.
+func (k TriggerKind) Valid() bool {
+	switch k {
+	case TriggerInitial, TriggerSchedule, TriggerWebhook, TriggerManual, TriggerRestoreDrill:
+		return true
+	}
+	return false
+}
+
+// Stable error type names of the non-retryable failures activities and workflows raise
+// (temporal.NewNonRetryableApplicationError); workflows branch on them.
+const (
+	ErrTypeCredentialsRevoked   = "CredentialsRevoked"
+	ErrTypeForbidden            = "Forbidden"
+	ErrTypeNotFound             = "NotFound"
+	ErrTypeEndpointGone         = "EndpointGone"
+	ErrTypeInstallationNotFound = "InstallationNotFound"
+	// ErrTypeInstallationRemoved: the installation was uninstalled (possibly by another worker)
+	// while the activity ran; nothing more is done for it.
+	ErrTypeInstallationRemoved = "InstallationRemoved"
+	// ErrTypeAlreadyConnected: another live installation of the tenant is the same account.
+	ErrTypeAlreadyConnected = "AlreadyConnected"
+	// ErrTypeSnapshotConflict: a staged snapshot no longer follows the latest one (committing
+	// it would fork the history); the next run stages afresh.
+	ErrTypeSnapshotConflict = "SnapshotConflict"
+	// ErrTypeSnapshotMissing: a snapshot to commit is neither staged nor committed.
+	ErrTypeSnapshotMissing = "SnapshotMissing"
+	// ErrTypeBackupTargetMismatch: a BackupRepository execution refused a request meant for
+	// another repository row (a workflow ID was derived wrongly somewhere).
+	ErrTypeBackupTargetMismatch = "BackupTargetMismatch"
+	// ErrTypeMirrorTooLarge: the repository alone needs more than GITSEC_MIRROR_MAX_BYTES;
+	// retrying cannot help until an operator raises the limit.
+	ErrTypeMirrorTooLarge = "MirrorTooLarge"
+	// ErrTypeMirrorDiskBusy: the mirror disk budget is taken by mirrors in use right now; a
+	// retry later finds them released (and evictable).
+	ErrTypeMirrorDiskBusy = "MirrorDiskBusy"
+	// ErrTypeInvalidInput: an activity input that cannot be parsed (a bug upstream).
+	ErrTypeInvalidInput = "InvalidInput"
+	// ErrTypeMisconfigured: the worker lacks a setting the activity needs.
+	ErrTypeMisconfigured = "Misconfigured"
+)
