@@ -627,7 +627,7 @@ func TestRepoKeyRejectsPathTricks(t *testing.T) {
 func TestManifestWithBadRefNameIsRejected(t *testing.T) {
 	f := newFixture(t)
 	f.src.Commit("main", "a", "a\n")
-	m := f.backup(archive.TriggerInitial).Manifest
+	m := f.backup(domain.TriggerInitial).Manifest
 	path := filepath.Join(f.storageDir, filepath.FromSlash(f.repo.ManifestKey(m.ID)))
 	original, err := os.ReadFile(path)
 	if err != nil {
