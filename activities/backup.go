@@ -379,9 +379,8 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 			// Only a 401 that survived a forced refresh gets here: the credential itself is dead,
 			// for every repository. A 403 (ErrTypeForbidden) is this repository's alone and is
 			// recorded on it below, while the installation's other repositories go on.
-			err := a.Store.SetInstallationStatus(ctx, tenantID, instID, domain.InstallationNeedsReauth,
-				"Bitbucket rejected GitSec's credentials during a backup, even after a token refresh; reconnect the account")
-			if err != nil && !errors.Is(err, store.ErrInstallationRemoved) {
+			if err := a.Store.MarkInstallationNeedsReauth(ctx, tenantID, instID,
+				"Bitbucket rejected GitSec's credentials during a backup, even after a token refresh; reconnect the account"); err != nil {
 				return classify("mark installation needs_reauth", err)
 			}
 		}

@@ -212,6 +212,20 @@ func (s *Store) SetInstallationStatus(ctx context.Context, tenantID, id uuid.UUI
 		tenantID, id, status, message)
 }
 
+// MarkInstallationNeedsReauth records that the installation's credentials were revoked, unless
+// it already waits for a reconnect (the first reason found is kept: several backups of one
+// installation fail together) or is being removed.
+func (s *Store) MarkInstallationNeedsReauth(ctx context.Context, tenantID, id uuid.UUID, message string) error {
+	_, err := s.pool.Exec(ctx,
+		`UPDATE installations SET status = 'needs_reauth', status_message = $3, updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('needs_reauth', 'removing', 'removed')`,
+		tenantID, id, message)
+	if err != nil {
+		return fmt.Errorf("mark installation %s needs_reauth: %w", id, err)
+	}
+	return nil
+}
+
 // SetInstallationProgress stores the onboarding progress document for the API.
 func (s *Store) SetInstallationProgress(ctx context.Context, tenantID, id uuid.UUID, progress json.RawMessage) error {
 	return s.execOne(ctx, "set installation progress",

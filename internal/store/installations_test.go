@@ -26,6 +26,15 @@ func TestRemovedInstallationRefusesCredentialsAndStatusWrites(t *testing.T) {
 	if err := st.UpdateInstallationCredentials(ctx, ten.ID, id, []byte("sealed-2")); err != nil {
 		t.Fatalf("refresh of an active installation: %v", err)
 	}
+	// Revoked: the first reason is kept when more backups fail the same way.
+	for _, msg := range []string{"first", "second"} {
+		if err := st.MarkInstallationNeedsReauth(ctx, ten.ID, id, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if inst, err := st.GetInstallation(ctx, ten.ID, id); err != nil || inst.Status != domain.InstallationNeedsReauth || inst.StatusMessage != "first" {
+		t.Fatalf("after two revocations: %+v, %v", inst, err)
+	}
 	if err := st.SetInstallationStatus(ctx, ten.ID, id, domain.InstallationRemoving, "removing webhooks"); err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +59,9 @@ func TestRemovedInstallationRefusesCredentialsAndStatusWrites(t *testing.T) {
 		if err := st.SetInstallationStatus(ctx, ten.ID, id, status, "late"); !errors.Is(err, store.ErrInstallationRemoved) {
 			t.Fatalf("removed -> %s: %v, want ErrInstallationRemoved", status, err)
 		}
+	}
+	if err := st.MarkInstallationNeedsReauth(ctx, ten.ID, id, "late backup"); err != nil {
+		t.Fatal(err)
 	}
 	if err := st.SetInstallationStatus(ctx, ten.ID, id, domain.InstallationRemoved, "uninstalled again"); err != nil {
 		t.Fatalf("removed -> removed (a repeated uninstall): %v", err)
