@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gitsec/gitsec/internal/domain"
@@ -37,6 +38,9 @@ func newBackupEnv(t *testing.T, m *backupMocks) *testsuite.TestWorkflowEnvironme
 func newBackupEnvWithStage(t *testing.T, m *backupMocks, stage func(context.Context, RunBackupInput) (RunBackupResult, error)) *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
+	// The SDK's 1 s deadlock detector measures wall-clock time; under -race on a loaded 2-core
+	// machine a workflow task can take longer without any deadlock.
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: 30 * time.Second})
 	env.RegisterWorkflowWithOptions(BackupRepository, workflow.RegisterOptions{Name: BackupRepositoryWorkflowName})
 	env.RegisterActivityWithOptions(func(context.Context, PickHostInput) (string, error) { return "host-a", nil },
 		activity.RegisterOptions{Name: PickBackupHostActivity})
