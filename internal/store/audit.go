@@ -11,14 +11,14 @@ import (
 
 // AuditEvent records one change made by a user or by GitSec itself.
 type AuditEvent struct {
-	ID         int64           `json:"id"`
-	TenantID   uuid.UUID       `json:"-"`
-	Actor      string          `json:"actor"`
-	Action     string          `json:"action"`
-	TargetType string          `json:"target_type,omitempty"`
-	TargetID   string          `json:"target_id,omitempty"`
-	Details    json.RawMessage `json:"details"`
-	CreatedAt  time.Time       `json:"created_at"`
+	ID         int64
+	TenantID   uuid.UUID
+	Actor      string
+	Action     string
+	TargetType string
+	TargetID   string
+	Details    json.RawMessage
+	CreatedAt  time.Time
 }
 
 // RecordAudit appends an audit event for the tenant. Details must never hold secrets.

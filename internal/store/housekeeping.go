@@ -8,9 +8,9 @@ import (
 
 // PurgeResult counts what one housekeeping pass removed.
 type PurgeResult struct {
-	OAuthStates       int64 `json:"oauth_states"`
-	WebhookDeliveries int64 `json:"webhook_deliveries"`
-	TenantsAudited    int64 `json:"tenants_audited"`
+	OAuthStates       int64
+	WebhookDeliveries int64
+	TenantsAudited    int64
 }
 
 // PurgeExpired deletes OAuth states that expired or were used before now, and webhook delivery

@@ -16,25 +16,25 @@ import (
 
 // Installation is one connected provider account.
 type Installation struct {
-	ID              uuid.UUID       `json:"id"`
-	TenantID        uuid.UUID       `json:"-"`
-	Provider        string          `json:"provider"`
-	AccountUUID     string          `json:"account_uuid"`
-	AccountName     string          `json:"account_name"`
-	Status          string          `json:"status"`
-	StatusMessage   string          `json:"status_message"`
-	DefaultIncluded bool            `json:"default_included"`
-	Progress        json.RawMessage `json:"progress"`
-	CreatedAt       time.Time       `json:"created_at"`
-	UpdatedAt       time.Time       `json:"updated_at"`
-	Repositories    RepositoryCount `json:"repositories"`
+	ID              uuid.UUID
+	TenantID        uuid.UUID
+	Provider        string
+	AccountUUID     string
+	AccountName     string
+	Status          string
+	StatusMessage   string
+	DefaultIncluded bool
+	Progress        json.RawMessage
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	Repositories    RepositoryCount
 }
 
 // RepositoryCount summarises an installation's repositories.
 type RepositoryCount struct {
-	Total    int64 `json:"total"`
-	Included int64 `json:"included"`
-	Deleted  int64 `json:"deleted_upstream"`
+	Total    int64
+	Included int64
+	Deleted  int64
 }
 
 // CreateInstallationWithCredentials inserts a pending installation holding encrypted tokens.
@@ -296,18 +296,18 @@ func (s *Store) ListInstallations(ctx context.Context, tenantID uuid.UUID) ([]In
 
 // Workspace is a provider workspace seen through one installation.
 type Workspace struct {
-	ID                uuid.UUID `json:"id"`
-	TenantID          uuid.UUID `json:"-"`
-	InstallationID    uuid.UUID `json:"-"`
-	ProviderUUID      string    `json:"uuid"`
-	Slug              string    `json:"slug"`
-	Name              string    `json:"name"`
-	IsAdmin           bool      `json:"admin"`
-	Status            string    `json:"status"`
-	StatusReason      string    `json:"status_reason,omitempty"`
-	WebhookUUID       string    `json:"webhook_uuid,omitempty"`
-	WebhookRegistered bool      `json:"webhook_registered"`
-	UpdatedAt         time.Time `json:"updated_at"`
+	ID                uuid.UUID
+	TenantID          uuid.UUID
+	InstallationID    uuid.UUID
+	ProviderUUID      string
+	Slug              string
+	Name              string
+	IsAdmin           bool
+	Status            string
+	StatusReason      string
+	WebhookUUID       string
+	WebhookRegistered bool
+	UpdatedAt         time.Time
 }
 
 // UpsertWorkspace records a workspace by provider UUID (slugs can change) and returns its ID.

@@ -14,30 +14,30 @@ import (
 
 // Repository is one upstream repository known through an installation.
 type Repository struct {
-	ID               uuid.UUID  `json:"id"`
-	TenantID         uuid.UUID  `json:"-"`
-	InstallationID   uuid.UUID  `json:"installation_id"`
-	WorkspaceID      *uuid.UUID `json:"-"`
-	Workspace        string     `json:"workspace"`
-	ProviderUUID     string     `json:"uuid"`
-	FullName         string     `json:"full_name"`
-	MainBranch       string     `json:"main_branch"`
-	SizeBytes        int64      `json:"size_bytes"`
-	IsPrivate        bool       `json:"is_private"`
-	Included         bool       `json:"included"`
-	Status           string     `json:"status"`
-	LastBackupStatus string     `json:"last_backup_status"`
+	ID               uuid.UUID
+	TenantID         uuid.UUID
+	InstallationID   uuid.UUID
+	WorkspaceID      *uuid.UUID
+	Workspace        string
+	ProviderUUID     string
+	FullName         string
+	MainBranch       string
+	SizeBytes        int64
+	IsPrivate        bool
+	Included         bool
+	Status           string
+	LastBackupStatus string
 	// LastBackupError is why the last backup failed ("" after a good one).
-	LastBackupError string     `json:"last_backup_error"`
-	LastBackupAt    *time.Time `json:"last_backup_at"`
-	LastCheckedAt   *time.Time `json:"last_checked_at"`
-	MirrorHost      string     `json:"-"`
+	LastBackupError string
+	LastBackupAt    *time.Time
+	LastCheckedAt   *time.Time
+	MirrorHost      string
 	// InstallationStatus is the status of the installation the repository belongs to: backups
 	// and backup requests stop once it is removed (see BackupsStopped).
-	InstallationStatus string    `json:"-"`
-	LastSnapshotID     *string   `json:"last_snapshot_id"`
-	CreatedAt          time.Time `json:"created_at"`
-	UpdatedAt          time.Time `json:"updated_at"`
+	InstallationStatus string
+	LastSnapshotID     *string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
 }
 
 // UpsertRepository records a repository by provider UUID: a rename keeps its row, its inclusion

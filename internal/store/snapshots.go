@@ -14,19 +14,19 @@ import (
 
 // Snapshot is the dashboard's row for one manifest in object storage.
 type Snapshot struct {
-	ID            string             `json:"id"`
-	TenantID      uuid.UUID          `json:"-"`
-	RepositoryID  uuid.UUID          `json:"repository_id"`
-	ManifestKey   string             `json:"manifest_key"`
-	Trigger       domain.TriggerKind `json:"trigger"`
-	ParentID      *string            `json:"parent_id"`
-	RefsCount     int                `json:"refs"`
-	PacksCount    int                `json:"packs"`
-	BytesUploaded int64              `json:"bytes_uploaded"`
-	TotalBytes    int64              `json:"total_bytes"`
-	StartedAt     time.Time          `json:"started_at"`
-	FinishedAt    time.Time          `json:"finished_at"`
-	DurationMS    int64              `json:"duration_ms"`
+	ID            string
+	TenantID      uuid.UUID
+	RepositoryID  uuid.UUID
+	ManifestKey   string
+	Trigger       domain.TriggerKind
+	ParentID      *string
+	RefsCount     int
+	PacksCount    int
+	BytesUploaded int64
+	TotalBytes    int64
+	StartedAt     time.Time
+	FinishedAt    time.Time
+	DurationMS    int64
 }
 
 // RecordSnapshot stores a snapshot row and marks the repository backed up, in one

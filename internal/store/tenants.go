@@ -14,9 +14,9 @@ import (
 
 // Tenant is one customer account; API tokens, installations and backups belong to it.
 type Tenant struct {
-	ID        uuid.UUID `json:"id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
+	ID        uuid.UUID
+	Name      string
+	CreatedAt time.Time
 }
 
 // CreateTenant inserts a tenant; ErrConflict when the name is taken.
