@@ -36,16 +36,24 @@ func storedObjects(t *testing.T, dir string) map[string]int64 {
 	return files
 }
 
+// sqlConn is a direct connection to the test database, for what the store deliberately cannot
+// do (lose rows, read raw columns); it is closed when the test ends.
+func (e *backupEnv) sqlConn() *pgx.Conn {
+	e.t.Helper()
+	conn, err := pgx.Connect(context.Background(), e.dbURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 // loseSnapshotRows deletes the repository's snapshot rows and its last_snapshot_id, as when the
 // record step failed for good after the manifest was committed.
 func (e *backupEnv) loseSnapshotRows(slug string) {
 	e.t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := e.sqlConn()
 	id := e.repos[slug].ID
 	if _, err := conn.Exec(ctx, `DELETE FROM snapshots WHERE repository_id = $1`, id); err != nil {
 		e.t.Fatal(err)

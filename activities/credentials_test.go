@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.temporal.io/sdk/client"
 
 	"github.com/gitsec/gitsec/activities"
@@ -192,14 +191,8 @@ func (e *backupEnv) secondWorker() *activities.Backups {
 // assertCredentialsDropped checks in Postgres itself that the installation holds no tokens.
 func (e *backupEnv) assertCredentialsDropped(when string) {
 	e.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var dropped bool
-	if err := conn.QueryRow(ctx, `SELECT credentials_encrypted IS NULL FROM installations WHERE id = $1`, e.instID).Scan(&dropped); err != nil {
+	if err := e.sqlConn().QueryRow(context.Background(), `SELECT credentials_encrypted IS NULL FROM installations WHERE id = $1`, e.instID).Scan(&dropped); err != nil {
 		e.t.Fatal(err)
 	}
 	if !dropped {
