@@ -16,6 +16,7 @@ import (
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/webhooks"
 	"github.com/gitsec/gitsec/internal/workflowstarts"
 )
 
@@ -45,6 +46,9 @@ type Deps struct {
 	OAuthHTTPClient *http.Client
 	// Backups configures the backup workflows the API wakes.
 	Backups backupqueue.Settings
+	// Webhooks acts on stored webhook deliveries; nil leaves every row to another process's
+	// re-driver.
+	Webhooks *webhooks.Dispatcher
 	// OAuthStateTTL bounds how long a connect link stays valid (default 15 minutes).
 	OAuthStateTTL time.Duration
 }
@@ -84,6 +88,9 @@ func NewHandler(d Deps) http.Handler {
 	v1.POST("/tokens", h.handle(h.createToken))
 	v1.GET("/tokens", h.handle(h.listTokens))
 	v1.DELETE("/tokens/:id", h.handle(h.revokeToken))
+
+	// Deliveries carry no bearer token: the hook's secret authenticates them.
+	r.POST("/webhooks/bitbucket/:installationID", h.receiveBitbucketWebhook)
 
 	r.GET("/oauth/bitbucket/callback", h.handleWith(callbackError, h.bitbucketCallback))
 	v1.POST("/installations/bitbucket/connect", h.handle(h.connectBitbucket))
