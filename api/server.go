@@ -99,6 +99,7 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/installations/:id", h.handle(h.getInstallation))
 	v1.DELETE("/installations/:id", h.handle(h.deleteInstallation))
 	v1.POST("/installations/:id/sync", h.handle(h.syncInstallation))
+	v1.GET("/installations/:id/webhook-deliveries", h.handle(h.listWebhookDeliveries))
 	v1.POST(`/installations/:id/repositories\:bulk`, h.handle(h.bulkSetIncluded))
 	v1.GET("/repositories", h.handle(h.listRepositories))
 	v1.GET("/repositories/:id", h.handle(h.getRepository))
