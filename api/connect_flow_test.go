@@ -329,7 +329,13 @@ func (e *connectEnv) call(method, path, tenant, body string) (int, map[string]an
 	if tenant != "" {
 		req.Header.Set("Authorization", "Bearer "+e.tokens[tenant])
 	}
-	resp, err := e.browser.Do(req)
+	return e.roundTrip(e.browser, req)
+}
+
+// roundTrip sends req, keeps the body for the secret scan and decodes the JSON answer.
+func (e *connectEnv) roundTrip(c *http.Client, req *http.Request) (int, map[string]any) {
+	e.t.Helper()
+	resp, err := c.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -338,7 +344,7 @@ func (e *connectEnv) call(method, path, tenant, body string) (int, map[string]an
 	e.bodies.Write(raw)
 	var out map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil {
-		e.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
+		e.t.Fatalf("%s %s: not JSON: %q", req.Method, req.URL.Path, raw)
 	}
 	return resp.StatusCode, out
 }

@@ -3,9 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -254,16 +252,7 @@ func (e *connectEnv) deliver(d delivery) (int, map[string]any) {
 	case d.secret != "":
 		req.Header.Set(bitbucket.HeaderSignature, bitbucket.Sign([]byte(d.secret), d.body))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	e.bodies.Write(raw)
-	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
+	return e.roundTrip(http.DefaultClient, req)
 }
 
 // storedDeliveries are the tenant's delivery rows of an installation, newest first.
