@@ -264,3 +264,147 @@ func (e *connectEnv) storedDeliveries(tenant, instID string) []store.WebhookDeli
 	}
 	return rows
 }
+
+// pushBody is a minimal repo:push payload for repo (as the API lists it) moving branch to tip.
+func pushBody(repo map[string]any, branch, tip string) []byte {
+	ws, _, _ := strings.Cut(repo["full_name"].(string), "/")
+	return []byte(fmt.Sprintf(`{"actor":{"type":"user","display_name":"Dev"},`+
+		`"repository":{"type":"repository","uuid":%q,"full_name":%q,"name":%q,"workspace":{"slug":%q},"parent":null},`+
+		`"push":{"changes":[{"old":null,"new":{"type":"branch","name":%q,"target":{"type":"commit","hash":%q}},`+
+		`"created":true,"closed":false,"forced":false,"truncated":false,"commits":[]}]}}`,
+		repo["uuid"], repo["full_name"], repo["full_name"], ws, branch, tip))
+}
+
+// TestWebhookReceiverRefusesBadDeliveries sends what a forger, a misconfigured proxy or a
+// confused Bitbucket might: each gets a clear 4xx, nothing of it is stored or acted on, and the
+// installation's webhook health counts the refusals by reason.
+func TestWebhookReceiverRefusesBadDeliveries(t *testing.T) {
+	e := newConnectEnv(t)
+	instA, res := e.connect("acme-corp", "alice")
+	if res.Status != "active" {
+		t.Fatalf("onboarding of acme-corp = %+v", res)
+	}
+	// Another tenant connects the same account: its hook on the same workspace has its own secret.
+	instB, res := e.connect("other-corp", "alice")
+	if res.Status != "active" {
+		t.Fatalf("onboarding of other-corp = %+v", res)
+	}
+	hookA, secretA := e.hook("acme-corp", instA, "acme")
+	hookB, secretB := e.hook("other-corp", instB, "acme")
+	if secretA == secretB || hookA == hookB {
+		t.Fatalf("the two installations share a hook or a secret")
+	}
+	repo := e.repository("acme-corp", instA, "acme/api")
+	body := pushBody(repo, "main", strings.Repeat("ab", 20))
+	good := delivery{instID: instA, event: "repo:push", hookUUID: hookA, secret: secretA, body: body}
+	const marker = "BODY-MARKER-7f3a"
+
+	cases := []struct {
+		name   string
+		d      delivery
+		status int
+		code   string
+	}{
+		{"wrong signature", with(good, func(d *delivery) { d.secret = "not-the-secret" }), 401, "invalid_signature"},
+		{"no signature", with(good, func(d *delivery) { d.secret = "" }), 401, "invalid_signature"},
+		{"malformed signature header", with(good, func(d *delivery) { d.signature = "sha1=abc" }), 401, "invalid_signature"},
+		{"unknown installation", with(good, func(d *delivery) { d.instID = uuid.NewString() }), 404, "not_found"},
+		{"installation ID that is no UUID", with(good, func(d *delivery) { d.instID = "not-an-id" }), 404, "not_found"},
+		{"A's delivery at B's URL", with(good, func(d *delivery) { d.instID = instB }), 401, "invalid_signature"},
+		{"A's secret with B's hook at B's URL", with(good, func(d *delivery) { d.instID, d.hookUUID = instB, hookB }), 401, "invalid_signature"},
+		{"unknown hook UUID", with(good, func(d *delivery) { d.hookUUID = uuid.NewString() }), 401, "invalid_signature"},
+		{"body not JSON", with(good, func(d *delivery) { d.body = []byte("not json " + marker) }), 400, "malformed_payload"},
+		{"JSON of the wrong shape", with(good, func(d *delivery) { d.body = []byte(`{"push":{"changes":[]},"note":"` + marker + `"}`) }), 400, "malformed_payload"},
+		{"push without changes", with(good, func(d *delivery) {
+			d.body = []byte(`{"repository":{"uuid":"{1}","full_name":"acme/api"},"note":"` + marker + `"}`)
+		}), 400, "malformed_payload"},
+		{"no request UUID", with(good, func(d *delivery) { d.requestUUID = "-" }), 400, "invalid_header"},
+		{"10 MB body", with(good, func(d *delivery) { d.body = bytes.Repeat([]byte("x"), 10<<20) }), 413, "body_too_large"},
+	}
+	for _, c := range cases {
+		if c.d.requestUUID == "" {
+			c.d.requestUUID = uuid.NewString()
+		} else if c.d.requestUUID == "-" {
+			c.d.requestUUID = ""
+		}
+		status, out := e.deliver(c.d)
+		if status != c.status || errorCode(t, out) != c.code {
+			t.Errorf("%s: %d %v, want %d %s", c.name, status, out, c.status, c.code)
+		}
+	}
+	if n := len(e.storedDeliveries("acme-corp", instA)) + len(e.storedDeliveries("other-corp", instB)); n != 0 {
+		t.Fatalf("refused deliveries stored %d rows", n)
+	}
+	if strings.Contains(e.logs.String(), marker) {
+		t.Fatalf("a refused delivery's body reached the log")
+	}
+
+	// The same delivery twice (Bitbucket redelivers after a timeout): acknowledged, done once.
+	good.requestUUID = uuid.NewString()
+	if status, out := e.deliver(good); status != 202 || out["status"] != "accepted" {
+		t.Fatalf("good delivery = %d %v", status, out)
+	}
+	again := good
+	again.attempt = 2
+	if status, out := e.deliver(again); status != 200 || out["status"] != "duplicate" {
+		t.Fatalf("redelivery = %d %v", status, out)
+	}
+	rows := e.storedDeliveries("acme-corp", instA)
+	if len(rows) != 1 || rows[0].Attempt != 1 || rows[0].RepositoryUUID != repo["uuid"] {
+		t.Fatalf("stored deliveries = %+v", rows)
+	}
+	e.waitFor("the delivery to be processed", time.Minute, func() bool {
+		rows = e.storedDeliveries("acme-corp", instA)
+		return rows[0].ProcessedAt != nil
+	})
+	if rows[0].Result != "backup_requested" {
+		t.Fatalf("processed delivery = %+v", rows[0])
+	}
+
+	// An event GitSec does not act on is recorded and acknowledged.
+	unknown := with(good, func(d *delivery) { d.event, d.requestUUID = "repo:something_new", uuid.NewString() })
+	if status, out := e.deliver(unknown); status != 202 {
+		t.Fatalf("unknown event = %d %v", status, out)
+	}
+	e.waitFor("the unknown event to be recorded", time.Minute, func() bool {
+		for _, r := range e.storedDeliveries("acme-corp", instA) {
+			if r.EventKey == "repo:something_new" && r.ProcessedAt != nil {
+				return r.Result == "recorded"
+			}
+		}
+		return false
+	})
+
+	// Webhook health counts what was refused, by reason, per installation.
+	_, out := e.call("GET", "/api/v1/installations/"+instA, "acme-corp", "")
+	health := out["installation"].(map[string]any)["webhooks"].(map[string]any)
+	rejected := health["rejected_24h"].(map[string]any)
+	if rejected["rejected_signature"] != float64(4) || rejected["malformed"] != float64(4) || rejected["too_large"] != float64(1) {
+		t.Fatalf("acme-corp's rejections = %v", rejected)
+	}
+	if health["deliveries_24h"] != float64(2) {
+		t.Fatalf("acme-corp's deliveries = %v", health)
+	}
+	_, out = e.call("GET", "/api/v1/installations/"+instB, "other-corp", "")
+	if got := out["installation"].(map[string]any)["webhooks"].(map[string]any)["rejected_24h"].(map[string]any); got["rejected_signature"] != float64(2) {
+		t.Fatalf("other-corp's rejections = %v", got)
+	}
+	// Another tenant cannot read the installation's deliveries.
+	if status, _ := e.call("GET", "/api/v1/installations/"+instA+"/webhook-deliveries", "other-corp", ""); status != 404 {
+		t.Fatalf("other tenant reading deliveries = %d", status)
+	}
+
+	// A removed installation answers like an unknown one, even to a correctly signed delivery.
+	if err := e.store.SetInstallationStatus(context.Background(), e.tenantID("acme-corp"), uuid.MustParse(instA), "removed", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if status, out := e.deliver(with(good, func(d *delivery) { d.requestUUID = uuid.NewString() })); status != 404 || errorCode(t, out) != "not_found" {
+		t.Fatalf("delivery to a removed installation = %d %v", status, out)
+	}
+}
+
+// with is a copy of d changed by change.
+func with(d delivery, change func(*delivery)) delivery {
+	change(&d)
+	return d
+}
