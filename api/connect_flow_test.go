@@ -82,6 +82,9 @@ type connectOptions struct {
 	// partitionAPI routes the API's own Postgres and Temporal connections (the receiver and the
 	// webhook dispatcher) through proxies the test can cut, while the worker keeps the servers.
 	partitionAPI bool
+	// coalescing replaces the backup workflows' quick test settings (100 ms quiet period, 1 s
+	// max wait, 1 s idle timeout) for the tests that measure coalescing.
+	coalescing *backupqueue.Settings
 }
 
 // defaultConnectSeed: alice administers acme and acme-labs, bob is a member of acme, carol has
@@ -179,7 +182,7 @@ func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
 	if opts.partitionAPI {
 		apiStore, apiTemporal = e.partitionedClients(dbURL, tenv)
 	}
-	backups := backupqueue.Settings{TaskQueue: tenv.TaskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second}
+	backups := e.backupSettings()
 	e.webhooks = &webhooks.Dispatcher{Store: apiStore, Temporal: apiTemporal, Backups: backups, Logger: e.log.With("component", "webhooks"),
 		RedriveEvery: 200 * time.Millisecond, CallTimeout: 2 * time.Second}
 	dispatchCtx, stopDispatch := context.WithCancel(context.Background())
@@ -194,6 +197,16 @@ func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
 	e.api.Start()
 	t.Cleanup(e.api.Close)
 	return e
+}
+
+// backupSettings are the backup workflows' settings of every starter (API, dispatcher, worker).
+func (e *connectEnv) backupSettings() backupqueue.Settings {
+	if e.opts.coalescing != nil {
+		s := *e.opts.coalescing
+		s.TaskQueue = e.taskQueue
+		return s
+	}
+	return backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second}
 }
 
 // partitionedClients are a store and a Temporal client that reach the test's servers through
@@ -241,7 +254,7 @@ func (e *connectEnv) startWorker() {
 		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
 		Logger: e.log,
 	}
-	queue := backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second}
+	queue := e.backupSettings()
 	acts := worker.Activities{
 		Onboarding: &activities.Onboarding{Store: e.store, Clients: clients, Box: e.box, PublicURL: e.apiURL, Logger: e.log},
 		// Onboarding starts the first backups; they run on this same worker (its task queue

@@ -3,7 +3,9 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -151,21 +153,40 @@ func (e *connectEnv) waitFor(what string, limit time.Duration, done func() bool)
 	}
 }
 
-// writeToken is an emulator access token of user that may push.
-func (e *connectEnv) writeToken(user string) string {
+// emulatorToken is an emulator access token of user with scopes.
+func (e *connectEnv) emulatorToken(user string, scopes ...string) string {
 	e.t.Helper()
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
-	e.emulatorAdmin("POST", "/_emulator/tokens", `{"user":"`+user+`","scopes":["repository:write"]}`, &tok)
+	raw, _ := json.Marshal(map[string]any{"user": user, "scopes": scopes})
+	e.emulatorAdmin("POST", "/_emulator/tokens", string(raw), &tok)
 	return tok.AccessToken
+}
+
+// emulatorREST calls the emulator's Bitbucket REST API as user (a repository admin's scopes)
+// and fails the test on an error status.
+func (e *connectEnv) emulatorREST(user, method, path, body string) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.emu.URL()+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.emulatorToken(user, "repository:admin", "repository:delete", "webhook", "account"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		raw, _ := io.ReadAll(resp.Body)
+		e.t.Fatalf("emulator %s %s = %d %s", method, path, resp.StatusCode, raw)
+	}
 }
 
 // gitPush commits a new file on branch with the git CLI and pushes it over smart HTTP, as a
 // developer would; it returns the pushed commit.
 func (e *connectEnv) gitPush(user, fullName, branch, file string) string {
 	e.t.Helper()
-	remote := "http://x-token-auth:" + e.writeToken(user) + "@" + strings.TrimPrefix(e.emu.URL(), "http://") + "/" + fullName + ".git"
+	remote := "http://x-token-auth:" + e.emulatorToken(user, "repository:write") + "@" + strings.TrimPrefix(e.emu.URL(), "http://") + "/" + fullName + ".git"
 	dir := filepath.Join(e.t.TempDir(), "clone")
 	git := func(args ...string) string {
 		e.t.Helper()
