@@ -124,7 +124,7 @@ func compileRule(r FaultRule) (*compiledRule, error) {
 		default:
 			return nil, fmt.Errorf("unknown webhook fault kind %q (want drop, latency, duplicate or reorder)", c.Kind)
 		}
-		if c.Kind == "reorder" && c.Hold <= 0 {
+		if c.Kind == "reorder" && c.Hold == 0 {
 			c.Hold = Duration(defaultReorderHold)
 		}
 	default:
