@@ -44,7 +44,7 @@ import (
 // connectEnv is the whole connect stack on real servers: Postgres, the Temporal dev server with
 // a worker on this test's task queue, the Bitbucket emulator, and the API over HTTP.
 type connectEnv struct {
-	t                *testing.T
+	t                testing.TB
 	opts             connectOptions
 	api              *httptest.Server
 	apiURL           string
@@ -110,7 +110,7 @@ func newConnectEnv(t *testing.T) *connectEnv {
 	return newConnectEnvWith(t, connectOptions{})
 }
 
-func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
+func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &connectEnv{t: t, opts: opts, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}}

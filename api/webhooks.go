@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -154,10 +155,16 @@ func attemptNumber(header string) int {
 	return max(n, 1)
 }
 
+// gzipWriters are reused: a fresh writer allocates its compression window, which under a
+// burst of deliveries costs more than the compression.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+
 // gzipBytes keeps the raw body small in the outbox (payloads are repetitive JSON).
 func gzipBytes(b []byte) []byte {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
 	_, _ = zw.Write(b)
 	_ = zw.Close()
 	return buf.Bytes()
