@@ -392,15 +392,27 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 	case r.Skipped != "":
 		return nil
 	}
+	var pushedAt *time.Time
+	if len(in.PushTimes) > 0 {
+		pushedAt = &in.PushTimes[0]
+	}
 	if r.SnapshotID != "" {
-		if err := a.recordSnapshots(ctx, tenantID, repoID, r); err != nil {
+		if err := a.recordSnapshots(ctx, tenantID, repoID, r, pushedAt); err != nil {
 			return err
 		}
 	}
-	if r.Changed {
-		return nil
+	if !r.Changed {
+		if err := a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupUnchanged, r.FinishedAt); err != nil {
+			return classify("record backup check", err)
+		}
 	}
-	return classify("record backup check", a.Store.RecordBackupCheck(ctx, tenantID, repoID, domain.BackupUnchanged, r.FinishedAt))
+	// The run's ls-remote saw every push received before it started.
+	if !r.StartedAt.IsZero() {
+		if err := a.Store.RecordBackedUpThrough(ctx, tenantID, repoID, r.StartedAt); err != nil {
+			return classify("record backed-up-through", err)
+		}
+	}
+	return nil
 }
 
 // maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.
@@ -411,7 +423,7 @@ const maxSnapshotsReconciled = 50
 // that are missing. Storage is the truth and the rows follow it: a manifest whose row was lost
 // (the record failed past its retries, or an attempt committed and died before returning) is
 // recorded by the next run, with its own ID, even when upstream has not changed since.
-func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult) error {
+func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUID, r workflows.RunBackupResult, pushedAt *time.Time) error {
 	repo, err := a.Store.GetRepository(ctx, tenantID, repoID)
 	if err != nil {
 		return classify("load repository", err)
@@ -458,6 +470,7 @@ func (a *Backups) recordSnapshots(ctx context.Context, tenantID, repoID uuid.UUI
 	if len(rows) > 0 && r.Changed && rows[0].ID == r.SnapshotID {
 		// The run's own figures are better than what the manifest tells.
 		rows[0].BytesUploaded, rows[0].StartedAt, rows[0].FinishedAt = r.BytesUploaded, r.StartedAt, r.FinishedAt
+		rows[0].PushedAt = pushedAt
 	}
 	for i := len(rows) - 1; i >= 0; i-- {
 		if err := a.Store.RecordSnapshot(ctx, rows[i]); err != nil {

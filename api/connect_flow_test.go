@@ -36,6 +36,7 @@ import (
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/testenv"
+	"github.com/gitsec/gitsec/internal/webhooks"
 	"github.com/gitsec/gitsec/worker"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -60,6 +61,10 @@ type connectEnv struct {
 	taskQueue        string
 	backupDir        string // object storage and mirrors of the backups onboarding starts
 	lastInstallation string
+	// webhooks is the API process's dispatcher (its re-driver runs every 200 ms here).
+	webhooks *webhooks.Dispatcher
+	// apiPostgres and apiTemporal are the proxies of partitionAPI (nil otherwise).
+	apiPostgres, apiTemporal *testenv.Proxy
 	// browser is the client that asks for connect links and follows their callbacks: its cookie
 	// jar carries the binding from POST .../connect to the callback, as a browser's would.
 	browser *http.Client
@@ -74,6 +79,12 @@ type connectOptions struct {
 	// provider calls in production) so that a test can watch Temporal's retry happen. The
 	// attempt limits and non-retryable error types stay those of the workflow's presets.
 	retryInterval time.Duration
+	// partitionAPI routes the API's own Postgres and Temporal connections (the receiver and the
+	// webhook dispatcher) through proxies the test can cut, while the worker keeps the servers.
+	partitionAPI bool
+	// coalescing replaces the backup workflows' quick test settings (100 ms quiet period, 1 s
+	// max wait, 1 s idle timeout) for the tests that measure coalescing.
+	coalescing *backupqueue.Settings
 }
 
 // defaultConnectSeed: alice administers acme and acme-labs, bob is a member of acme, carol has
@@ -108,7 +119,8 @@ func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	var err error
-	if e.store, err = store.Open(ctx, testenv.Postgres(t)); err != nil {
+	dbURL := testenv.Postgres(t)
+	if e.store, err = store.Open(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.store.Close)
@@ -166,14 +178,59 @@ func newConnectEnvWith(t *testing.T, opts connectOptions) *connectEnv {
 		}
 	})
 
+	apiStore, apiTemporal := e.store, e.temporal
+	if opts.partitionAPI {
+		apiStore, apiTemporal = e.partitionedClients(dbURL, tenv)
+	}
+	backups := e.backupSettings()
+	e.webhooks = &webhooks.Dispatcher{Store: apiStore, Temporal: apiTemporal, Backups: backups, Logger: e.log.With("component", "webhooks"),
+		RedriveEvery: 200 * time.Millisecond, CallTimeout: 2 * time.Second}
+	dispatchCtx, stopDispatch := context.WithCancel(context.Background())
+	dispatched := make(chan struct{})
+	go func() { defer close(dispatched); _ = e.webhooks.Run(dispatchCtx) }()
+	t.Cleanup(func() { stopDispatch(); <-dispatched })
 	e.api.Config.Handler = api.NewHandler(api.Deps{
-		Store: e.store, Logger: e.log, Version: "test", Temporal: e.temporal, TaskQueue: tenv.TaskQueue,
+		Store: apiStore, Logger: e.log, Version: "test", Temporal: apiTemporal, TaskQueue: tenv.TaskQueue,
 		Box: e.box, BitbucketOAuth: e.oauth, BitbucketAPIURL: e.emu.URL(),
-		Backups: backupqueue.Settings{TaskQueue: tenv.TaskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second},
+		Backups: backups, Webhooks: e.webhooks,
 	})
 	e.api.Start()
 	t.Cleanup(e.api.Close)
 	return e
+}
+
+// backupSettings are the backup workflows' settings of every starter (API, dispatcher, worker).
+func (e *connectEnv) backupSettings() backupqueue.Settings {
+	if e.opts.coalescing != nil {
+		s := *e.opts.coalescing
+		s.TaskQueue = e.taskQueue
+		return s
+	}
+	return backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second}
+}
+
+// partitionedClients are a store and a Temporal client that reach the test's servers through
+// proxies (e.apiPostgres, e.apiTemporal) the test can cut.
+func (e *connectEnv) partitionedClients(dbURL string, tenv testenv.TemporalEnv) (*store.Store, client.Client) {
+	e.t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.apiPostgres = testenv.NewProxy(e.t, u.Host)
+	u.Host = e.apiPostgres.Addr()
+	st, err := store.Open(context.Background(), u.String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(st.Close)
+	e.apiTemporal = testenv.NewProxy(e.t, tenv.HostPort)
+	tc, err := client.NewLazyClient(client.Options{HostPort: e.apiTemporal.Addr(), Namespace: tenv.Namespace})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(tc.Close)
+	return st, tc
 }
 
 // startWorker starts a worker on the test's task queue with fresh activities: a new client
@@ -197,7 +254,7 @@ func (e *connectEnv) startWorker() {
 		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
 		Logger: e.log,
 	}
-	queue := backupqueue.Settings{TaskQueue: e.taskQueue, QuietPeriod: 100 * time.Millisecond, MaxWait: time.Second, IdleTimeout: time.Second}
+	queue := e.backupSettings()
 	acts := worker.Activities{
 		Onboarding: &activities.Onboarding{Store: e.store, Clients: clients, Box: e.box, PublicURL: e.apiURL, Logger: e.log},
 		// Onboarding starts the first backups; they run on this same worker (its task queue
@@ -285,7 +342,13 @@ func (e *connectEnv) call(method, path, tenant, body string) (int, map[string]an
 	if tenant != "" {
 		req.Header.Set("Authorization", "Bearer "+e.tokens[tenant])
 	}
-	resp, err := e.browser.Do(req)
+	return e.roundTrip(e.browser, req)
+}
+
+// roundTrip sends req, keeps the body for the secret scan and decodes the JSON answer.
+func (e *connectEnv) roundTrip(c *http.Client, req *http.Request) (int, map[string]any) {
+	e.t.Helper()
+	resp, err := c.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -294,7 +357,7 @@ func (e *connectEnv) call(method, path, tenant, body string) (int, map[string]an
 	e.bodies.Write(raw)
 	var out map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil {
-		e.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
+		e.t.Fatalf("%s %s: not JSON: %q", req.Method, req.URL.Path, raw)
 	}
 	return resp.StatusCode, out
 }

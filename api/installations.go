@@ -81,7 +81,34 @@ func (h *handlers) getInstallation(c *gin.Context) error {
 		}
 	}
 	v.Progress = progress
+	health, err := h.deps.Store.WebhookHealthSince(ctx, inst.TenantID, inst.ID, time.Now().Add(-24*time.Hour))
+	if err != nil {
+		return failed("could not read the webhook health", err)
+	}
+	v.Webhooks = &WebhookHealth{LastDeliveryAt: health.LastDeliveryAt, Deliveries24h: health.Deliveries,
+		Unprocessed: health.Unprocessed, Rejected24h: health.Rejected}
 	c.JSON(http.StatusOK, InstallationDetail{Installation: v, ProgressSource: source})
+	return nil
+}
+
+// maxDeliveriesListed bounds GET .../webhook-deliveries (the newest are what one debugs).
+const maxDeliveriesListed = 100
+
+// listWebhookDeliveries shows an installation's most recent deliveries and what each did.
+func (h *handlers) listWebhookDeliveries(c *gin.Context) error {
+	inst, err := h.installationParam(c)
+	if err != nil {
+		return err
+	}
+	limit, err := intQuery(c, "limit", 50, 1, maxDeliveriesListed)
+	if err != nil {
+		return err
+	}
+	rows, err := h.deps.Store.ListWebhookDeliveries(c.Request.Context(), inst.TenantID, inst.ID, limit)
+	if err != nil {
+		return failed("could not list webhook deliveries", err)
+	}
+	c.JSON(http.StatusOK, WebhookDeliveries{Deliveries: views(rows, webhookDeliveryView)})
 	return nil
 }
 

@@ -112,6 +112,37 @@ type Installation struct {
 	Repositories    RepositoryCounts `json:"repositories"`
 	Account         Account          `json:"account"`
 	Workspaces      []Workspace      `json:"workspaces"`
+	// Webhooks is the installation's webhook health (GET /api/v1/installations/{id} only).
+	Webhooks *WebhookHealth `json:"webhooks,omitempty"`
+}
+
+// WebhookHealth is an installation's webhook traffic over the last 24 hours.
+type WebhookHealth struct {
+	LastDeliveryAt *time.Time `json:"last_delivery_at"`
+	Deliveries24h  int        `json:"deliveries_24h"`
+	// Unprocessed counts stored deliveries not acted on yet (waiting for Temporal).
+	Unprocessed int `json:"unprocessed"`
+	// Rejected24h counts refused deliveries by reason (rejected_signature, malformed, too_large).
+	Rejected24h map[string]int `json:"rejected_24h"`
+}
+
+// WebhookDelivery is one received delivery (GET /api/v1/installations/{id}/webhook-deliveries).
+type WebhookDelivery struct {
+	ID             uuid.UUID  `json:"id"`
+	Event          string     `json:"event"`
+	HookUUID       string     `json:"hook_uuid"`
+	Attempt        int        `json:"attempt"`
+	RepositoryUUID string     `json:"repository_uuid,omitempty"`
+	ReceivedAt     time.Time  `json:"received_at"`
+	ProcessedAt    *time.Time `json:"processed_at"`
+	Result         string     `json:"result"`
+	Tries          int        `json:"tries"`
+	LastError      string     `json:"last_error,omitempty"`
+}
+
+// WebhookDeliveries lists an installation's most recent deliveries, newest first.
+type WebhookDeliveries struct {
+	Deliveries []WebhookDelivery `json:"deliveries"`
 }
 
 // RepositoryCounts counts an installation's repositories.
@@ -171,8 +202,15 @@ type Repository struct {
 	LastBackupAt    *time.Time `json:"last_backup_at"`
 	LastCheckedAt   *time.Time `json:"last_checked_at"`
 	LastSnapshotID  *string    `json:"last_snapshot_id"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
+	// LastPushAt is when GitSec last received a push webhook; LastSnapshotAt when the latest
+	// snapshot was committed. Behind is true while a push is not known to be in a snapshot (it
+	// arrived after the last successful backup run started); excluded repositories are never
+	// behind.
+	LastPushAt     *time.Time `json:"last_push_at"`
+	LastSnapshotAt *time.Time `json:"last_snapshot_at"`
+	Behind         bool       `json:"behind"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
 }
 
 // Repositories is GET /api/v1/repositories.
@@ -227,6 +265,9 @@ type Snapshot struct {
 	StartedAt     time.Time `json:"started_at"`
 	FinishedAt    time.Time `json:"finished_at"`
 	DurationMS    int64     `json:"duration_ms"`
+	// PushedAt is when the oldest push a webhook-triggered snapshot covers was received (the
+	// snapshot's recovery point lag is FinishedAt - PushedAt).
+	PushedAt *time.Time `json:"pushed_at"`
 }
 
 // Snapshots is GET /api/v1/repositories/{id}/snapshots, newest first.
@@ -267,7 +308,8 @@ func repositoryView(r store.Repository) Repository {
 		ID: r.ID, InstallationID: r.InstallationID, Workspace: r.Workspace, UUID: r.ProviderUUID, FullName: r.FullName,
 		MainBranch: r.MainBranch, SizeBytes: r.SizeBytes, IsPrivate: r.IsPrivate, Included: r.Included, Status: r.Status,
 		LastBackupStatus: r.LastBackupStatus, LastBackupError: r.LastBackupError, LastBackupAt: r.LastBackupAt, LastCheckedAt: r.LastCheckedAt,
-		LastSnapshotID: r.LastSnapshotID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		LastSnapshotID: r.LastSnapshotID, LastPushAt: r.LastPushAt, LastSnapshotAt: r.LastBackupAt, Behind: r.Included && r.Behind(),
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
@@ -275,7 +317,14 @@ func snapshotView(s store.Snapshot) Snapshot {
 	return Snapshot{
 		ID: s.ID, RepositoryID: s.RepositoryID, ManifestKey: s.ManifestKey, Trigger: string(s.Trigger), ParentID: s.ParentID,
 		Refs: s.RefsCount, Packs: s.PacksCount, BytesUploaded: s.BytesUploaded, TotalBytes: s.TotalBytes,
-		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS,
+		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS, PushedAt: s.PushedAt,
+	}
+}
+
+func webhookDeliveryView(d store.WebhookDelivery) WebhookDelivery {
+	return WebhookDelivery{
+		ID: d.DeliveryUUID, Event: d.EventKey, HookUUID: d.HookUUID, Attempt: d.Attempt, RepositoryUUID: d.RepositoryUUID,
+		ReceivedAt: d.ReceivedAt, ProcessedAt: d.ProcessedAt, Result: d.Result, Tries: d.Tries, LastError: d.LastError,
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/webhooks"
 	"github.com/gitsec/gitsec/internal/workflowstarts"
 )
 
@@ -46,6 +47,9 @@ type Deps struct {
 	OAuthHTTPClient *http.Client
 	// Backups configures the backup workflows the API wakes.
 	Backups backupqueue.Settings
+	// Webhooks acts on stored webhook deliveries; nil leaves every row to another process's
+	// re-driver.
+	Webhooks *webhooks.Dispatcher
 	// OAuthStateTTL bounds how long a connect link stays valid (default 15 minutes).
 	OAuthStateTTL time.Duration
 	// Metrics is the process's registry, served at GET /metrics without a token (like
@@ -93,6 +97,9 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/tokens", h.handle(h.listTokens))
 	v1.DELETE("/tokens/:id", h.handle(h.revokeToken))
 
+	// Deliveries carry no bearer token: the hook's secret authenticates them.
+	r.POST("/webhooks/bitbucket/:installationID", h.receiveBitbucketWebhook)
+
 	r.GET("/oauth/bitbucket/callback", h.handleWith(callbackError, h.bitbucketCallback))
 	v1.POST("/installations/bitbucket/connect", h.handle(h.connectBitbucket))
 	v1.POST("/installations/bitbucket/complete", h.handle(h.completeBitbucketConnect))
@@ -100,6 +107,7 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/installations/:id", h.handle(h.getInstallation))
 	v1.DELETE("/installations/:id", h.handle(h.deleteInstallation))
 	v1.POST("/installations/:id/sync", h.handle(h.syncInstallation))
+	v1.GET("/installations/:id/webhook-deliveries", h.handle(h.listWebhookDeliveries))
 	v1.POST(`/installations/:id/repositories\:bulk`, h.handle(h.bulkSetIncluded))
 	v1.GET("/repositories", h.handle(h.listRepositories))
 	v1.GET("/repositories/:id", h.handle(h.getRepository))

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -45,10 +46,26 @@ const backupTargetCheckVersion = "backup-request-target-check"
 // coalesced into the next run. Target is the repository row the sender means: a workflow refuses
 // a request whose target is not its own.
 type BackupRequest struct {
-	Target      BackupTarget
-	Trigger     domain.TriggerKind
-	DeliveryID  string
+	Target     BackupTarget
+	Trigger    domain.TriggerKind
+	DeliveryID string
+	// RequestedAt is when the reason arose; for a webhook, when the delivery was received (the
+	// push time that freshness is measured from).
 	RequestedAt time.Time
+	// Event is a webhook request's event key (repo:push, pullrequest:updated, ...).
+	Event string `json:",omitempty"`
+	// PushedRefs are the ref changes a push reported: a hint for the record, since the fetch
+	// takes everything the server has anyway.
+	PushedRefs []PushedRef `json:",omitempty"`
+}
+
+// PushedRef is one ref change of a push as Bitbucket reported it (full hashes; Old empty on
+// creation, New empty on deletion).
+type PushedRef struct {
+	Name   string `json:"name"`
+	Old    string `json:"old,omitempty"`
+	New    string `json:"new,omitempty"`
+	Forced bool   `json:"forced,omitempty"`
 }
 
 // BackupTarget names the repository row by GitSec's IDs and the provider's UUID (part of the
@@ -173,6 +190,27 @@ type BackupOutcomeInput struct {
 	Failure   string
 	ErrorType string
 	Reason    string `json:",omitempty"`
+	// PushTimes are the receipt times of the webhook deliveries this run answers (oldest first,
+	// at most maxPushTimes): what push-to-snapshot latency is measured from.
+	PushTimes []time.Time `json:",omitempty"`
+}
+
+// maxPushTimes bounds the push times one outcome carries; a longer burst keeps its oldest.
+const maxPushTimes = 100
+
+// pushTimes are the webhook receipt times of a batch, oldest first.
+func pushTimes(batch []BackupRequest) []time.Time {
+	var out []time.Time
+	for _, r := range batch {
+		if r.Trigger == domain.TriggerWebhook && !r.RequestedAt.IsZero() {
+			out = append(out, r.RequestedAt)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	if len(out) > maxPushTimes {
+		out = out[:maxPushTimes]
+	}
+	return out
 }
 
 // BackupStatus is what the "status" query returns.
@@ -363,7 +401,7 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 		runErr = workflow.ExecuteActivity(StorageActivity(ctx), CommitSnapshotActivity,
 			CommitSnapshotInput{Target: in.Target, Staged: res}).Get(ctx, &res)
 	}
-	outcome := BackupOutcomeInput{Target: in.Target, Trigger: trigger, Result: res}
+	outcome := BackupOutcomeInput{Target: in.Target, Trigger: trigger, Result: res, PushTimes: pushTimes(batch)}
 	status.LastRunAt = workflow.Now(ctx)
 	if runErr != nil {
 		outcome.Failure = runErr.Error()

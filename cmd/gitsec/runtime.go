@@ -31,6 +31,7 @@ import (
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/webhooks"
 	"github.com/gitsec/gitsec/worker"
 )
 
@@ -113,6 +114,14 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	}
 	defer bucket.Close()
 
+	// Every API process acts on the deliveries it receives; one at a time (a lease in Postgres)
+	// re-drives the rows left behind.
+	dispatcher := &webhooks.Dispatcher{Store: st, Temporal: tc, Backups: backupSettings(cfg), Logger: log.With("component", "webhooks")}
+	dispatchCtx, stopDispatch := context.WithCancel(ctx)
+	dispatched := make(chan struct{})
+	go func() { defer close(dispatched); _ = dispatcher.Run(dispatchCtx) }()
+	defer func() { stopDispatch(); <-dispatched }()
+
 	handler := api.NewHandler(api.Deps{
 		Store:           st,
 		Checks:          readinessChecks(st, tc, bucket),
@@ -126,6 +135,7 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		// The callback waits for the code exchange; bound it below the write timeout.
 		OAuthHTTPClient: &http.Client{Timeout: oauthExchangeTimeout},
 		Backups:         backupSettings(cfg),
+		Webhooks:        dispatcher,
 		Metrics:         m,
 	})
 	srv := newAPIServer(cfg.HTTPAddr, handler)

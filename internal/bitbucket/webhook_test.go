@@ -296,3 +296,50 @@ func TestVerifySignatureWithRealDelivery(t *testing.T) {
 		}
 	}
 }
+
+// Current deliveries (the 2025 signed recording) carry repository.workspace, .project and
+// .parent (null for a non-fork); older recordings lack them and still decode.
+func TestCurrentDeliveryRepositoryShape(t *testing.T) {
+	push := decodeFixtureEvent[*PushEvent](t, "webhooks/signed/repo_push_signed.json")
+	repo := push.Repository
+	if repo.Workspace == nil || repo.Workspace.Slug != "nfalco79" || repo.Workspace.UUID == "" {
+		t.Errorf("workspace = %+v", repo.Workspace)
+	}
+	if repo.Project == nil || repo.Project.Key == "" || repo.Project.UUID == "" {
+		t.Errorf("project = %+v", repo.Project)
+	}
+	if repo.Parent != nil {
+		t.Errorf("parent = %+v, want nil for a non-fork", repo.Parent)
+	}
+	c := push.Push.Changes[0]
+	if !c.Created || c.Forced || c.Truncated || len(c.Commits) != 5 {
+		t.Errorf("change created/forced/truncated/commits = %v/%v/%v/%d", c.Created, c.Forced, c.Truncated, len(c.Commits))
+	}
+
+	// A fork's parent is a mini repository.
+	body := mutateFixture(t, "webhooks/signed/repo_push_signed.json", func(d map[string]any) {
+		d["repository"].(map[string]any)["parent"] = map[string]any{"type": "repository", "uuid": "{11111111-2222-3333-4444-555555555555}", "full_name": "upstream/test-repos", "name": "test-repos"}
+	})
+	ev, err := DecodeEvent(EventRepoPush, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := ev.EventRepository().Parent; p == nil || p.FullName != "upstream/test-repos" || p.UUID == "" {
+		t.Errorf("fork parent = %+v", p)
+	}
+
+	// repo:transfer: no recording exists; the documented previous_owner is an account-like
+	// object (the emulator sends the old workspace's owner object).
+	body = mutateFixture(t, "webhooks/signed/repo_push_signed.json", func(d map[string]any) {
+		delete(d, "push")
+		d["previous_owner"] = d["repository"].(map[string]any)["owner"]
+	})
+	ev, err = DecodeEvent(EventRepoTransfer, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, ok := ev.(*RepoTransferEvent)
+	if !ok || tr.PreviousOwner == nil || tr.PreviousOwner.UUID == "" || tr.Repository.Workspace == nil {
+		t.Errorf("repo:transfer decoded as %T %+v", ev, ev)
+	}
+}

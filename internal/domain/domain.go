@@ -94,3 +94,33 @@ const (
 	// ErrTypeMisconfigured: the worker lacks a setting the activity needs.
 	ErrTypeMisconfigured = "Misconfigured"
 )
+
+// Webhook delivery results: what the receiver answered (the metrics' result label), and for a
+// stored delivery what its processing did (webhook_deliveries.result).
+const (
+	// WebhookAccepted: stored and handed to the dispatcher (2xx).
+	WebhookAccepted = "accepted"
+	// WebhookDuplicate: a redelivery of a stored request UUID; acknowledged, nothing done.
+	WebhookDuplicate = "duplicate"
+	// WebhookRejectedSignature: missing or wrong X-Hub-Signature, or no secret for that hook (401).
+	WebhookRejectedSignature = "rejected_signature"
+	// WebhookUnknownInstallation: no live installation has that ID (404).
+	WebhookUnknownInstallation = "unknown_installation"
+	// WebhookMalformed: signed, but not a payload GitSec can act on (400).
+	WebhookMalformed = "malformed"
+	// WebhookTooLarge: the body passed the receiver's bound (413).
+	WebhookTooLarge = "too_large"
+	// WebhookUnavailable: Postgres could not store it (503: Bitbucket retries).
+	WebhookUnavailable = "unavailable"
+)
+
+// What processing a stored delivery did (webhook_deliveries.result).
+const (
+	WebhookBackupRequested = "backup_requested"
+	WebhookRepositoryAdded = "repository_added"
+	WebhookRenamed         = "renamed"
+	WebhookMoved           = "moved"
+	WebhookMarkedDeleted   = "marked_deleted_upstream"
+	WebhookRecorded        = "recorded"
+	WebhookIgnored         = "ignored"
+)

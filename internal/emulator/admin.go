@@ -55,6 +55,7 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+repo+"/refs/branches/{name...}", s.adminDeleteRef("refs/heads/"))
 	mux.HandleFunc("DELETE "+repo+"/refs/tags/{name...}", s.adminDeleteRef("refs/tags/"))
 	s.handle(mux, "POST "+repo+"/rename", s.adminRename)
+	s.handle(mux, "POST "+repo+"/transfer", s.adminTransfer)
 	s.handle(mux, "DELETE "+repo, s.adminDeleteRepo)
 	s.handle(mux, "POST "+repo+"/pullrequests", s.adminCreatePR)
 	s.handle(mux, "POST "+repo+"/pullrequests/{id}/update", s.adminPRAction("update"))
@@ -366,6 +367,43 @@ func (s *Server) adminRename(w http.ResponseWriter, r *http.Request) {
 		newSlug = ""
 	}
 	if err := s.updateRepoLocked(repo, repoInput{Name: &name}, newSlug, actor); err != nil {
+		adminError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, s.repoObj(repo, ""))
+}
+
+// adminTransfer moves a repository to another workspace ({"to": slug}), keeping its UUID,
+// git data, pull requests and repository hooks, and emits repo:transfer.
+func (s *Server) adminTransfer(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		To    string `json:"to"`
+		Actor string `json:"actor"`
+	}
+	if err := decodeJSON(r, &in); err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	repo, actor, ok := s.adminRepo(w, r, in.Actor)
+	if !ok {
+		return
+	}
+	to := s.st.workspace(in.To)
+	switch {
+	case in.To == "":
+		adminError(w, http.StatusBadRequest, `"to" (the workspace to transfer to) is required`)
+		return
+	case to == nil:
+		adminError(w, http.StatusNotFound, "unknown workspace "+in.To)
+		return
+	case to.Slug == repo.Workspace:
+		adminError(w, http.StatusBadRequest, "the repository is already in workspace "+to.Slug)
+		return
+	case s.st.repo(to, repo.Slug) != nil:
+		adminError(w, http.StatusConflict, fmt.Sprintf("repository %s/%s already exists", to.Slug, repo.Slug))
+		return
+	}
+	if err := s.transferRepoLocked(repo, to, actor); err != nil {
 		adminError(w, http.StatusInternalServerError, err.Error())
 		return
 	}

@@ -340,6 +340,21 @@ func TestGitCloneAndPushWithSignedWebhook(t *testing.T) {
 	if change["new"].(map[string]any)["target"].(map[string]any)["hash"] != newHead || change["forced"] != false {
 		t.Errorf("push change = %v", change)
 	}
+	// What the production receiver does with it: verify, then decode with the client's types.
+	push := decodeSignedPush(t, d, secret)
+	if len(push.Push.Changes) != 1 {
+		t.Fatalf("decoded push %+v", push)
+	}
+	pc := push.Push.Changes[0]
+	if pc.New == nil || pc.New.Target.Hash != newHead || pc.New.FullName() != "refs/heads/main" || pc.Old == nil || pc.Forced || pc.Created || pc.Closed {
+		t.Errorf("decoded change = %+v", pc)
+	}
+	if len(pc.Commits) == 0 || pc.Commits[0].Hash != newHead {
+		t.Errorf("decoded commits = %+v, want the pushed commit first", pc.Commits)
+	}
+	if repo := push.Repository; repo.FullName != "acme/api" || repo.Workspace == nil || repo.Workspace.Slug != "acme" || repo.Project == nil || repo.Parent != nil {
+		t.Errorf("decoded repository = %+v", repo)
+	}
 
 	// go-git clones too (filesystem storage, like the real engine).
 	goGitClone(t, "http://"+host+"/acme/api.git", readTok, newHead)

@@ -44,8 +44,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // HTTP kinds: "429" (text/plain body, no Retry-After unless RetryAfter > 0, exactly like
 // Bitbucket), "5xx" (Status, default 503), "4xx" (Status, default 403: an answer Bitbucket gives
 // for one repository, such as a permission taken away; 401 carries WWW-Authenticate), "latency"
-// (sleep Latency, then continue), "drop" (send part of the response, then close the connection). Webhook kinds: "drop" (the
-// delivery is lost) and "latency" (delayed).
+// (sleep Latency, then continue), "drop" (send part of the response, then close the connection).
+//
+// Webhook kinds: "drop" (the delivery is lost), "latency" (delayed by Latency), "duplicate"
+// (the same delivery, with the same X-Request-UUID, body and attempt numbers, is POSTed twice
+// in a row, as a redelivery would be) and "reorder" (the delivery is held back until the next
+// delivery to the same hook URL has been sent, then sent right after it; if none comes within
+// Hold, default 5 s, it is sent then). Latency rules add up and combine with the others; of
+// the other kinds the first rule that fires wins.
 //
 // Matching: Method ("" = any), Path (glob where * matches any run of characters, including
 // "/") or PathRegex, Event (webhook event key glob). Count > 0 makes the rule a burst that
@@ -65,6 +71,7 @@ type FaultRule struct {
 	Latency        Duration `json:"latency,omitempty"`
 	RetryAfter     int      `json:"retry_after,omitempty"`
 	DropAfterBytes int      `json:"drop_after_bytes,omitempty"`
+	Hold           Duration `json:"hold,omitempty"`      // reorder: longest hold (default 5 s)
 	Remaining      *int     `json:"remaining,omitempty"` // read only: burst left
 	Fired          int      `json:"fired"`               // read only
 }
@@ -112,8 +119,13 @@ func compileRule(r FaultRule) (*compiledRule, error) {
 			return nil, fmt.Errorf("unknown fault kind %q (want 429, 4xx, 5xx, latency or drop)", c.Kind)
 		}
 	case "webhook":
-		if c.Kind != "drop" && c.Kind != "latency" {
-			return nil, fmt.Errorf("unknown webhook fault kind %q (want drop or latency)", c.Kind)
+		switch c.Kind {
+		case "drop", "latency", "duplicate", "reorder":
+		default:
+			return nil, fmt.Errorf("unknown webhook fault kind %q (want drop, latency, duplicate or reorder)", c.Kind)
+		}
+		if c.Kind == "reorder" && c.Hold == 0 {
+			c.Hold = Duration(defaultReorderHold)
 		}
 	default:
 		return nil, fmt.Errorf("unknown fault target %q (want http or webhook)", c.Target)
@@ -130,6 +142,9 @@ func compileRule(r FaultRule) (*compiledRule, error) {
 	// 429 has its own kind, whose body and headers follow Bitbucket's rate limiter.
 	if c.Kind == "4xx" && (c.Status < 400 || c.Status > 499 || c.Status == http.StatusTooManyRequests) {
 		return nil, fmt.Errorf("4xx fault needs a status between 400 and 499 other than 429, got %d", c.Status)
+	}
+	if c.Latency < 0 || c.Hold < 0 {
+		return nil, fmt.Errorf("latency and hold must not be negative")
 	}
 	if c.Fraction < 0 || c.Fraction > 1 {
 		return nil, fmt.Errorf("fraction must be within [0,1]")
@@ -221,17 +236,33 @@ func (c *compiledRule) fire() bool {
 
 // httpFaults returns the latency to apply and the first failure rule that fires.
 func (f *faultSet) httpFaults(r *http.Request) (time.Duration, *FaultRule) {
+	return f.firing(func(c *compiledRule) bool {
+		return c.Target == "http" && (c.Method == "" || strings.EqualFold(c.Method, r.Method)) &&
+			(c.pathRE == nil || c.pathRE.MatchString(r.URL.Path))
+	})
+}
+
+// defaultReorderHold bounds how long a "reorder" fault holds a delivery back when no other
+// delivery to the same URL comes.
+const defaultReorderHold = 5 * time.Second
+
+// webhookFaults returns the latency to add to a delivery and the first drop, duplicate or
+// reorder rule that fires for it.
+func (f *faultSet) webhookFaults(event, url string) (time.Duration, *FaultRule) {
+	return f.firing(func(c *compiledRule) bool {
+		return c.Target == "webhook" && (c.eventRE == nil || c.eventRE.MatchString(event)) &&
+			(c.pathRE == nil || c.pathRE.MatchString(url))
+	})
+}
+
+// firing walks the rules in order: latency rules that match and fire add up, and the first
+// other rule that matches and fires ends the walk (later rules keep their bursts).
+func (f *faultSet) firing(match func(*compiledRule) bool) (time.Duration, *FaultRule) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var latency time.Duration
 	for _, c := range f.rules {
-		if c.Target != "http" || (c.Method != "" && !strings.EqualFold(c.Method, r.Method)) {
-			continue
-		}
-		if c.pathRE != nil && !c.pathRE.MatchString(r.URL.Path) {
-			continue
-		}
-		if !c.fire() {
+		if !match(c) || !c.fire() {
 			continue
 		}
 		if c.Kind == "latency" {
@@ -242,27 +273,6 @@ func (f *faultSet) httpFaults(r *http.Request) (time.Duration, *FaultRule) {
 		return latency, &rule
 	}
 	return latency, nil
-}
-
-func (f *faultSet) webhookFault(event, url string) *FaultRule {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.rules {
-		if c.Target != "webhook" {
-			continue
-		}
-		if c.eventRE != nil && !c.eventRE.MatchString(event) {
-			continue
-		}
-		if c.pathRE != nil && !c.pathRE.MatchString(url) {
-			continue
-		}
-		if c.fire() {
-			rule := c.FaultRule
-			return &rule
-		}
-	}
-	return nil
 }
 
 const rateLimitBody = "Rate limit for this resource has been exceeded"

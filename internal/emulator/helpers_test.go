@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitsec/gitsec/internal/bitbucket"
 )
 
 // testSeed is a small world that seeds in well under a second.
@@ -278,4 +280,33 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// decodeSignedPush checks a delivery's signature and decodes it as a repo:push with the
+// production client's decoder, as GitSec's receiver does.
+func decodeSignedPush(t *testing.T, d delivery, secret string) *bitbucket.PushEvent {
+	t.Helper()
+	if err := bitbucket.VerifySignature([]byte(secret), d.body, d.header.Get(bitbucket.HeaderSignature)); err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	ev, err := bitbucket.DecodeEvent(d.header.Get(bitbucket.HeaderEventKey), d.body)
+	if err != nil {
+		t.Fatalf("DecodeEvent: %v\n%s", err, d.body)
+	}
+	push, ok := ev.(*bitbucket.PushEvent)
+	if !ok {
+		t.Fatalf("decoded as %T", ev)
+	}
+	return push
+}
+
+// countDeliveries counts the logged delivery attempts that match.
+func countDeliveries(s *Server, match func(Delivery) bool) int {
+	n := 0
+	for _, d := range s.hooks.deliveries() {
+		if match(d) {
+			n++
+		}
+	}
+	return n
 }

@@ -563,8 +563,8 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request) {
 			entries = append(entries, entry{a.Date, obj{"pull_request": stub, "update": obj{
 				"state": a.State, "title": a.Title, "description": a.Description, "reason": pr.Reason,
 				"date": stamp(a.Date), "author": s.accountByName(a.User),
-				"source":      s.prEndpoint(repo, pr.SourceBranch, a.SourceCommit),
-				"destination": s.prEndpoint(repo, pr.DestBranch, a.DestCommit),
+				"source":      s.prEndpoint(repo, pr.SourceBranch, a.SourceCommit, true),
+				"destination": s.prEndpoint(repo, pr.DestBranch, a.DestCommit, true),
 			}}})
 		}
 	}

@@ -169,13 +169,15 @@ func (s *Server) repoMini(r *repoRec) obj {
 }
 
 // repoWebhook is the abbreviated repository of webhook payloads: no mainbranch, size or
-// clone links.
+// clone links; parent, workspace and project as in current deliveries (parent is null: the
+// emulator has no forks).
 func (s *Server) repoWebhook(r *repoRec) obj {
 	ws := s.st.workspace(r.Workspace)
 	o := s.repoMini(r)
 	o["scm"] = "git"
 	o["is_private"] = r.IsPrivate
 	o["website"] = r.Website
+	o["parent"] = nil
 	if ws != nil {
 		o["owner"] = s.ownerObj(ws)
 		o["workspace"] = s.workspaceMini(ws)
@@ -333,16 +335,23 @@ func (s *Server) prStub(r *repoRec, p *prRec) obj {
 	}}
 }
 
-func (s *Server) prEndpoint(r *repoRec, branch, commit string) obj {
+// prEndpoint is a PR's source or destination. The newest recording
+// (rest/pullrequests_page_5_open.json) shows an empty links object on the source branch only.
+func (s *Server) prEndpoint(r *repoRec, branch, commit string, branchLinks bool) obj {
+	b := obj{"name": branch}
+	if branchLinks {
+		b["links"] = obj{}
+	}
 	return obj{
-		"branch":     obj{"name": branch, "links": obj{}},
+		"branch":     b,
 		"commit":     s.commitStub(r, short(commit)),
 		"repository": s.prRepo(r),
 	}
 }
 
 // prRepo is the repository stub of PR source/destination, which webhooks show with scm and
-// is_private too.
+// is_private too (Atlassian's documentation example does; recordings show only the mini
+// repository, a subset).
 func (s *Server) prRepo(r *repoRec) obj {
 	o := s.repoMini(r)
 	o["scm"] = "git"
@@ -354,7 +363,8 @@ func (s *Server) prRepo(r *repoRec) obj {
 func (s *Server) prObj(r *repoRec, p *prRec) obj {
 	var merge, closedBy any
 	if p.MergeCommit != "" {
-		merge = s.commitStub(r, short(p.MergeCommit))
+		// As recorded (webhooks/pullrequest_fulfilled.json): hash and a self link only.
+		merge = obj{"hash": short(p.MergeCommit), "links": obj{"self": href(s.repoAPI(r) + "/commit/" + short(p.MergeCommit))}}
 	}
 	if p.ClosedBy != "" {
 		closedBy = s.accountByName(p.ClosedBy)
@@ -376,8 +386,8 @@ func (s *Server) prObj(r *repoRec, p *prRec) obj {
 		"rendered": obj{"title": rendered(p.Title), "description": rendered(p.Description)},
 		"state":    p.State, "draft": p.Draft, "queued": false,
 		"author":       s.accountByName(p.Author),
-		"source":       s.prEndpoint(r, p.SourceBranch, p.SourceCommit),
-		"destination":  s.prEndpoint(r, p.DestBranch, p.DestCommit),
+		"source":       s.prEndpoint(r, p.SourceBranch, p.SourceCommit, true),
+		"destination":  s.prEndpoint(r, p.DestBranch, p.DestCommit, false),
 		"merge_commit": merge, "close_source_branch": p.CloseSourceBranch, "closed_by": closedBy,
 		"reason": p.Reason, "created_on": stamp(p.CreatedOn), "updated_on": stamp(p.UpdatedOn),
 		"comment_count": p.liveCommentCount(), "task_count": 0,

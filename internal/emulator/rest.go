@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -561,12 +562,48 @@ func (s *Server) updateRepoLocked(repo *repoRec, in repoInput, newSlug string, a
 	diff("website", before.Website, repo.Website)
 	diff("language", before.Language, repo.Language)
 	diff("is_private", before.IsPrivate, repo.IsPrivate)
+	// A rename shows as name, full_name and links, like the recorded repo:updated (which has
+	// no slug entry).
 	if newSlug != "" {
-		changes["slug"] = obj{"old": before.Slug, "new": repo.Slug}
 		changes["links"] = obj{"old": oldLinks, "new": s.repoLinksMini(repo)}
 	}
 	_ = s.saveLocked()
 	s.emit("repo:updated", repo, actor, obj{"changes": changes})
+	return nil
+}
+
+// transferRepoLocked moves repo into workspace to, like an accepted Bitbucket transfer: the
+// UUID, git data, pull requests and repository hooks stay, full_name and the workspace
+// change, the project becomes the one with the same key in the new workspace or else its
+// first. repo:transfer goes to the new workspace's hooks and the repository's own, with the
+// old workspace as previous_owner; the old workspace's hooks hear nothing.
+func (s *Server) transferRepoLocked(repo *repoRec, to *workspaceRec, actor *userRec) error {
+	from := s.st.workspace(repo.Workspace)
+	oldDir, newDir := s.gitDir(repo.Workspace, repo.Slug), s.gitDir(to.Slug, repo.Slug)
+	lock := s.repoLock(repo.fullName())
+	lock.Lock()
+	err := os.MkdirAll(filepath.Dir(newDir), 0o755)
+	if err == nil {
+		err = os.Rename(oldDir, newDir)
+	}
+	lock.Unlock()
+	if err != nil {
+		s.log.Error("transfer repository", "repository", repo.fullName(), "to", to.Slug, "err", err)
+		return fmt.Errorf("transfer repository: %w", err)
+	}
+	repo.Workspace = to.Slug
+	if s.st.project(to, repo.ProjectKey) == nil && len(to.Projects) > 0 {
+		repo.ProjectKey = to.Projects[0].Key
+	}
+	repo.UpdatedOn = time.Now().UTC()
+	if err := s.saveLocked(); err != nil {
+		return err
+	}
+	var previous any
+	if from != nil {
+		previous = s.ownerObj(from)
+	}
+	s.emit("repo:transfer", repo, actor, obj{"previous_owner": previous})
 	return nil
 }
 

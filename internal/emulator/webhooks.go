@@ -27,7 +27,9 @@ const (
 	deliveryLogSize  = 1000
 )
 
-// Delivery records one attempt (or a dropped delivery) for GET /_emulator/deliveries.
+// Delivery records one attempt (or a dropped delivery) for GET /_emulator/deliveries. Fault
+// names the webhook fault that applied ("drop", "latency", "duplicate", "reorder");
+// Duplicate marks the attempts of the second copy a "duplicate" fault sent.
 type Delivery struct {
 	RequestUUID string    `json:"request_uuid"`
 	HookUUID    string    `json:"hook_uuid"`
@@ -37,6 +39,8 @@ type Delivery struct {
 	Status      int       `json:"status,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	Dropped     string    `json:"dropped,omitempty"`
+	Fault       string    `json:"fault,omitempty"`
+	Duplicate   bool      `json:"duplicate,omitempty"`
 	Bytes       int       `json:"bytes"`
 	At          time.Time `json:"at"`
 }
@@ -48,6 +52,23 @@ type deliverer struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	log      []Delivery
+	held     map[string][]*heldJob // by hook URL: deliveries a "reorder" fault holds back
+}
+
+// job is one delivery to one hook, with the faults that apply to it.
+type job struct {
+	base      Delivery
+	t         hookTarget
+	body      []byte
+	latency   time.Duration
+	duplicate bool
+}
+
+// heldJob is a delivery held back by a "reorder" fault. released is closed when the next
+// delivery to the same URL takes it over.
+type heldJob struct {
+	job      *job
+	released chan struct{}
 }
 
 func newDeliverer(s *Server) *deliverer {
@@ -57,6 +78,7 @@ func newDeliverer(s *Server) *deliverer {
 		insecure: &http.Client{Timeout: deliveryTimeout, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // only for hooks with skip_cert_verification
 		}},
+		held: map[string][]*heldJob{},
 	}
 }
 
@@ -121,6 +143,8 @@ func (s *Server) emit(event string, repo *repoRec, actor *userRec, payload obj) 
 	}
 }
 
+// enqueue starts one delivery. It runs synchronously up to the fault decision, so that
+// deliveries are matched against "reorder" holds in the order they were emitted.
 func (d *deliverer) enqueue(event string, t hookTarget, body []byte) {
 	requestUUID := newUUID()
 	base := Delivery{RequestUUID: requestUUID, HookUUID: t.uuid, Event: event, URL: t.url, Bytes: len(body), At: time.Now().UTC()}
@@ -129,24 +153,115 @@ func (d *deliverer) enqueue(event string, t hookTarget, body []byte) {
 		d.record(base)
 		return
 	}
-	fault := d.s.faults.webhookFault(event, t.url)
-	if fault != nil && fault.Kind == "drop" {
-		base.Dropped = "fault injection"
-		d.record(base)
-		return
+	latency, fault := d.s.faults.webhookFaults(event, t.url)
+	j := &job{t: t, body: body, latency: latency}
+	if latency > 0 {
+		base.Fault = "latency"
 	}
+	if fault != nil {
+		base.Fault = fault.Kind
+	}
+	j.base = base
+	switch {
+	case fault != nil && fault.Kind == "drop":
+		j.base.Dropped = "fault injection"
+		d.record(j.base)
+		return
+	case fault != nil && fault.Kind == "reorder":
+		d.hold(j, time.Duration(fault.Hold))
+		return
+	case fault != nil && fault.Kind == "duplicate":
+		j.duplicate = true
+	}
+	released := d.takeHeld(t.url)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		if fault != nil && fault.Kind == "latency" {
-			select {
-			case <-time.After(time.Duration(fault.Latency)):
-			case <-d.s.ctx.Done():
-				return
-			}
+		d.run(j)
+		// Held deliveries go out right after this newer one: the receiver sees them late.
+		for _, h := range released {
+			d.run(h)
 		}
-		d.deliver(base, t, body)
 	}()
+}
+
+// hold parks a delivery until the next delivery to the same URL takes it over (takeHeld) or
+// bound passes, whichever comes first.
+func (d *deliverer) hold(j *job, bound time.Duration) {
+	h := &heldJob{job: j, released: make(chan struct{})}
+	d.mu.Lock()
+	d.held[j.t.url] = append(d.held[j.t.url], h)
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		timer := time.NewTimer(bound)
+		defer timer.Stop()
+		select {
+		case <-h.released:
+			return
+		case <-timer.C:
+		case <-d.s.ctx.Done():
+		}
+		if !d.unhold(h) {
+			return // taken over by a newer delivery in the meantime
+		}
+		if d.s.ctx.Err() != nil {
+			rec := j.base
+			rec.Dropped = "emulator stopped while the delivery was held back"
+			d.record(rec)
+			return
+		}
+		d.run(j)
+	}()
+}
+
+// takeHeld removes and returns the deliveries held back for url, oldest first.
+func (d *deliverer) takeHeld(url string) []*job {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var jobs []*job
+	for _, h := range d.held[url] {
+		close(h.released)
+		jobs = append(jobs, h.job)
+	}
+	delete(d.held, url)
+	return jobs
+}
+
+// unhold removes h from the held list; false if takeHeld got it first.
+func (d *deliverer) unhold(h *heldJob) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	list := d.held[h.job.t.url]
+	i := slices.Index(list, h)
+	if i < 0 {
+		return false
+	}
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
+		delete(d.held, h.job.t.url)
+	} else {
+		d.held[h.job.t.url] = list
+	}
+	return true
+}
+
+// run applies the job's latency, then delivers it (twice for a "duplicate" fault).
+func (d *deliverer) run(j *job) {
+	if j.latency > 0 {
+		select {
+		case <-time.After(j.latency):
+		case <-d.s.ctx.Done():
+			return
+		}
+	}
+	d.deliver(j.base, j.t, j.body)
+	if j.duplicate {
+		dup := j.base
+		dup.Duplicate = true
+		d.deliver(dup, j.t, j.body)
+	}
 }
 
 func (d *deliverer) deliver(base Delivery, t hookTarget, body []byte) {
@@ -227,7 +342,8 @@ func (s *Server) pushEventLocked(repo *repoRec, actor *userRec, before, after ma
 		if hadOld && hasNew && o.Object == nw.Object {
 			continue
 		}
-		change := obj{"created": !hadOld, "closed": !hasNew, "forced": false, "truncated": false, "commits": []any{}, "old": nil, "new": nil}
+		isTag := strings.HasPrefix(n, "refs/tags/")
+		change := obj{"created": !hadOld, "closed": !hasNew, "forced": false, "truncated": false, "old": nil, "new": nil}
 		hashes := []string{}
 		if hadOld {
 			hashes = append(hashes, o.Hash)
@@ -240,19 +356,22 @@ func (s *Server) pushEventLocked(repo *repoRec, actor *userRec, before, after ma
 			s.log.Error("read pushed commits", "repository", repo.fullName(), "err", err)
 		}
 		if hadOld {
-			change["old"] = s.refObj(repo, o, s.commitObj(repo, tips[o.Hash]))
+			change["old"] = s.webhookRef(repo, o, s.webhookCommit(repo, tips[o.Hash], false))
 		}
 		if hasNew {
-			change["new"] = s.refObj(repo, nw, s.commitObj(repo, tips[nw.Hash]))
-			commits, err := logRange(s.ctx, dir, []string{nw.Hash}, oldTips, 0, pushCommitLimit+1)
-			if err == nil {
+			change["new"] = s.webhookRef(repo, nw, s.webhookCommit(repo, tips[nw.Hash], false))
+			// Recorded deliveries list commits for branch changes only, never for tags.
+			if !isTag {
+				commits, err := logRange(s.ctx, dir, []string{nw.Hash}, oldTips, 0, pushCommitLimit+1)
 				list := []any{}
-				for i, c := range commits {
-					if i == pushCommitLimit {
-						change["truncated"] = true
-						break
+				if err == nil {
+					for i, c := range commits {
+						if i == pushCommitLimit {
+							change["truncated"] = true
+							break
+						}
+						list = append(list, s.webhookCommit(repo, c, true))
 					}
-					list = append(list, s.commitObj(repo, c))
 				}
 				change["commits"] = list
 			}
@@ -263,18 +382,24 @@ func (s *Server) pushEventLocked(repo *repoRec, actor *userRec, before, after ma
 		if hadOld && hasNew {
 			change["forced"] = !isAncestor(s.ctx, dir, o.Hash, nw.Hash)
 		}
+		// Deletions carry neither commits nor links, tag creations only a commits link, as
+		// recorded.
 		api := s.repoAPI(repo)
-		links := obj{}
 		switch {
 		case hadOld && hasNew:
-			links["commits"] = href(api + "/commits?include=" + nw.Hash + "&exclude=" + o.Hash)
-			links["diff"] = href(api + "/diff/" + nw.Hash + ".." + o.Hash)
-			links["html"] = href(s.repoHTML(repo) + "/branches/compare/" + nw.Hash + ".." + o.Hash)
+			change["links"] = obj{
+				"commits": href(api + "/commits?include=" + nw.Hash + "&exclude=" + o.Hash),
+				"diff":    href(api + "/diff/" + nw.Hash + ".." + o.Hash),
+				"html":    href(s.repoHTML(repo) + "/branches/compare/" + nw.Hash + ".." + o.Hash),
+			}
+		case hasNew && isTag:
+			change["links"] = obj{"commits": href(api + "/commits/" + nw.Hash)}
 		case hasNew:
-			links["commits"] = href(api + "/commits/" + nw.Hash)
-			links["html"] = href(s.repoHTML(repo) + "/commits/" + nw.Hash)
+			change["links"] = obj{
+				"commits": href(api + "/commits?include=" + nw.Hash),
+				"html":    href(s.repoHTML(repo) + "/branch/" + nw.shortName()),
+			}
 		}
-		change["links"] = links
 		changes = append(changes, change)
 	}
 	if len(changes) == 0 {
@@ -289,4 +414,32 @@ func (s *Server) pushEventLocked(repo *repoRec, actor *userRec, before, after ma
 		}
 	}
 	_ = s.saveLocked()
+}
+
+// webhookCommit is a commit as push deliveries show it (recorded in 2025): no repository or
+// participants, and empty committer, rendered and properties objects. Ref targets (full
+// false) carry only the self and html links; entries of commits[] the REST link set.
+func (s *Server) webhookCommit(r *repoRec, c gitCommit, full bool) obj {
+	o := s.commitObj(r, c)
+	delete(o, "repository")
+	delete(o, "participants")
+	o["committer"] = obj{}
+	o["rendered"] = obj{}
+	o["properties"] = obj{}
+	if !full {
+		links := o["links"].(obj)
+		o["links"] = obj{"self": links["self"], "html": links["html"]}
+	}
+	return o
+}
+
+// webhookRef is a pushed branch or tag. Branches add the sync strategies and the
+// pullrequest_create link recorded deliveries carry.
+func (s *Server) webhookRef(r *repoRec, ref gitRef, target obj) obj {
+	o := s.refObj(r, ref, target)
+	if o["type"] == "branch" {
+		o["sync_strategies"] = []string{"merge_commit", "rebase"}
+		o["links"].(obj)["pullrequest_create"] = href(s.repoHTML(r) + "/pull-requests/new?source=" + ref.shortName() + "&t=1")
+	}
+	return o
 }

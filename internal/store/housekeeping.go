@@ -10,6 +10,8 @@ import (
 type PurgeResult struct {
 	OAuthStates       int64
 	WebhookDeliveries int64
+	// WebhookRejections counts rows of refused deliveries (kept as long as deliveries).
+	WebhookRejections int64
 	TenantsAudited    int64
 }
 
@@ -25,23 +27,30 @@ func (s *Store) PurgeExpired(ctx context.Context, now, dedupBefore time.Time) (P
 		), deliveries AS (
 			DELETE FROM webhook_deliveries WHERE received_at < $2 AND processed_at IS NOT NULL
 			RETURNING tenant_id
+		), rejections AS (
+			DELETE FROM webhook_rejections WHERE received_at < $2
+			RETURNING tenant_id
 		), removed AS (
 			SELECT tenant_id, 'oauth_states' AS kind FROM states
 			UNION ALL
 			SELECT tenant_id, 'webhook_deliveries' FROM deliveries
+			UNION ALL
+			SELECT tenant_id, 'webhook_rejections' FROM rejections
 		), audited AS (
 			INSERT INTO audit_events (tenant_id, actor, action, details)
 			SELECT tenant_id, 'system:housekeeping', 'housekeeping.purged',
 			       jsonb_build_object(
 			         'oauth_states', count(*) FILTER (WHERE kind = 'oauth_states'),
 			         'webhook_deliveries', count(*) FILTER (WHERE kind = 'webhook_deliveries'),
+			         'webhook_rejections', count(*) FILTER (WHERE kind = 'webhook_rejections'),
 			         'dedup_before', $2::timestamptz)
 			  FROM removed GROUP BY tenant_id
 			RETURNING 1
 		)
-		SELECT (SELECT count(*) FROM states), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM audited)`,
+		SELECT (SELECT count(*) FROM states), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM rejections),
+		       (SELECT count(*) FROM audited)`,
 		now, dedupBefore,
-	).Scan(&r.OAuthStates, &r.WebhookDeliveries, &r.TenantsAudited)
+	).Scan(&r.OAuthStates, &r.WebhookDeliveries, &r.WebhookRejections, &r.TenantsAudited)
 	if err != nil {
 		return PurgeResult{}, fmt.Errorf("purge expired rows: %w", err)
 	}

@@ -36,8 +36,12 @@ type Repository struct {
 	// and backup requests stop once it is removed (see BackupsStopped).
 	InstallationStatus string
 	LastSnapshotID     *string
-	CreatedAt          time.Time
-	UpdatedAt          time.Time
+	// LastPushAt is when the last push was received (a webhook); BackedUpThrough is when the last
+	// successful backup run started: a push received before it is in that backup.
+	LastPushAt      *time.Time
+	BackedUpThrough *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // UpsertRepository records a repository by provider UUID: a rename keeps its row, its inclusion
@@ -101,14 +105,15 @@ var ErrBadCursor = errors.New("invalid cursor")
 const repositoryColumns = `r.id, r.tenant_id, r.installation_id, r.workspace_id, split_part(r.full_name, '/', 1), r.provider_uuid,
 	r.full_name, r.main_branch, r.size_bytes, r.is_private, r.included, r.status, r.last_backup_status,
 	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at, r.mirror_host,
-	r.last_backup_error, (SELECT i.status FROM installations i WHERE i.id = r.installation_id)`
+	r.last_backup_error, (SELECT i.status FROM installations i WHERE i.id = r.installation_id),
+	r.last_push_at, r.backed_up_through`
 
 func scanRepository(row pgx.Row) (Repository, error) {
 	var r Repository
 	err := row.Scan(&r.ID, &r.TenantID, &r.InstallationID, &r.WorkspaceID, &r.Workspace, &r.ProviderUUID, &r.FullName,
 		&r.MainBranch, &r.SizeBytes, &r.IsPrivate, &r.Included, &r.Status, &r.LastBackupStatus, &r.LastBackupAt,
 		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt, &r.MirrorHost,
-		&r.LastBackupError, &r.InstallationStatus)
+		&r.LastBackupError, &r.InstallationStatus, &r.LastPushAt, &r.BackedUpThrough)
 	return r, err
 }
 
@@ -224,6 +229,70 @@ func (s *Store) RenameRepository(ctx context.Context, tenantID uuid.UUID, provid
 	return s.execOne(ctx, "rename repository",
 		`UPDATE repositories SET full_name = $3, status = 'active', updated_at = now()
 		  WHERE tenant_id = $1 AND provider_uuid = $2`, tenantID, providerUUID, fullName)
+}
+
+// Behind reports a push received after the start of the last successful backup run: that push
+// is not known to be in any snapshot yet.
+func (r Repository) Behind() bool {
+	return r.LastPushAt != nil && (r.BackedUpThrough == nil || r.LastPushAt.After(*r.BackedUpThrough))
+}
+
+// RepositoryByProviderUUID finds an installation's repository by the provider's UUID (braces and
+// case as Bitbucket spells them anywhere).
+func (s *Store) RepositoryByProviderUUID(ctx context.Context, tenantID, installationID uuid.UUID, providerUUID string) (Repository, error) {
+	r, err := scanRepository(s.pool.QueryRow(ctx,
+		`SELECT `+repositoryColumns+` FROM repositories r
+		  WHERE r.tenant_id = $1 AND r.installation_id = $2 AND lower(btrim(r.provider_uuid, '{}')) = $3`,
+		tenantID, installationID, NormalizeHookUUID(providerUUID)))
+	if err != nil {
+		return Repository{}, fmt.Errorf("repository %s: %w", providerUUID, notFound(err))
+	}
+	return r, nil
+}
+
+// RecordPush notes that a push to the repository was received at at; an older delivery that
+// arrives late never moves it back.
+func (s *Store) RecordPush(ctx context.Context, tenantID, repositoryID uuid.UUID, at time.Time) error {
+	return s.execOne(ctx, "record push",
+		`UPDATE repositories SET last_push_at = GREATEST(last_push_at, $3) WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID, at)
+}
+
+// RecordBackedUpThrough notes that a successful backup run started at at (see Behind).
+func (s *Store) RecordBackedUpThrough(ctx context.Context, tenantID, repositoryID uuid.UUID, at time.Time) error {
+	return s.execOne(ctx, "record backed-up-through",
+		`UPDATE repositories SET backed_up_through = GREATEST(backed_up_through, $3) WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID, at)
+}
+
+// MoveRepository records a repository's new name and workspace (a rename or a transfer between
+// two of the installation's workspaces); the row, its inclusion and its backups stay.
+func (s *Store) MoveRepository(ctx context.Context, tenantID, repositoryID uuid.UUID, fullName string, workspaceID *uuid.UUID) error {
+	return s.execOne(ctx, "move repository",
+		`UPDATE repositories SET full_name = $3, workspace_id = coalesce($4, workspace_id), status = 'active', updated_at = now()
+		  WHERE tenant_id = $1 AND id = $2`,
+		tenantID, repositoryID, fullName, workspaceID)
+}
+
+// WorkspaceByProvider finds an installation's workspace by the provider's UUID or, when that is
+// unknown, by slug.
+func (s *Store) WorkspaceByProvider(ctx context.Context, tenantID, installationID uuid.UUID, providerUUID, slug string) (Workspace, error) {
+	var w Workspace
+	err := s.pool.QueryRow(ctx,
+		`SELECT id, tenant_id, installation_id, provider_uuid, slug, name, is_admin, status, status_reason,
+		        coalesce(webhook_uuid, ''), updated_at
+		   FROM workspaces
+		  WHERE tenant_id = $1 AND installation_id = $2
+		    AND (($3 <> '' AND lower(btrim(provider_uuid, '{}')) = $3) OR ($3 = '' AND slug = $4))
+		  LIMIT 1`,
+		tenantID, installationID, NormalizeHookUUID(providerUUID), slug,
+	).Scan(&w.ID, &w.TenantID, &w.InstallationID, &w.ProviderUUID, &w.Slug, &w.Name, &w.IsAdmin,
+		&w.Status, &w.StatusReason, &w.WebhookUUID, &w.UpdatedAt)
+	if err != nil {
+		return Workspace{}, fmt.Errorf("workspace %s: %w", slug, notFound(err))
+	}
+	w.WebhookRegistered = w.WebhookUUID != ""
+	return w, nil
 }
 
 // SetMirrorHost records which worker's host queue keeps the repository's mirror.

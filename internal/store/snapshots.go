@@ -27,6 +27,8 @@ type Snapshot struct {
 	StartedAt     time.Time
 	FinishedAt    time.Time
 	DurationMS    int64
+	// PushedAt is when the oldest push this webhook-triggered snapshot covers was received.
+	PushedAt *time.Time
 }
 
 // RecordSnapshot stores a snapshot row and marks the repository backed up, in one
@@ -38,12 +40,13 @@ func (s *Store) RecordSnapshot(ctx context.Context, sn Snapshot) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx,
 			`INSERT INTO snapshots (id, tenant_id, repository_id, manifest_key, trigger, parent_id, refs_count,
-			                        packs_count, bytes_uploaded, total_bytes, started_at, finished_at)
-			 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+			                        packs_count, bytes_uploaded, total_bytes, started_at, finished_at, pushed_at)
+			 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
 			   FROM repositories r WHERE r.tenant_id = $2 AND r.id = $3
-			 ON CONFLICT (id) DO NOTHING`,
+			 ON CONFLICT (id) DO UPDATE SET pushed_at = coalesce(snapshots.pushed_at, excluded.pushed_at)
+			  WHERE snapshots.tenant_id = excluded.tenant_id`,
 			sn.ID, sn.TenantID, sn.RepositoryID, sn.ManifestKey, sn.Trigger, sn.ParentID, sn.RefsCount,
-			sn.PacksCount, sn.BytesUploaded, sn.TotalBytes, sn.StartedAt, sn.FinishedAt)
+			sn.PacksCount, sn.BytesUploaded, sn.TotalBytes, sn.StartedAt, sn.FinishedAt, sn.PushedAt)
 		if err != nil {
 			return fmt.Errorf("record snapshot %s: %w", sn.ID, err)
 		}
@@ -96,12 +99,12 @@ func (s *Store) MarkRepositoryDeletedUpstream(ctx context.Context, tenantID, rep
 }
 
 const snapshotColumns = `id, tenant_id, repository_id, manifest_key, trigger, parent_id, refs_count, packs_count,
-	bytes_uploaded, total_bytes, started_at, finished_at`
+	bytes_uploaded, total_bytes, started_at, finished_at, pushed_at`
 
 func scanSnapshot(row pgx.Row) (Snapshot, error) {
 	var sn Snapshot
 	err := row.Scan(&sn.ID, &sn.TenantID, &sn.RepositoryID, &sn.ManifestKey, &sn.Trigger, &sn.ParentID, &sn.RefsCount,
-		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt)
+		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt, &sn.PushedAt)
 	sn.DurationMS = sn.FinishedAt.Sub(sn.StartedAt).Milliseconds()
 	return sn, err
 }

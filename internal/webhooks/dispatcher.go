@@ -1,0 +1,429 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
+
+	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/workflows"
+)
+
+// Dispatcher acts on stored deliveries: fresh ones handed over by the receiver (Submit), and,
+// in a loop that one API process at a time runs under a Postgres lease, every row left
+// unprocessed (Temporal was down, the queue was full, a process died between store and act).
+// Acting is idempotent: a delivery handled twice requests a backup twice, which the
+// repository's workflow coalesces.
+type Dispatcher struct {
+	Store    *store.Store
+	Temporal client.Client
+	Backups  backupqueue.Settings
+	Logger   *slog.Logger
+	// Workers act on submitted deliveries in parallel (default 8).
+	Workers int
+	// RedriveEvery is how often the re-driver looks for due rows (default 2 s).
+	RedriveEvery time.Duration
+	// CallTimeout bounds one Temporal call, so that an outage makes a row wait for the
+	// re-driver instead of holding a worker (default 5 s).
+	CallTimeout time.Duration
+	// Holder names this process in the re-driver's lease (default host, pid and a random suffix).
+	Holder string
+
+	once  sync.Once
+	queue chan store.WebhookDelivery
+}
+
+// RedriveGrace is how long a fresh row belongs to the process that received it before the
+// re-driver may take it: the receiver stores rows with NextAttemptAt = receipt + RedriveGrace.
+const RedriveGrace = 10 * time.Second
+
+// redriveLease is the lease name the re-driver loop runs under.
+const redriveLease = "webhook-redriver"
+
+// queueSize bounds deliveries waiting for a dispatcher worker; past it the re-driver picks
+// them up from the outbox.
+const queueSize = 1024
+
+func (d *Dispatcher) init() {
+	d.once.Do(func() {
+		d.queue = make(chan store.WebhookDelivery, queueSize)
+		if d.Workers <= 0 {
+			d.Workers = 8
+		}
+		if d.RedriveEvery <= 0 {
+			d.RedriveEvery = 2 * time.Second
+		}
+		if d.CallTimeout <= 0 {
+			d.CallTimeout = 5 * time.Second
+		}
+		if d.Logger == nil {
+			d.Logger = slog.Default()
+		}
+		if d.Holder == "" {
+			host, _ := os.Hostname()
+			b := make([]byte, 4)
+			_, _ = rand.Read(b)
+			d.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+		}
+	})
+}
+
+// Submit hands a stored delivery to the workers without waiting; false means the queue is full
+// and the row waits for the re-driver.
+func (d *Dispatcher) Submit(del store.WebhookDelivery) bool {
+	if d == nil {
+		return false
+	}
+	d.init()
+	select {
+	case d.queue <- del:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run acts on submitted deliveries and re-drives the outbox until ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.init()
+	var wg sync.WaitGroup
+	for range d.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case del := <-d.queue:
+					d.Handle(ctx, del)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.redriveLoop(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
+
+func (d *Dispatcher) redriveLoop(ctx context.Context) {
+	ticker := time.NewTicker(d.RedriveEvery)
+	defer ticker.Stop()
+	defer func() {
+		// Hand the lease over at once rather than after it expires.
+		releaseCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = d.Store.ReleaseLease(releaseCtx, redriveLease, d.Holder)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if _, err := d.RedriveOnce(ctx); err != nil && ctx.Err() == nil {
+			d.Logger.Warn("webhook re-driver pass failed", "error", err)
+		}
+	}
+}
+
+// RedriveOnce processes the due unprocessed rows if this process holds the re-driver lease, and
+// returns how many it handled.
+func (d *Dispatcher) RedriveOnce(ctx context.Context) (int, error) {
+	d.init()
+	ttl := max(3*d.RedriveEvery, 10*time.Second)
+	held, err := d.Store.AcquireLease(ctx, redriveLease, d.Holder, ttl)
+	if err != nil || !held {
+		return 0, err
+	}
+	due, err := d.Store.DueWebhookDeliveries(ctx, time.Now(), 200)
+	if err != nil {
+		return 0, err
+	}
+	if len(due) > 0 {
+		d.Logger.Info("re-driving webhook deliveries left unprocessed", "count", len(due))
+	}
+	sem := make(chan struct{}, d.Workers)
+	var wg sync.WaitGroup
+	for _, del := range due {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d.Handle(ctx, del)
+		}()
+	}
+	wg.Wait()
+	return len(due), nil
+}
+
+// Handle acts on one delivery and records the outcome: processed with its result, or retried
+// later with a growing delay when a dependency failed.
+func (d *Dispatcher) Handle(ctx context.Context, del store.WebhookDelivery) {
+	d.init()
+	log := d.Logger.With("delivery", del.DeliveryUUID, "event", del.EventKey, "installation", del.InstallationID)
+	result, err := d.act(ctx, del)
+	if ctx.Err() != nil {
+		return // shutting down: the row stays for the re-driver
+	}
+	if err != nil {
+		next := time.Now().Add(retryDelay(del.Tries))
+		log.Warn("webhook delivery not processed yet; will retry", "error", err, "tries", del.Tries+1, "next_attempt_at", next)
+		if rerr := d.Store.RetryWebhookDeliveryLater(ctx, del.TenantID, del.DeliveryUUID, err.Error(), next); rerr != nil {
+			log.Warn("record webhook retry", "error", rerr)
+		}
+		return
+	}
+	if err := d.Store.FinishWebhookDelivery(ctx, del.TenantID, del.DeliveryUUID, result, time.Now()); err != nil {
+		log.Warn("mark webhook delivery processed", "error", err)
+		return
+	}
+	log.Info("webhook delivery processed", "result", result, "repository", del.RepositoryUUID,
+		"delay_ms", time.Since(del.ReceivedAt).Milliseconds())
+}
+
+// retryDelay grows with the tries so far, capped so that a row waits at most 15 s after the
+// dependency is back.
+func retryDelay(tries int) time.Duration {
+	d := time.Second << min(tries, 4)
+	return min(d, 15*time.Second)
+}
+
+// errIgnored carries why a delivery needs no work (it is processed with result "ignored").
+type errIgnored struct{ why string }
+
+func (e errIgnored) Error() string { return e.why }
+
+func (d *Dispatcher) act(ctx context.Context, del store.WebhookDelivery) (string, error) {
+	result, err := d.actOn(ctx, del)
+	var ign errIgnored
+	if errors.As(err, &ign) {
+		d.Logger.Info("webhook delivery needs no work", "delivery", del.DeliveryUUID, "event", del.EventKey, "why", ign.why)
+		return domain.WebhookIgnored, nil
+	}
+	return result, err
+}
+
+func (d *Dispatcher) actOn(ctx context.Context, del store.WebhookDelivery) (string, error) {
+	var a Action
+	if err := json.Unmarshal(del.Action, &a); err != nil {
+		return "", errIgnored{"stored action is not readable: " + err.Error()}
+	}
+	status, err := d.Store.InstallationStatus(ctx, del.TenantID, del.InstallationID)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", errIgnored{"installation no longer exists"}
+	}
+	if err != nil {
+		return "", fmt.Errorf("load installation: %w", err)
+	}
+	if status == domain.InstallationRemoving || status == domain.InstallationRemoved {
+		return "", errIgnored{"installation is " + status}
+	}
+	// needs_reauth still records what changed upstream (freshness shows the repository behind),
+	// but requests no backup that could not run.
+	canBackup := !store.BackupsStopped(status)
+	switch a.Kind {
+	case KindPush, KindPullRequest:
+		return d.wakeBackup(ctx, del, a, canBackup)
+	case KindRepositoryCreated:
+		repo, _, err := d.findOrAdd(ctx, del, a)
+		if err != nil {
+			return "", err
+		}
+		if repo.Included && canBackup {
+			if err := d.requestBackup(ctx, del, a, repo); err != nil {
+				return "", err
+			}
+		}
+		return domain.WebhookRepositoryAdded, nil
+	case KindRepositoryUpdated:
+		repo, err := d.find(ctx, del, a)
+		if err != nil {
+			return "", err
+		}
+		if a.Repository.FullName == repo.FullName {
+			return domain.WebhookRecorded, nil
+		}
+		if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, nil); err != nil {
+			return "", err
+		}
+		d.audit(ctx, del, "repository.renamed", repo.ID, map[string]any{"from": repo.FullName, "to": a.Repository.FullName})
+		return domain.WebhookRenamed, nil
+	case KindRepositoryDeleted:
+		repo, err := d.find(ctx, del, a)
+		if err != nil {
+			return "", err
+		}
+		if err := d.Store.MarkRepositoryDeletedUpstream(ctx, del.TenantID, repo.ID); err != nil {
+			return "", err
+		}
+		d.audit(ctx, del, "repository.deleted_upstream", repo.ID, map[string]any{"full_name": repo.FullName})
+		return domain.WebhookMarkedDeleted, nil
+	case KindRepositoryTransferred:
+		return d.transfer(ctx, del, a, canBackup)
+	}
+	return domain.WebhookRecorded, nil
+}
+
+// wakeBackup requests a backup of the pushed repository (adding it first if it was created since
+// the last sync) and notes the push for freshness.
+func (d *Dispatcher) wakeBackup(ctx context.Context, del store.WebhookDelivery, a Action, canBackup bool) (string, error) {
+	var repo store.Repository
+	var added bool
+	var err error
+	if a.Kind == KindPush {
+		repo, added, err = d.findOrAdd(ctx, del, a)
+	} else {
+		repo, err = d.find(ctx, del, a)
+	}
+	if err != nil {
+		return "", err
+	}
+	if a.Kind == KindPush {
+		if err := d.Store.RecordPush(ctx, del.TenantID, repo.ID, del.ReceivedAt); err != nil {
+			return "", err
+		}
+		if repo.Status == domain.RepositoryDeletedUpstream {
+			// A push proves the repository exists (restored upstream, or a listing missed it).
+			if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, nil); err != nil {
+				return "", err
+			}
+		}
+	}
+	if !repo.Included {
+		return "", errIgnored{"repository " + repo.FullName + " is excluded from backups"}
+	}
+	if !canBackup {
+		return "", errIgnored{"the installation needs to be reconnected before it can back up"}
+	}
+	if err := d.requestBackup(ctx, del, a, repo); err != nil {
+		return "", err
+	}
+	if added {
+		return domain.WebhookRepositoryAdded, nil
+	}
+	return domain.WebhookBackupRequested, nil
+}
+
+func (d *Dispatcher) requestBackup(ctx context.Context, del store.WebhookDelivery, a Action, repo store.Repository) error {
+	callCtx, cancel := context.WithTimeout(ctx, d.CallTimeout)
+	defer cancel()
+	_, err := backupqueue.Request(callCtx, d.Temporal, d.Backups, backupqueue.Target(repo), workflows.BackupRequest{
+		Trigger:     domain.TriggerWebhook,
+		DeliveryID:  del.DeliveryUUID.String(),
+		RequestedAt: del.ReceivedAt.UTC(),
+		Event:       del.EventKey,
+		PushedRefs:  a.Refs,
+	})
+	return err
+}
+
+// find is the installation's row of the delivery's repository; an unknown one needs no work
+// (the next sync lists it).
+func (d *Dispatcher) find(ctx context.Context, del store.WebhookDelivery, a Action) (store.Repository, error) {
+	repo, err := d.Store.RepositoryByProviderUUID(ctx, del.TenantID, del.InstallationID, a.Repository.UUID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Repository{}, errIgnored{"repository " + a.Repository.FullName + " is not known to the installation"}
+	}
+	return repo, err
+}
+
+// findOrAdd is find, adding a repository of one of the installation's workspaces by the
+// installation's default-include rule.
+func (d *Dispatcher) findOrAdd(ctx context.Context, del store.WebhookDelivery, a Action) (store.Repository, bool, error) {
+	repo, err := d.Store.RepositoryByProviderUUID(ctx, del.TenantID, del.InstallationID, a.Repository.UUID)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return repo, false, err
+	}
+	ws, err := d.Store.WorkspaceByProvider(ctx, del.TenantID, del.InstallationID, a.Repository.WorkspaceUUID, a.Repository.WorkspaceSlug)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Repository{}, false, errIgnored{"workspace " + a.Repository.WorkspaceSlug + " is not one of the installation's"}
+	}
+	if err != nil {
+		return store.Repository{}, false, err
+	}
+	repo, err = d.addRepository(ctx, del, a, ws.ID)
+	return repo, err == nil, err
+}
+
+func (d *Dispatcher) addRepository(ctx context.Context, del store.WebhookDelivery, a Action, workspaceID uuid.UUID) (store.Repository, error) {
+	id, _, err := d.Store.UpsertRepository(ctx, store.Repository{
+		TenantID: del.TenantID, InstallationID: del.InstallationID, WorkspaceID: &workspaceID,
+		ProviderUUID: a.Repository.UUID, FullName: a.Repository.FullName, IsPrivate: a.Repository.IsPrivate,
+	})
+	if err != nil {
+		return store.Repository{}, err
+	}
+	repo, err := d.Store.GetRepository(ctx, del.TenantID, id)
+	if err != nil {
+		return store.Repository{}, err
+	}
+	d.audit(ctx, del, "repository.added", repo.ID, map[string]any{"full_name": repo.FullName, "included": repo.Included})
+	return repo, nil
+}
+
+// transfer follows a repository into another workspace: moved when both are the installation's,
+// added when it arrives from elsewhere, marked deleted upstream when it leaves.
+func (d *Dispatcher) transfer(ctx context.Context, del store.WebhookDelivery, a Action, canBackup bool) (string, error) {
+	repo, err := d.Store.RepositoryByProviderUUID(ctx, del.TenantID, del.InstallationID, a.Repository.UUID)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "", err
+	}
+	ws, err := d.Store.WorkspaceByProvider(ctx, del.TenantID, del.InstallationID, a.Repository.WorkspaceUUID, a.Repository.WorkspaceSlug)
+	switch {
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return "", err
+	case err != nil && known:
+		if err := d.Store.MarkRepositoryDeletedUpstream(ctx, del.TenantID, repo.ID); err != nil {
+			return "", err
+		}
+		d.audit(ctx, del, "repository.transferred_out", repo.ID, map[string]any{"full_name": repo.FullName, "to": a.Repository.FullName})
+		return domain.WebhookMarkedDeleted, nil
+	case err != nil:
+		return "", errIgnored{"repository moved between workspaces the installation does not watch"}
+	case known:
+		if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, &ws.ID); err != nil {
+			return "", err
+		}
+		d.audit(ctx, del, "repository.transferred", repo.ID, map[string]any{"from": repo.FullName, "to": a.Repository.FullName})
+		return domain.WebhookMoved, nil
+	}
+	added, err := d.addRepository(ctx, del, a, ws.ID)
+	if err != nil {
+		return "", err
+	}
+	if added.Included && canBackup {
+		if err := d.requestBackup(ctx, del, a, added); err != nil {
+			return "", err
+		}
+	}
+	return domain.WebhookRepositoryAdded, nil
+}
+
+func (d *Dispatcher) audit(ctx context.Context, del store.WebhookDelivery, action string, repoID uuid.UUID, details map[string]any) {
+	details["delivery"] = del.DeliveryUUID.String()
+	details["event"] = del.EventKey
+	raw, _ := json.Marshal(details)
+	if err := d.Store.RecordAudit(ctx, store.AuditEvent{
+		TenantID: del.TenantID, Actor: "system:webhook", Action: action, TargetType: "repository", TargetID: repoID.String(), Details: raw,
+	}); err != nil {
+		d.Logger.Warn("audit webhook change", "action", action, "error", err)
+	}
+}
