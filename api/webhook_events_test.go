@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	enumspb "go.temporal.io/api/enums/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/emulator"
@@ -74,7 +76,7 @@ func TestRepositoryEventsFollowUpstream(t *testing.T) {
 	// The audit log says what the webhooks changed.
 	_, body := e.call("GET", "/api/v1/audit-events?limit=200", "acme-corp", "")
 	actions := map[string]bool{}
-	for _, ev := range body["events"].([]any) {
+	for _, ev := range body["audit_events"].([]any) {
 		ev := ev.(map[string]any)
 		if ev["actor"] == "system:webhook" {
 			actions[ev["action"].(string)] = true
@@ -230,11 +232,12 @@ func TestPushBurstCoalesces(t *testing.T) {
 			t.Fatalf("no delivery reported %s", b)
 		}
 	}
-	e.waitSnapshotWithTips("acme-corp", repo, tips, 2*time.Minute)
+	snap := e.waitSnapshotWithTips("acme-corp", repo, tips, 2*time.Minute)
+	finished, _ := time.Parse(time.RFC3339Nano, snap["finished_at"].(string))
 	// Let a trailing run (if any) finish before counting.
 	time.Sleep(7 * time.Second)
 	runs := e.stageRuns(wfID) - runsBefore
-	t.Logf("50 pushes -> %d backup run(s); last snapshot %.1f s after the first push", runs, time.Since(started).Seconds())
+	t.Logf("50 pushes -> %d backup run(s); every tip in a snapshot %.1f s after the first push", runs, finished.Sub(started).Seconds())
 	if runs < 1 || runs > 2 {
 		t.Fatalf("50 pushes made %d backup runs, want 1 or 2", runs)
 	}
@@ -273,20 +276,23 @@ func TestTemporalOutageDuringPushBurst(t *testing.T) {
 	e.waitFor("50 stored push deliveries", time.Minute, func() bool {
 		return len(e.pushedTips("acme-corp", instID)) >= 50
 	})
-	var delivered []emulator.Delivery
-	e.emulatorAdmin("GET", "/_emulator/deliveries", "", &delivered)
-	pushes := 0
-	for _, d := range delivered {
-		if d.Event != "repo:push" || !strings.Contains(d.URL, instID) {
-			continue
+	// The emulator logs an attempt once it has the answer.
+	var pushes []emulator.Delivery
+	e.waitFor("the emulator to log 50 push deliveries", time.Minute, func() bool {
+		var delivered struct{ Deliveries []emulator.Delivery }
+		e.emulatorAdmin("GET", "/_emulator/deliveries", "", &delivered)
+		pushes = pushes[:0]
+		for _, d := range delivered.Deliveries {
+			if d.Event == "repo:push" && strings.Contains(d.URL, instID) {
+				pushes = append(pushes, d)
+			}
 		}
-		pushes++
+		return len(pushes) >= 50
+	})
+	for _, d := range pushes {
 		if d.Attempt != 1 || d.Status != 202 {
 			t.Fatalf("a delivery during the outage = %+v, want 202 on the first attempt", d)
 		}
-	}
-	if pushes != 50 {
-		t.Fatalf("emulator delivered %d pushes, want 50", pushes)
 	}
 	if unprocessed := e.unprocessedDeliveries("acme-corp", instID); unprocessed != 50 {
 		t.Fatalf("%d deliveries unprocessed during the outage, want all 50 waiting", unprocessed)
@@ -340,4 +346,89 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestTwoHundredRepositoriesPushedAtOnce: a push to each of 200 repositories at once backs every
+// one of them up, bounded by the worker's concurrency, and every pushed tip is in a snapshot.
+func TestTwoHundredRepositoriesPushedAtOnce(t *testing.T) {
+	const n = 200
+	seed := &emulator.Seed{Users: []emulator.SeedUser{{Username: "alice"}}}
+	ws := emulator.SeedWorkspace{Slug: "fleet", Admins: []string{"alice"}}
+	for i := range n {
+		ws.Repositories = append(ws.Repositories, emulator.SeedRepository{Slug: fmt.Sprintf("repo-%03d", i)})
+	}
+	seed.Workspaces = append(seed.Workspaces, ws)
+	e := newConnectEnvWith(t, connectOptions{seed: seed, emulatorDir: fastTempDir(t)})
+	// Nothing is backed up at onboarding (the webhook backups are under test): inclusion is
+	// turned on after discovery, which starts no backup by itself.
+	e.stopWorker()
+	instID, wfID := e.startConnect("acme-corp", "alice")
+	if status, body := e.call("POST", "/api/v1/installations/"+instID+"/repositories:bulk", "acme-corp", `{"default_included":false}`); status != 200 {
+		t.Fatalf("default_included=false: %d %v", status, body)
+	}
+	e.startWorker()
+	if res, err := e.waitOnboarding(wfID); err != nil || res.Status != "active" {
+		t.Fatalf("onboarding = %+v, %v", res, err)
+	}
+	if status, body := e.call("POST", "/api/v1/installations/"+instID+"/repositories:bulk", "acme-corp", `{"include":["fleet/*"]}`); status != 200 {
+		t.Fatalf("include fleet/*: %d %v", status, body)
+	}
+
+	started := time.Now()
+	var g errgroup.Group
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error {
+			resp, err := http.Post(e.emu.URL()+fmt.Sprintf("/_emulator/repositories/fleet/repo-%03d/push", i), "application/json", strings.NewReader(`{"commits":1}`))
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode >= 300 {
+				return fmt.Errorf("push to repo-%03d: %d", i, resp.StatusCode)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d pushes took %.1f s", n, time.Since(started).Seconds())
+	e.waitFor(fmt.Sprintf("%d stored push deliveries", n), 2*time.Minute, func() bool {
+		return len(e.storedDeliveries("acme-corp", instID)) >= n
+	})
+	tips := map[string]string{} // repository UUID -> pushed main tip
+	for _, d := range e.storedDeliveries("acme-corp", instID) {
+		var a webhooks.Action
+		if err := json.Unmarshal(d.Action, &a); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range a.Refs {
+			tips[a.Repository.UUID] = r.New
+		}
+	}
+	if len(tips) != n {
+		t.Fatalf("deliveries name %d repositories, want %d", len(tips), n)
+	}
+	e.waitFor(fmt.Sprintf("all %d repositories backed up", n), 8*time.Minute, func() bool {
+		_, body := e.call("GET", "/api/v1/repositories?installation="+instID+"&limit=500", "acme-corp", "")
+		done := 0
+		for _, r := range body["repositories"].([]any) {
+			if r.(map[string]any)["last_snapshot_id"] != nil {
+				done++
+			}
+		}
+		return done == n
+	})
+	t.Logf("%d repositories backed up %.1f s after the first push", n, time.Since(started).Seconds())
+	_, body := e.call("GET", "/api/v1/repositories?installation="+instID+"&limit=500", "acme-corp", "")
+	for _, r := range body["repositories"].([]any) {
+		r := r.(map[string]any)
+		if got := e.manifestRefs("acme-corp", r, r["last_snapshot_id"].(string))["refs/heads/main"]; got != tips[r["uuid"].(string)] {
+			t.Fatalf("%s: snapshot has main at %q, pushed %q", r["full_name"], got, tips[r["uuid"].(string)])
+		}
+		if r["behind"] != false {
+			t.Fatalf("%s is behind after its backup: %v", r["full_name"], r)
+		}
+	}
 }
