@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/metrics"
 )
 
@@ -28,7 +29,7 @@ func TestMetricsNeedNoToken(t *testing.T) {
 	}
 
 	m := metrics.New("test")
-	m.WebhookDelivery("repo:push", metrics.WebhookAccepted)
+	m.WebhookDelivery("repo:push", domain.WebhookAccepted)
 	f.deps.Metrics = m
 	f.serve(t)
 	status, contentType, body := get()

@@ -30,18 +30,6 @@ import (
 // (bitbucket.KnownEventKey): anyone can send any header, and it must not become a label value.
 const EventOther = "other"
 
-// Webhook delivery results, the result label of gitsec_webhook_deliveries_total. Callers may
-// pass other strings, but every value is a time series: keep to this set.
-const (
-	WebhookAccepted            = "accepted"
-	WebhookDuplicate           = "duplicate"
-	WebhookRejectedSignature   = "rejected_signature"
-	WebhookUnknownInstallation = "unknown_installation"
-	WebhookMalformed           = "malformed"
-	WebhookTooLarge            = "too_large"
-	WebhookUnavailable         = "unavailable"
-)
-
 // Buckets of the histograms, in seconds.
 var (
 	// webhookHandlerBuckets spans 1 ms to 1 s, where a persist-first receiver lives, and up to
@@ -179,7 +167,9 @@ func (m *Metrics) Registry() *prometheus.Registry {
 }
 
 // WebhookDelivery counts one webhook delivery. event is its X-Event-Key, recorded as
-// EventOther unless bitbucket.KnownEventKey knows it; result is one of the Webhook* constants.
+// EventOther unless bitbucket.KnownEventKey knows it; result is one of the receiver's answers,
+// the domain.Webhook* results (accepted, duplicate, rejected_signature, unknown_installation,
+// malformed, too_large, unavailable): any string is recorded, but each is a time series.
 func (m *Metrics) WebhookDelivery(event, result string) {
 	if m == nil {
 		return

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/bitbucket"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/testenv"
 )
@@ -85,9 +86,9 @@ func sample(t *testing.T, families map[string]*dto.MetricFamily, name string, wa
 
 func TestScrapeHasEveryGitSecMetric(t *testing.T) {
 	m := metrics.New("1.2.3")
-	m.WebhookDelivery(bitbucket.EventRepoPush, metrics.WebhookAccepted)
-	m.WebhookDelivery(bitbucket.EventRepoPush, metrics.WebhookAccepted)
-	m.WebhookDelivery(bitbucket.EventPullRequestCreated, metrics.WebhookDuplicate)
+	m.WebhookDelivery(bitbucket.EventRepoPush, domain.WebhookAccepted)
+	m.WebhookDelivery(bitbucket.EventRepoPush, domain.WebhookAccepted)
+	m.WebhookDelivery(bitbucket.EventPullRequestCreated, domain.WebhookDuplicate)
 	m.ObserveWebhookHandler(3 * time.Millisecond)
 	m.ObservePushToSnapshot(12 * time.Second)
 	m.WebhookRedrive("signalled")
@@ -231,10 +232,10 @@ func TestNilMetricsRecordsNothing(t *testing.T) {
 func TestUnknownEventKeysShareOneSeries(t *testing.T) {
 	m := metrics.New("test")
 	for i := range 500 {
-		m.WebhookDelivery(fmt.Sprintf("evil:%d", i), metrics.WebhookMalformed)
+		m.WebhookDelivery(fmt.Sprintf("evil:%d", i), domain.WebhookMalformed)
 	}
-	m.WebhookDelivery("", metrics.WebhookMalformed)
-	m.WebhookDelivery(bitbucket.EventRepoPush, metrics.WebhookRejectedSignature)
+	m.WebhookDelivery("", domain.WebhookMalformed)
+	m.WebhookDelivery(bitbucket.EventRepoPush, domain.WebhookRejectedSignature)
 	fams := scrape(t, m)
 	series := fams["gitsec_webhook_deliveries_total"].GetMetric()
 	var got []string
