@@ -15,6 +15,7 @@ import (
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
@@ -54,6 +55,8 @@ type Backups struct {
 	Temporal client.Client
 	Queue    backupqueue.Settings
 	Logger   *slog.Logger
+	// Metrics records backup runs and snapshot times; nil records nothing.
+	Metrics *metrics.Metrics
 	// mirrors tracks the mirror directories in use on this worker, so that cleanup and
 	// eviction never remove one under a running backup.
 	mirrors mirrorLeases

@@ -19,6 +19,7 @@ func (h *handlers) connectedAccount(ctx context.Context, tok *oauth2.Token) (sto
 		HTTPClient:  h.deps.OAuthHTTPClient,
 		Logger:      h.deps.Logger,
 		UserAgent:   "GitSec-Backup",
+		OnRequest:   h.deps.Metrics.BitbucketRequest,
 	})
 	u, err := c.CurrentUser(ctx)
 	if err != nil {

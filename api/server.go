@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/webhooks"
@@ -51,6 +52,10 @@ type Deps struct {
 	Webhooks *webhooks.Dispatcher
 	// OAuthStateTTL bounds how long a connect link stays valid (default 15 minutes).
 	OAuthStateTTL time.Duration
+	// Metrics is the process's registry, served at GET /metrics without a token (like
+	// /healthz: scrapers carry no tenant token; keep the listener off the public internet or
+	// filter /metrics at the proxy). Nil: no /metrics route.
+	Metrics *metrics.Metrics
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -81,6 +86,9 @@ func NewHandler(d Deps) http.Handler {
 
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
+	if d.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
+	}
 
 	v1 := r.Group("/api/v1", h.authenticate)
 	v1.GET("/me", h.handle(h.me))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/devstack"
 	"github.com/gitsec/gitsec/internal/logging"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 )
@@ -85,13 +86,17 @@ func runDev(ctx context.Context, o devstack.Options) error {
 	}
 	defer st.Close()
 
+	// One process, one registry: the API's /metrics shows the worker's metrics too.
+	m := metrics.New(version)
+	defer m.Close()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveAPI(gctx, cfg, log, st, box) })
-	g.Go(func() error { return runWorker(gctx, cfg, log, st, box) })
+	g.Go(func() error { return serveAPI(gctx, cfg, log, st, box, m) })
+	g.Go(func() error { return runWorker(gctx, cfg, log, st, box, m) })
 
 	fmt.Printf(`
 GitSec dev stack is up (%s)
   API          http://%s   (try: curl http://%s/readyz)
+  Metrics      http://%s/metrics   (API and worker, Prometheus text format)
   Temporal UI  %s
   Temporal     %s  namespace %s
   Postgres     %s
@@ -101,7 +106,7 @@ GitSec dev stack is up (%s)
   Try:         curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/me
   Bitbucket    %s
 Press Ctrl-C to stop everything.
-`, time.Since(started).Round(100*time.Millisecond), cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
+`, time.Since(started).Round(100*time.Millisecond), cfg.HTTPAddr, cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
 		postgresLine(stack), cfg.StorageURL, envPath, envPath, stack.Token, filepath.Join(stack.Dir, "dev-token"),
 		filepath.Join(stack.Dir, "dev-token"), cfg.HTTPAddr, bitbucketLine(stack, cfg.Bitbucket.APIURL))
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/config"
 	"github.com/gitsec/gitsec/internal/logging"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
@@ -53,11 +55,14 @@ func openStore(ctx context.Context) (*store.Store, error) {
 	return store.Open(ctx, cfg.DatabaseURL)
 }
 
-func temporalOptions(cfg config.Config, log *slog.Logger) client.Options {
+// temporalOptions are the Temporal client options of every process; the SDK's own metrics go
+// to the process's registry (nil m: none).
+func temporalOptions(cfg config.Config, log *slog.Logger, m *metrics.Metrics) client.Options {
 	return client.Options{
-		HostPort:  cfg.TemporalAddress,
-		Namespace: cfg.TemporalNamespace,
-		Logger:    sdklog.NewStructuredLogger(log.With("component", "temporal")),
+		HostPort:       cfg.TemporalAddress,
+		Namespace:      cfg.TemporalNamespace,
+		Logger:         sdklog.NewStructuredLogger(log.With("component", "temporal")),
+		MetricsHandler: m.TemporalMetricsHandler(),
 	}
 }
 
@@ -95,9 +100,10 @@ func bitbucketOAuth(cfg config.Config) *oauth2.Config {
 }
 
 // serveAPI runs the HTTP API until ctx is cancelled. Temporal is dialled lazily so that the API
-// starts (and /readyz says why it is not ready) while Temporal is still coming up.
-func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box) error {
-	tc, err := client.NewLazyClient(temporalOptions(cfg, log))
+// starts (and /readyz says why it is not ready) while Temporal is still coming up. m is served
+// at GET /metrics on the API's listener.
+func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box, m *metrics.Metrics) error {
+	tc, err := client.NewLazyClient(temporalOptions(cfg, log, m))
 	if err != nil {
 		return fmt.Errorf("temporal client for %s: %w", cfg.TemporalAddress, err)
 	}
@@ -130,6 +136,7 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		OAuthHTTPClient: &http.Client{Timeout: oauthExchangeTimeout},
 		Backups:         backupSettings(cfg),
 		Webhooks:        dispatcher,
+		Metrics:         m,
 	})
 	srv := newAPIServer(cfg.HTTPAddr, handler)
 	errc := make(chan error, 1)
@@ -168,9 +175,17 @@ func newAPIServer(addr string, handler http.Handler) *http.Server {
 	}
 }
 
-// runWorker runs the Temporal worker until ctx is cancelled.
-func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box) error {
-	tc, err := client.DialContext(ctx, temporalOptions(cfg, log))
+// runWorker runs the Temporal worker until ctx is cancelled. Its metrics go to m, which it
+// serves on GITSEC_METRICS_ADDR when that is set.
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box, m *metrics.Metrics) error {
+	if cfg.MetricsAddr != "" {
+		_, stop, err := startMetricsServer(cfg.MetricsAddr, m, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	tc, err := client.DialContext(ctx, temporalOptions(cfg, log, m))
 	if err != nil {
 		return fmt.Errorf("connect to temporal at %s (GITSEC_TEMPORAL_ADDRESS): %w", cfg.TemporalAddress, err)
 	}
@@ -184,15 +199,20 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 	if err != nil {
 		return fmt.Errorf("GITSEC_MIRROR_DIR: %w", err)
 	}
+	restLimiters := bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst)
+	gitLimiters := bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst)
+	m.WatchRateLimits(bitbucket.RequestKindREST, restLimiters.Remaining)
+	m.WatchRateLimits(bitbucket.RequestKindGit, gitLimiters.Remaining)
 	clients := &providerclient.Factory{
 		Store:        st,
 		Box:          box,
 		OAuth:        bitbucketOAuth(cfg),
 		APIURL:       cfg.Bitbucket.APIURL,
 		GitURL:       cfg.Bitbucket.GitURL,
-		RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
-		GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst),
+		RESTLimiters: restLimiters,
+		GitLimiters:  gitLimiters,
 		Logger:       log,
+		OnRequest:    m.BitbucketRequest,
 	}
 	queue := backupSettings(cfg)
 	return worker.Run(ctx, worker.Options{
@@ -203,7 +223,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 			Backups: &activities.Backups{
 				Store: st, Clients: clients, Archive: arch,
 				MirrorDir: mirrorDir, HostQueue: cfg.HostQueue, MirrorMaxBytes: cfg.MirrorMaxBytes,
-				Temporal: tc, Queue: queue, Logger: log,
+				Temporal: tc, Queue: queue, Logger: log, Metrics: m,
 			},
 			Sweeps: &activities.Sweeps{
 				Store: st, Clients: clients, Archive: arch, Temporal: tc, Queue: queue, Logger: log,
@@ -223,4 +243,49 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 		WebhookDedupWindow:   cfg.WebhookDedupWindow,
 		Logger:               log,
 	})
+}
+
+// Timeouts of the worker's metrics server: a scrape is one gather of the registry, which
+// promhttp bounds at 10 s (metrics.Metrics.Handler).
+const (
+	metricsReadHeaderTimeout = 5 * time.Second
+	metricsReadTimeout       = 10 * time.Second
+	metricsWriteTimeout      = 30 * time.Second
+	metricsIdleTimeout       = 120 * time.Second
+)
+
+func newMetricsServer(m *metrics.Metrics) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsReadHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+	}
+}
+
+// startMetricsServer serves m at /metrics on addr until stop is called. The port is bound
+// before it returns, so a GITSEC_METRICS_ADDR that cannot be used stops the start.
+func startMetricsServer(addr string, m *metrics.Metrics, log *slog.Logger) (bound net.Addr, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GITSEC_METRICS_ADDR: %w", err)
+	}
+	srv := newMetricsServer(m)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server failed", "addr", ln.Addr().String(), "error", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	return ln.Addr(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }

@@ -7,13 +7,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gitsec/gitsec/internal/config"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 )
 
-// service is what `gitsec api` and `gitsec worker` run once configuration, the secrets keeper
-// and Postgres are open.
-type service func(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box) error
+// service is what `gitsec api` and `gitsec worker` run once configuration, the secrets keeper,
+// Postgres and the process's metrics registry are open.
+type service func(ctx context.Context, cfg config.Config, log *slog.Logger, st *store.Store, box *secretbox.Box, m *metrics.Metrics) error
 
 func newServiceCmd(use, short string, run service) *cobra.Command {
 	return &cobra.Command{
@@ -39,7 +40,10 @@ func newServiceCmd(use, short string, run service) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			return run(ctx, cfg, log, st, box)
+			// One registry per process; closed after run has closed its Temporal client.
+			m := metrics.New(version)
+			defer m.Close()
+			return run(ctx, cfg, log, st, box, m)
 		},
 	}
 }

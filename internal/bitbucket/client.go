@@ -58,6 +58,10 @@ type Options struct {
 	MaxRetryAfter time.Duration
 	// UserAgent is sent on every request.
 	UserAgent string
+	// OnRequest, when set, is told of every HTTP attempt to the REST API and every git
+	// operation (see RequestKindREST, RequestKindGit and RequestClass), for metrics. It must
+	// be cheap and safe for concurrent use.
+	OnRequest func(kind, class string)
 }
 
 // Client talks to Bitbucket Cloud REST 2.0 through one request path: pacing, auth, retries,
@@ -77,6 +81,7 @@ type Client struct {
 	maxBackoff    time.Duration
 	maxRetryAfter time.Duration
 	userAgent     string
+	onRequest     func(kind, class string)
 
 	// sleep and jitter are replaced by in-package tests to observe delays without waiting.
 	sleep  func(ctx context.Context, d time.Duration) error
@@ -98,6 +103,7 @@ func New(opts Options) *Client {
 		maxBackoff:    opts.MaxBackoff,
 		maxRetryAfter: opts.MaxRetryAfter,
 		userAgent:     opts.UserAgent,
+		onRequest:     opts.OnRequest,
 		sleep:         sleepContext,
 		jitter:        fullJitter,
 	}
@@ -177,6 +183,7 @@ func (c *Client) do(ctx context.Context, cl call) error {
 			return fmt.Errorf("%s %s: %w", cl.method, endpoint.Path, err)
 		}
 		resp, err := c.send(ctx, cl.method, endpoint, payload, tok.AccessToken)
+		c.observeREST(resp, err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s %s: %w", cl.method, endpoint.Path, ctx.Err())

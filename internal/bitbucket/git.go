@@ -50,6 +50,7 @@ func (c *Client) WithGitAuth(ctx context.Context, op func(*githttp.BasicAuth) er
 		return err
 	}
 	err = op(auth)
+	c.observe(RequestKindGit, gitClass(err))
 	if errors.Is(err, transport.ErrAuthenticationRequired) {
 		refresher, ok := c.tokens.(TokenRefresher)
 		if !ok {
@@ -63,6 +64,7 @@ func (c *Client) WithGitAuth(ctx context.Context, op func(*githttp.BasicAuth) er
 			return err
 		}
 		err = op(auth)
+		c.observe(RequestKindGit, gitClass(err))
 	}
 	switch {
 	case errors.Is(err, transport.ErrAuthenticationRequired):

@@ -97,3 +97,27 @@ func (r *LimiterRegistry) For(credentialID string) *Limiter {
 	}
 	return l
 }
+
+// Remaining is how many requests may be sent at once right now: the bucket's tokens, between 0
+// and Burst when idle, negative while requests are queued waiting for the budget.
+func (l *Limiter) Remaining() float64 {
+	if l == nil {
+		return 0
+	}
+	return l.bucket.Tokens()
+}
+
+// Remaining reports Remaining of every limiter handed out so far, keyed by credential ID, for
+// metrics. It is nil for a nil registry.
+func (r *LimiterRegistry) Remaining() map[string]float64 {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]float64, len(r.limiters))
+	for id, l := range r.limiters {
+		out[id] = l.Remaining()
+	}
+	return out
+}

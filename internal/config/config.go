@@ -31,6 +31,7 @@ var Variables = []Variable{
 	{Name: "GITSEC_TASK_QUEUE", Default: "gitsec", Help: "Shared Temporal task queue polled by every worker."},
 	{Name: "GITSEC_STORAGE_URL", Default: "file://.gitsec/storage", Help: "Backup storage as a gocloud.dev/blob URL: file://DIR, s3://BUCKET?region=..., gs://BUCKET, azblob://CONTAINER."},
 	{Name: "GITSEC_HTTP_ADDR", Default: "127.0.0.1:8080", Help: "Listen address of `gitsec api`."},
+	{Name: "GITSEC_METRICS_ADDR", Help: "Listen address (host:port) where `gitsec worker` serves Prometheus metrics at /metrics; unset: the worker serves none. `gitsec api` serves /metrics on GITSEC_HTTP_ADDR, and `gitsec dev` serves the metrics of its API and worker there too."},
 	{Name: "GITSEC_PUBLIC_URL", Default: "http://127.0.0.1:8080", Help: "Externally reachable base URL of the API (OAuth callback and webhook URLs are built from it)."},
 	{Name: "GITSEC_SECRETS_KEY_URL", Secret: true, Help: "gocloud.dev/secrets keeper URL that encrypts OAuth tokens and webhook secrets at rest (base64key://... locally; awskms://, gcpkms://, hashivault:// in production). Required by api, worker and dev."},
 	{Name: "GITSEC_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error."},
@@ -64,6 +65,7 @@ type Config struct {
 	TaskQueue            string
 	StorageURL           string
 	HTTPAddr             string
+	MetricsAddr          string
 	PublicURL            string
 	SecretsKeyURL        string
 	LogLevel             slog.Level
@@ -111,6 +113,7 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		TaskQueue:         r.nonEmpty("GITSEC_TASK_QUEUE"),
 		StorageURL:        r.storageURL("GITSEC_STORAGE_URL"),
 		HTTPAddr:          r.hostPort("GITSEC_HTTP_ADDR"),
+		MetricsAddr:       r.optionalHostPort("GITSEC_METRICS_ADDR"),
 		PublicURL:         r.httpURL("GITSEC_PUBLIC_URL"),
 		SecretsKeyURL:     r.secretsURL("GITSEC_SECRETS_KEY_URL"),
 		LogLevel:          r.logLevel("GITSEC_LOG_LEVEL"),
@@ -220,6 +223,19 @@ func (r *reader) hostPort(name string) string {
 	if val == "" {
 		return ""
 	}
+	return r.checkHostPort(name, val)
+}
+
+// optionalHostPort is hostPort for a listener that is off when the variable is unset.
+func (r *reader) optionalHostPort(name string) string {
+	val := r.optional(name)
+	if val == "" {
+		return ""
+	}
+	return r.checkHostPort(name, val)
+}
+
+func (r *reader) checkHostPort(name, val string) string {
 	host, port, err := net.SplitHostPort(val)
 	if err != nil {
 		r.fail(name, fmt.Sprintf("must be host:port, got %q", val))

@@ -32,6 +32,14 @@ func TestLoadDefaults(t *testing.T) {
 	if c.HousekeepingEvery.String() != "1h0m0s" {
 		t.Fatalf("housekeeping interval = %v", c.HousekeepingEvery)
 	}
+	if c.MetricsAddr != "" {
+		t.Fatalf("metrics address = %q, want the worker's metrics off by default", c.MetricsAddr)
+	}
+	env := validEnv()
+	env["GITSEC_METRICS_ADDR"] = "0.0.0.0:9464"
+	if c, err := LoadFrom(envOf(env)); err != nil || c.MetricsAddr != "0.0.0.0:9464" {
+		t.Fatalf("GITSEC_METRICS_ADDR=0.0.0.0:9464 gave %q, %v", c.MetricsAddr, err)
+	}
 	if c.SweepEvery != 24*time.Hour || c.SweepConcurrency != 8 || c.MirrorMaxBytes != 0 || c.MirrorCleanupEvery != time.Hour {
 		t.Fatalf("sweep every %v, concurrency %d, mirror budget %d, cleanup every %v", c.SweepEvery, c.SweepConcurrency, c.MirrorMaxBytes, c.MirrorCleanupEvery)
 	}
@@ -45,6 +53,7 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"GITSEC_DATABASE_URL", "", "GITSEC_DATABASE_URL: is required"},
 		{"GITSEC_TEMPORAL_ADDRESS", "localhost", "GITSEC_TEMPORAL_ADDRESS: must be host:port"},
 		{"GITSEC_HTTP_ADDR", "127.0.0.1:99999", "GITSEC_HTTP_ADDR: port \"99999\""},
+		{"GITSEC_METRICS_ADDR", "9464", "GITSEC_METRICS_ADDR: must be host:port"},
 		{"GITSEC_PUBLIC_URL", "ftp://x", "GITSEC_PUBLIC_URL: must be an absolute http(s) URL"},
 		{"GITSEC_STORAGE_URL", "mem://", "GITSEC_STORAGE_URL: scheme \"mem\" is not supported"},
 		{"GITSEC_SECRETS_KEY_URL", "plaintextsecret", "GITSEC_SECRETS_KEY_URL: must be a secrets keeper URL"},

@@ -43,6 +43,8 @@ type Factory struct {
 	GitLimiters  *bitbucket.LimiterRegistry
 	HTTPClient   *http.Client
 	Logger       *slog.Logger
+	// OnRequest is passed to every client as bitbucket.Options.OnRequest (metrics); nil: none.
+	OnRequest func(kind, class string)
 
 	mu      sync.Mutex
 	clients map[uuid.UUID]*cachedClient
@@ -106,6 +108,7 @@ func (f *Factory) Client(ctx context.Context, tenantID, installationID uuid.UUID
 		GitLimiter:  f.GitLimiters.For(key),
 		Logger:      f.logger().With("installation", key),
 		UserAgent:   "GitSec-Backup",
+		OnRequest:   f.OnRequest,
 	})
 	if f.clients == nil {
 		f.clients = map[uuid.UUID]*cachedClient{}
