@@ -360,6 +360,7 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 		return err
 	}
 	r := in.Result
+	a.observeRun(in, repoID)
 	if r.Host != "" && in.Failure == "" {
 		if err := a.Store.SetMirrorHost(ctx, tenantID, repoID, r.Host); err != nil {
 			return classify("record mirror host", err)
@@ -413,6 +414,36 @@ func (a *Backups) RecordBackupOutcome(ctx context.Context, in workflows.BackupOu
 		}
 	}
 	return nil
+}
+
+// observeRun records the run in the metrics: its result, and for a successful run the freshness
+// of the pushes it answers (a run that found nothing new still means those pushes are backed up:
+// an earlier snapshot had them).
+func (a *Backups) observeRun(in workflows.BackupOutcomeInput, repoID uuid.UUID) {
+	r := in.Result
+	result := domain.BackupSucceeded
+	switch {
+	case in.Failure != "":
+		result = domain.BackupFailed
+	case r.Skipped != "":
+		result = "skipped"
+	case !r.Changed:
+		result = domain.BackupUnchanged
+	}
+	var d time.Duration
+	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() {
+		d = r.FinishedAt.Sub(r.StartedAt)
+	}
+	a.Metrics.BackupRun(string(in.Trigger), result, d, r.BytesUploaded)
+	if in.Failure != "" || r.Skipped != "" || r.FinishedAt.IsZero() {
+		return
+	}
+	for _, pushed := range in.PushTimes {
+		a.Metrics.ObservePushToSnapshot(r.FinishedAt.Sub(pushed))
+	}
+	if r.Changed {
+		a.Metrics.SetLastSnapshot(repoID.String(), r.FinishedAt)
+	}
 }
 
 // maxSnapshotsReconciled bounds the manifests one outcome reads to recover lost rows.

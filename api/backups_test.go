@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -49,6 +50,8 @@ func TestBackupsThroughTheAPI(t *testing.T) {
 	}
 
 	// A manual backup after a push produces a second snapshot.
+	// The push's webhook would back it up on its own; dropped, the manual request is what runs.
+	e.addFaults(emulator.FaultRule{Target: "webhook", Kind: "drop", Event: "repo:push"})
 	e.emulatorPOST("/_emulator/repositories/acme/api/push", `{"commits":1}`)
 	status, queued := e.call("POST", "/api/v1/repositories/"+repoID+"/backups", "acme-corp", "")
 	if status != 202 || queued["workflow_id"] != backupID {

@@ -32,6 +32,7 @@ import (
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/emulator"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
@@ -61,6 +62,9 @@ type connectEnv struct {
 	taskQueue        string
 	backupDir        string // object storage and mirrors of the backups onboarding starts
 	lastInstallation string
+	// metrics is the one registry of the test's "process" (API, dispatcher and worker), as in
+	// `gitsec dev`.
+	metrics *metrics.Metrics
 	// webhooks is the API process's dispatcher (its re-driver runs every 200 ms here).
 	webhooks *webhooks.Dispatcher
 	// apiPostgres and apiTemporal are the proxies of partitionAPI (nil otherwise).
@@ -113,7 +117,7 @@ func newConnectEnv(t *testing.T) *connectEnv {
 func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 	t.Helper()
 	ctx := context.Background()
-	e := &connectEnv{t: t, opts: opts, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}}
+	e := &connectEnv{t: t, opts: opts, logs: &lockedBuffer{}, bodies: &lockedBuffer{}, tokens: map[string]string{}, metrics: metrics.New("test")}
 	jar, _ := cookiejar.New(nil)
 	e.browser = &http.Client{Jar: jar}
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -184,7 +188,7 @@ func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 	}
 	backups := e.backupSettings()
 	e.webhooks = &webhooks.Dispatcher{Store: apiStore, Temporal: apiTemporal, Backups: backups, Logger: e.log.With("component", "webhooks"),
-		RedriveEvery: 200 * time.Millisecond, CallTimeout: 2 * time.Second}
+		RedriveEvery: 200 * time.Millisecond, CallTimeout: 2 * time.Second, Metrics: e.metrics}
 	dispatchCtx, stopDispatch := context.WithCancel(context.Background())
 	dispatched := make(chan struct{})
 	go func() { defer close(dispatched); _ = e.webhooks.Run(dispatchCtx) }()
@@ -192,7 +196,7 @@ func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 	e.api.Config.Handler = api.NewHandler(api.Deps{
 		Store: apiStore, Logger: e.log, Version: "test", Temporal: apiTemporal, TaskQueue: tenv.TaskQueue,
 		Box: e.box, BitbucketOAuth: e.oauth, BitbucketAPIURL: e.emu.URL(),
-		Backups: backups, Webhooks: e.webhooks,
+		Backups: backups, Webhooks: e.webhooks, Metrics: e.metrics,
 	})
 	e.api.Start()
 	t.Cleanup(e.api.Close)
@@ -261,7 +265,7 @@ func (e *connectEnv) startWorker() {
 		// doubles as the host queue), so the connect tests exercise them too.
 		Backups: &activities.Backups{
 			Store: e.store, Clients: clients, Archive: arch, MirrorDir: filepath.Join(e.backupDir, "mirrors"),
-			HostQueue: e.taskQueue, Temporal: e.temporal, Queue: queue, Logger: e.log,
+			HostQueue: e.taskQueue, Temporal: e.temporal, Queue: queue, Logger: e.log, Metrics: e.metrics,
 		},
 		Sweeps:       &activities.Sweeps{Store: e.store, Clients: clients, Archive: arch, Temporal: e.temporal, Queue: queue, Logger: e.log},
 		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: e.log},

@@ -86,12 +86,17 @@ func TestResponseShapesArePinned(t *testing.T) {
 	}
 
 	const (
-		repo = "{created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
-			"last_checked_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
-		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null,refs:n,repository_id:s," +
+		repo = "{behind:b,created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
+			"last_checked_at:s,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
+		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
 			"started_at:s,total_bytes:n,trigger:s}"
 		installation = "{account:{name:s,uuid:s},account_name:s,account_uuid:s,created_at:s,default_included:b,id:s,progress:{}," +
 			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},status:s,status_message:s,updated_at:s," +
+			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
+		// GET /api/v1/installations/{id} adds the webhook health.
+		installationDetail = "{account:{name:s,uuid:s},account_name:s,account_uuid:s,created_at:s,default_included:b,id:s,progress:{}," +
+			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},status:s,status_message:s,updated_at:s," +
+			"webhooks:{deliveries_24h:n,last_delivery_at:null,rejected_24h:{},unprocessed:n}," +
 			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
 	)
 	cases := []struct{ method, path, body, want string }{
@@ -99,7 +104,8 @@ func TestResponseShapesArePinned(t *testing.T) {
 		{"GET", "/readyz", "", "{checks:{postgres:{duration_ms:n,status:s}},status:s}"},
 		{"GET", "/api/v1/me", "", "{tenant:{created_at:s,id:s,name:s}}"},
 		{"GET", "/api/v1/installations", "", "{installations:[" + installation + "]}"},
-		{"GET", "/api/v1/installations/" + instID.String(), "", "{installation:" + installation + ",progress_source:s}"},
+		{"GET", "/api/v1/installations/" + instID.String(), "", "{installation:" + installationDetail + ",progress_source:s}"},
+		{"GET", "/api/v1/installations/" + instID.String() + "/webhook-deliveries", "", "{deliveries:[]}"},
 		{"GET", "/api/v1/repositories?limit=1", "", "{repositories:[" + repo + "]}"},
 		{"GET", "/api/v1/repositories/" + repoID.String(), "", "{repository:" + repo + "}"},
 		{"GET", "/api/v1/repositories/" + repoID.String() + "/snapshots?limit=1", "", "{next_cursor:s,snapshots:[" + snap + "]}"},

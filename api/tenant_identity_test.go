@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gitsec/gitsec/internal/providerclient"
+	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -48,6 +49,8 @@ func TestTwoTenantsBackUpTheSameAccount(t *testing.T) {
 	e.replaceCredentials("acme-corp", instA, &oauth2.Token{AccessToken: "revoked-access-token", RefreshToken: "revoked-refresh-token",
 		TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)})
 	e.stopWorker()
+	// The push's webhook would back it up on its own; dropped, the manual request is what runs.
+	e.addFaults(emulator.FaultRule{Target: "webhook", Kind: "drop", Event: "repo:push"})
 	e.emulatorPOST("/_emulator/repositories/acme/api/push", `{"commits":1}`)
 	time.Sleep(2 * time.Second) // the connect env's idle timeout is 1 s
 

@@ -39,8 +39,8 @@ func (h *handlers) receiveBitbucketWebhook(c *gin.Context) {
 	if err != nil {
 		h.fail(c, abortError, err)
 	}
-	_ = result // METRICS
-	_ = start
+	h.deps.Metrics.WebhookDelivery(event, result)
+	h.deps.Metrics.ObserveWebhookHandler(time.Since(start))
 }
 
 func (h *handlers) acceptBitbucketWebhook(c *gin.Context, event string, received time.Time) (string, error) {

@@ -68,8 +68,35 @@ func TestGitPushBacksUpThroughTheWebhook(t *testing.T) {
 	if push == nil || push["result"] != "backup_requested" || push["processed_at"] == nil {
 		t.Fatalf("deliveries = %v", body)
 	}
+	// /metrics shows the delivery and the push-to-snapshot observation.
+	scrape := e.scrapeMetrics()
+	for _, want := range []string{
+		`gitsec_webhook_deliveries_total{event="repo:push",result="accepted"} `,
+		`gitsec_push_to_snapshot_seconds_count `,
+		`gitsec_backup_runs_total{result="succeeded",trigger="webhook"} `,
+	} {
+		if !strings.Contains(scrape, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	// The hook secrets and tokens stay out of logs, responses and Temporal histories.
 	e.assertNoSecretLeaks(e.secretsOf(instID))
+}
+
+// scrapeMetrics is GET /metrics (no token) as Prometheus would scrape it.
+func (e *connectEnv) scrapeMetrics() string {
+	e.t.Helper()
+	resp, err := http.Get(e.apiURL + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("GET /metrics = %d %s", resp.StatusCode, raw)
+	}
+	return string(raw)
 }
 
 // repository is the API's view of one repository of the installation, by full name.

@@ -116,7 +116,7 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 
 	// Every API process acts on the deliveries it receives; one at a time (a lease in Postgres)
 	// re-drives the rows left behind.
-	dispatcher := &webhooks.Dispatcher{Store: st, Temporal: tc, Backups: backupSettings(cfg), Logger: log.With("component", "webhooks")}
+	dispatcher := &webhooks.Dispatcher{Store: st, Temporal: tc, Backups: backupSettings(cfg), Logger: log.With("component", "webhooks"), Metrics: m}
 	dispatchCtx, stopDispatch := context.WithCancel(ctx)
 	dispatched := make(chan struct{})
 	go func() { defer close(dispatched); _ = dispatcher.Run(dispatchCtx) }()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -31,6 +32,8 @@ type Dispatcher struct {
 	Temporal client.Client
 	Backups  backupqueue.Settings
 	Logger   *slog.Logger
+	// Metrics counts re-driven rows and the outbox backlog; nil records nothing.
+	Metrics *metrics.Metrics
 	// Workers act on submitted deliveries in parallel (default 8).
 	Workers int
 	// RedriveEvery is how often the re-driver looks for due rows (default 2 s).
@@ -152,6 +155,9 @@ func (d *Dispatcher) RedriveOnce(ctx context.Context) (int, error) {
 	if err != nil || !held {
 		return 0, err
 	}
+	if n, err := d.Store.CountUnprocessedWebhookDeliveries(ctx); err == nil {
+		d.Metrics.SetWebhookBacklog(n)
+	}
 	due, err := d.Store.DueWebhookDeliveries(ctx, time.Now(), 200)
 	if err != nil {
 		return 0, err
@@ -166,21 +172,25 @@ func (d *Dispatcher) RedriveOnce(ctx context.Context) (int, error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			d.Handle(ctx, del)
+			if d.Handle(ctx, del) {
+				d.Metrics.WebhookRedrive("processed")
+			} else {
+				d.Metrics.WebhookRedrive("retry_later")
+			}
 		}()
 	}
 	wg.Wait()
 	return len(due), nil
 }
 
-// Handle acts on one delivery and records the outcome: processed with its result, or retried
-// later with a growing delay when a dependency failed.
-func (d *Dispatcher) Handle(ctx context.Context, del store.WebhookDelivery) {
+// Handle acts on one delivery and records the outcome: processed with its result (true), or
+// retried later with a growing delay when a dependency failed (false).
+func (d *Dispatcher) Handle(ctx context.Context, del store.WebhookDelivery) bool {
 	d.init()
 	log := d.Logger.With("delivery", del.DeliveryUUID, "event", del.EventKey, "installation", del.InstallationID)
 	result, err := d.act(ctx, del)
 	if ctx.Err() != nil {
-		return // shutting down: the row stays for the re-driver
+		return false // shutting down: the row stays for the re-driver
 	}
 	if err != nil {
 		next := time.Now().Add(retryDelay(del.Tries))
@@ -188,14 +198,15 @@ func (d *Dispatcher) Handle(ctx context.Context, del store.WebhookDelivery) {
 		if rerr := d.Store.RetryWebhookDeliveryLater(ctx, del.TenantID, del.DeliveryUUID, err.Error(), next); rerr != nil {
 			log.Warn("record webhook retry", "error", rerr)
 		}
-		return
+		return false
 	}
 	if err := d.Store.FinishWebhookDelivery(ctx, del.TenantID, del.DeliveryUUID, result, time.Now()); err != nil {
 		log.Warn("mark webhook delivery processed", "error", err)
-		return
+		return false
 	}
 	log.Info("webhook delivery processed", "result", result, "repository", del.RepositoryUUID,
 		"delay_ms", time.Since(del.ReceivedAt).Milliseconds())
+	return true
 }
 
 // retryDelay grows with the tries so far, capped so that a row waits at most 15 s after the
