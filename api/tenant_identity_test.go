@@ -13,8 +13,8 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 
-	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/emulator"
+	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/workflows"
 )
 
