@@ -241,6 +241,14 @@ func TestPushBurstCoalesces(t *testing.T) {
 	if runs < 1 || runs > 2 {
 		t.Fatalf("50 pushes made %d backup runs, want 1 or 2", runs)
 	}
+	results := map[string]int{}
+	for _, d := range e.storedDeliveries("acme-corp", instID) {
+		results[d.Result]++
+	}
+	t.Logf("delivery results: %v", results)
+	if results["backup_requested"] < 1 || results["backup_requested"]+results["coalesced"] != len(e.storedDeliveries("acme-corp", instID)) {
+		t.Fatalf("delivery results = %v, want every push requested or covered by a request", results)
+	}
 	if overlapping(e.snapshots("acme-corp", repo)) {
 		t.Fatalf("two backups of the repository ran at once: %v", e.snapshots("acme-corp", repo))
 	}

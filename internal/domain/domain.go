@@ -117,6 +117,8 @@ const (
 // What processing a stored delivery did (webhook_deliveries.result).
 const (
 	WebhookBackupRequested = "backup_requested"
+	// WebhookCoalesced: a backup request sent after this delivery arrived already covers it.
+	WebhookCoalesced       = "coalesced"
 	WebhookRepositoryAdded = "repository_added"
 	WebhookRenamed         = "renamed"
 	WebhookMoved           = "moved"

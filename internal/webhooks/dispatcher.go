@@ -34,7 +34,8 @@ type Dispatcher struct {
 	Logger   *slog.Logger
 	// Metrics counts re-driven rows and the outbox backlog; nil records nothing.
 	Metrics *metrics.Metrics
-	// Workers act on submitted deliveries in parallel (default 8).
+	// Workers act on submitted deliveries in parallel (default 4: acting costs more queries than
+	// receiving, and fewer workers leave the receiver the database during a burst).
 	Workers int
 	// RedriveEvery is how often the re-driver looks for due rows (default 2 s).
 	RedriveEvery time.Duration
@@ -44,8 +45,41 @@ type Dispatcher struct {
 	// Holder names this process in the re-driver's lease (default host, pid and a random suffix).
 	Holder string
 
-	once  sync.Once
-	queue chan store.WebhookDelivery
+	once    sync.Once
+	queue   chan store.WebhookDelivery
+	signals requestLog
+}
+
+// requestLog remembers, per repository row, when this process last sent a backup request that
+// Temporal accepted. A delivery this process received before that send needs no request of its
+// own: the run the request wakes starts after it, so its ls-remote sees the push. Only rows this
+// process received are compared (one clock); re-driven rows always send.
+type requestLog struct {
+	mu   sync.Mutex
+	rows map[uuid.UUID]*repoRequests
+}
+
+type repoRequests struct {
+	mu sync.Mutex // one request per repository at a time
+	// sent is when the last accepted request was sent.
+	sent time.Time
+}
+
+// maxRequestLog bounds the log; past it, it starts over (costing a few extra requests).
+const maxRequestLog = 10000
+
+func (l *requestLog) of(repoID uuid.UUID) *repoRequests {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rows == nil || len(l.rows) >= maxRequestLog {
+		l.rows = map[uuid.UUID]*repoRequests{}
+	}
+	r := l.rows[repoID]
+	if r == nil {
+		r = &repoRequests{}
+		l.rows[repoID] = r
+	}
+	return r
 }
 
 // RedriveGrace is how long a fresh row belongs to the process that received it before the
@@ -63,7 +97,7 @@ func (d *Dispatcher) init() {
 	d.once.Do(func() {
 		d.queue = make(chan store.WebhookDelivery, queueSize)
 		if d.Workers <= 0 {
-			d.Workers = 8
+			d.Workers = 4
 		}
 		if d.RedriveEvery <= 0 {
 			d.RedriveEvery = 2 * time.Second
@@ -111,7 +145,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case del := <-d.queue:
-					d.Handle(ctx, del)
+					d.handle(ctx, del, true)
 				}
 			}
 		}()
@@ -172,7 +206,7 @@ func (d *Dispatcher) RedriveOnce(ctx context.Context) (int, error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if d.Handle(ctx, del) {
+			if d.handle(ctx, del, false) {
 				d.Metrics.WebhookRedrive("processed")
 			} else {
 				d.Metrics.WebhookRedrive("retry_later")
@@ -186,9 +220,15 @@ func (d *Dispatcher) RedriveOnce(ctx context.Context) (int, error) {
 // Handle acts on one delivery and records the outcome: processed with its result (true), or
 // retried later with a growing delay when a dependency failed (false).
 func (d *Dispatcher) Handle(ctx context.Context, del store.WebhookDelivery) bool {
+	return d.handle(ctx, del, false)
+}
+
+// handle is Handle; local says the row was received by this process (its receipt time is on
+// this process's clock), so a request already sent after it may cover it.
+func (d *Dispatcher) handle(ctx context.Context, del store.WebhookDelivery, local bool) bool {
 	d.init()
 	log := d.Logger.With("delivery", del.DeliveryUUID, "event", del.EventKey, "installation", del.InstallationID)
-	result, err := d.act(ctx, del)
+	result, err := d.act(ctx, work{WebhookDelivery: del, local: local})
 	if ctx.Err() != nil {
 		return false // shutting down: the row stays for the re-driver
 	}
@@ -216,12 +256,18 @@ func retryDelay(tries int) time.Duration {
 	return min(d, 15*time.Second)
 }
 
+// work is a delivery being acted on; local says this process received it.
+type work struct {
+	store.WebhookDelivery
+	local bool
+}
+
 // errIgnored carries why a delivery needs no work (it is processed with result "ignored").
 type errIgnored struct{ why string }
 
 func (e errIgnored) Error() string { return e.why }
 
-func (d *Dispatcher) act(ctx context.Context, del store.WebhookDelivery) (string, error) {
+func (d *Dispatcher) act(ctx context.Context, del work) (string, error) {
 	result, err := d.actOn(ctx, del)
 	var ign errIgnored
 	if errors.As(err, &ign) {
@@ -231,7 +277,7 @@ func (d *Dispatcher) act(ctx context.Context, del store.WebhookDelivery) (string
 	return result, err
 }
 
-func (d *Dispatcher) actOn(ctx context.Context, del store.WebhookDelivery) (string, error) {
+func (d *Dispatcher) actOn(ctx context.Context, del work) (string, error) {
 	var a Action
 	if err := json.Unmarshal(del.Action, &a); err != nil {
 		return "", errIgnored{"stored action is not readable: " + err.Error()}
@@ -258,7 +304,7 @@ func (d *Dispatcher) actOn(ctx context.Context, del store.WebhookDelivery) (stri
 			return "", err
 		}
 		if repo.Included && canBackup {
-			if err := d.requestBackup(ctx, del, a, repo); err != nil {
+			if _, err := d.requestBackup(ctx, del, a, repo); err != nil {
 				return "", err
 			}
 		}
@@ -294,7 +340,7 @@ func (d *Dispatcher) actOn(ctx context.Context, del store.WebhookDelivery) (stri
 
 // wakeBackup requests a backup of the pushed repository (adding it first if it was created since
 // the last sync) and notes the push for freshness.
-func (d *Dispatcher) wakeBackup(ctx context.Context, del store.WebhookDelivery, a Action, canBackup bool) (string, error) {
+func (d *Dispatcher) wakeBackup(ctx context.Context, del work, a Action, canBackup bool) (string, error) {
 	var repo store.Repository
 	var added bool
 	var err error
@@ -323,31 +369,47 @@ func (d *Dispatcher) wakeBackup(ctx context.Context, del store.WebhookDelivery, 
 	if !canBackup {
 		return "", errIgnored{"the installation needs to be reconnected before it can back up"}
 	}
-	if err := d.requestBackup(ctx, del, a, repo); err != nil {
+	covered, err := d.requestBackup(ctx, del, a, repo)
+	if err != nil {
 		return "", err
 	}
 	if added {
 		return domain.WebhookRepositoryAdded, nil
 	}
+	if covered {
+		return domain.WebhookCoalesced, nil
+	}
 	return domain.WebhookBackupRequested, nil
 }
 
-func (d *Dispatcher) requestBackup(ctx context.Context, del store.WebhookDelivery, a Action, repo store.Repository) error {
+// requestBackup sends the repository's backup request for del, unless one this process sent
+// after receiving del already covers it (covered).
+func (d *Dispatcher) requestBackup(ctx context.Context, del work, a Action, repo store.Repository) (covered bool, err error) {
+	reqs := d.signals.of(repo.ID)
+	reqs.mu.Lock()
+	defer reqs.mu.Unlock()
+	if del.local && !reqs.sent.IsZero() && !reqs.sent.Before(del.ReceivedAt) {
+		return true, nil
+	}
+	sent := time.Now()
 	callCtx, cancel := context.WithTimeout(ctx, d.CallTimeout)
 	defer cancel()
-	_, err := backupqueue.Request(callCtx, d.Temporal, d.Backups, backupqueue.Target(repo), workflows.BackupRequest{
+	_, err = backupqueue.Request(callCtx, d.Temporal, d.Backups, backupqueue.Target(repo), workflows.BackupRequest{
 		Trigger:     domain.TriggerWebhook,
 		DeliveryID:  del.DeliveryUUID.String(),
 		RequestedAt: del.ReceivedAt.UTC(),
 		Event:       del.EventKey,
 		PushedRefs:  a.Refs,
 	})
-	return err
+	if err == nil {
+		reqs.sent = sent
+	}
+	return false, err
 }
 
 // find is the installation's row of the delivery's repository; an unknown one needs no work
 // (the next sync lists it).
-func (d *Dispatcher) find(ctx context.Context, del store.WebhookDelivery, a Action) (store.Repository, error) {
+func (d *Dispatcher) find(ctx context.Context, del work, a Action) (store.Repository, error) {
 	repo, err := d.Store.RepositoryByProviderUUID(ctx, del.TenantID, del.InstallationID, a.Repository.UUID)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Repository{}, errIgnored{"repository " + a.Repository.FullName + " is not known to the installation"}
@@ -357,7 +419,7 @@ func (d *Dispatcher) find(ctx context.Context, del store.WebhookDelivery, a Acti
 
 // findOrAdd is find, adding a repository of one of the installation's workspaces by the
 // installation's default-include rule.
-func (d *Dispatcher) findOrAdd(ctx context.Context, del store.WebhookDelivery, a Action) (store.Repository, bool, error) {
+func (d *Dispatcher) findOrAdd(ctx context.Context, del work, a Action) (store.Repository, bool, error) {
 	repo, err := d.Store.RepositoryByProviderUUID(ctx, del.TenantID, del.InstallationID, a.Repository.UUID)
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		return repo, false, err
@@ -373,7 +435,7 @@ func (d *Dispatcher) findOrAdd(ctx context.Context, del store.WebhookDelivery, a
 	return repo, err == nil, err
 }
 
-func (d *Dispatcher) addRepository(ctx context.Context, del store.WebhookDelivery, a Action, workspaceID uuid.UUID) (store.Repository, error) {
+func (d *Dispatcher) addRepository(ctx context.Context, del work, a Action, workspaceID uuid.UUID) (store.Repository, error) {
 	id, _, err := d.Store.UpsertRepository(ctx, store.Repository{
 		TenantID: del.TenantID, InstallationID: del.InstallationID, WorkspaceID: &workspaceID,
 		ProviderUUID: a.Repository.UUID, FullName: a.Repository.FullName, IsPrivate: a.Repository.IsPrivate,
@@ -391,7 +453,7 @@ func (d *Dispatcher) addRepository(ctx context.Context, del store.WebhookDeliver
 
 // transfer follows a repository into another workspace: moved when both are the installation's,
 // added when it arrives from elsewhere, marked deleted upstream when it leaves.
-func (d *Dispatcher) transfer(ctx context.Context, del store.WebhookDelivery, a Action, canBackup bool) (string, error) {
+func (d *Dispatcher) transfer(ctx context.Context, del work, a Action, canBackup bool) (string, error) {
 	repo, err := d.Store.RepositoryByProviderUUID(ctx, del.TenantID, del.InstallationID, a.Repository.UUID)
 	known := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -421,14 +483,14 @@ func (d *Dispatcher) transfer(ctx context.Context, del store.WebhookDelivery, a 
 		return "", err
 	}
 	if added.Included && canBackup {
-		if err := d.requestBackup(ctx, del, a, added); err != nil {
+		if _, err := d.requestBackup(ctx, del, a, added); err != nil {
 			return "", err
 		}
 	}
 	return domain.WebhookRepositoryAdded, nil
 }
 
-func (d *Dispatcher) audit(ctx context.Context, del store.WebhookDelivery, action string, repoID uuid.UUID, details map[string]any) {
+func (d *Dispatcher) audit(ctx context.Context, del work, action string, repoID uuid.UUID, details map[string]any) {
 	details["delivery"] = del.DeliveryUUID.String()
 	details["event"] = del.EventKey
 	raw, _ := json.Marshal(details)
