@@ -42,6 +42,12 @@ type Dispatcher struct {
 	// CallTimeout bounds one Temporal call, so that an outage makes a row wait for the
 	// re-driver instead of holding a worker (default 5 s).
 	CallTimeout time.Duration
+	// SettleQuiet and SettleMaxWait hold fresh deliveries until no new one arrived for
+	// SettleQuiet (default 200 ms), but no longer than SettleMaxWait after the first (default
+	// 1 s): a burst is received first and acted on after, and its deliveries for one repository
+	// then share one backup request. Negative SettleQuiet acts at once.
+	SettleQuiet   time.Duration
+	SettleMaxWait time.Duration
 	// Holder names this process in the re-driver's lease (default host, pid and a random suffix).
 	Holder string
 
@@ -105,6 +111,12 @@ func (d *Dispatcher) init() {
 		if d.CallTimeout <= 0 {
 			d.CallTimeout = 5 * time.Second
 		}
+		if d.SettleQuiet == 0 {
+			d.SettleQuiet = 200 * time.Millisecond
+		}
+		if d.SettleMaxWait <= 0 {
+			d.SettleMaxWait = time.Second
+		}
 		if d.Logger == nil {
 			d.Logger = slog.Default()
 		}
@@ -135,6 +147,7 @@ func (d *Dispatcher) Submit(del store.WebhookDelivery) bool {
 // Run acts on submitted deliveries and re-drives the outbox until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.init()
+	settled := make(chan store.WebhookDelivery)
 	var wg sync.WaitGroup
 	for range d.Workers {
 		wg.Add(1)
@@ -144,19 +157,71 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				select {
 				case <-ctx.Done():
 					return
-				case del := <-d.queue:
+				case del := <-settled:
 					d.handle(ctx, del, true)
 				}
 			}
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		d.settle(ctx, settled)
+	}()
 	go func() {
 		defer wg.Done()
 		d.redriveLoop(ctx)
 	}()
 	wg.Wait()
 	return nil
+}
+
+// settle passes submitted deliveries on to the workers once the intake has been quiet for
+// SettleQuiet (or SettleMaxWait passed since the first one held), so that acting (more queries
+// than receiving, and Temporal calls) does not compete with a burst still being received.
+func (d *Dispatcher) settle(ctx context.Context, out chan<- store.WebhookDelivery) {
+	var held []store.WebhookDelivery
+	var first time.Time
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	flush := func() {
+		for _, del := range held {
+			select {
+			case out <- del:
+			case <-ctx.Done():
+				return
+			}
+		}
+		held = held[:0]
+	}
+	for {
+		var wake <-chan time.Time
+		if len(held) > 0 {
+			wake = quiet.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case del := <-d.queue:
+			if d.SettleQuiet < 0 {
+				held = append(held, del)
+				flush()
+				continue
+			}
+			if len(held) == 0 {
+				first = time.Now()
+			}
+			held = append(held, del)
+			wait := min(d.SettleQuiet, time.Until(first.Add(d.SettleMaxWait)))
+			if wait <= 0 {
+				flush()
+				continue
+			}
+			quiet.Reset(wait)
+		case <-wake:
+			flush()
+		}
+	}
 }
 
 func (d *Dispatcher) redriveLoop(ctx context.Context) {
