@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,20 +50,12 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	return s, nil
 }
 
-// defaultPoolMaxConns bounds a process's connections unless the URL sets pool_max_conns.
-const defaultPoolMaxConns = 16
-
 // OpenLazy prepares a pool without connecting; the first query connects.
 func OpenLazy(databaseURL string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		// pgx's parse errors can quote the URL, password included.
 		return nil, errors.New("parse GITSEC_DATABASE_URL: invalid connection string")
-	}
-	if !strings.Contains(databaseURL, "pool_max_conns") {
-		// pgx's default (the CPU count, at least 4) queues a webhook burst behind four
-		// connections; Postgres serves more at once even on a small machine.
-		cfg.MaxConns = defaultPoolMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {

@@ -200,9 +200,9 @@ func TestPurgeExpiredDeletesOnlyWhatIsDueAndAudits(t *testing.T) {
 	if dup, err := st.RecordWebhookDelivery(ctx, old); err != nil || dup {
 		t.Fatalf("redelivery: inserted=%v err=%v, want a duplicate", dup, err)
 	}
-	must(st.MarkWebhookDeliveryProcessed(ctx, a.ID, old.DeliveryUUID, now.Add(-99*time.Hour)))
-	must(st.MarkWebhookDeliveryProcessed(ctx, a.ID, fresh.DeliveryUUID, now))
-	if err := st.MarkWebhookDeliveryProcessed(ctx, b.ID, fresh.DeliveryUUID, now); !errors.Is(err, store.ErrNotFound) {
+	must(st.FinishWebhookDelivery(ctx, a.ID, old.DeliveryUUID, "recorded", now.Add(-99*time.Hour)))
+	must(st.FinishWebhookDelivery(ctx, a.ID, fresh.DeliveryUUID, "recorded", now))
+	if err := st.FinishWebhookDelivery(ctx, b.ID, fresh.DeliveryUUID, "recorded", now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("another tenant marked a delivery: %v", err)
 	}
 

@@ -103,11 +103,6 @@ func (s *Store) RecordWebhookDelivery(ctx context.Context, d WebhookDelivery) (i
 	return tag.RowsAffected() == 1, nil
 }
 
-// MarkWebhookDeliveryProcessed records that the delivery's work was handed to Temporal.
-func (s *Store) MarkWebhookDeliveryProcessed(ctx context.Context, tenantID, deliveryUUID uuid.UUID, at time.Time) error {
-	return s.FinishWebhookDelivery(ctx, tenantID, deliveryUUID, "", at)
-}
-
 // FinishWebhookDelivery marks the delivery processed with what processing did; a second finish
 // (the dispatcher and the re-driver both got to it) keeps the first.
 func (s *Store) FinishWebhookDelivery(ctx context.Context, tenantID, deliveryUUID uuid.UUID, result string, at time.Time) error {

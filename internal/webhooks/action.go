@@ -104,8 +104,10 @@ func Parse(eventKey string, body []byte) (Action, error) {
 	case *bitbucket.RepoUpdatedEvent:
 		a.Kind = KindRepositoryUpdated
 		if c, ok := e.Changes["full_name"]; ok {
+			// The change itself names the new name; the repository object beside it has been
+			// seen to disagree (Atlassian's own example).
 			a.PreviousFullName = c.OldString()
-			if n := c.NewString(); n != "" && a.Repository.FullName == "" {
+			if n := c.NewString(); n != "" {
 				a.Repository.FullName = n
 			}
 		}

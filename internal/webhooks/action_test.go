@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -119,7 +120,16 @@ func TestRenameCarriesBothNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Repository.FullName == "" {
-		t.Fatalf("rename = %+v", a)
+	var raw struct {
+		Changes struct {
+			FullName struct{ Old, New string } `json:"full_name"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal(readFixture(t, "repo_updated.json"), &raw); err != nil {
+		t.Fatal(err)
+	}
+	want := raw.Changes.FullName
+	if want.Old == "" || a.PreviousFullName != want.Old || a.Repository.FullName != want.New {
+		t.Fatalf("rename = %+v, want %q -> %q", a, want.Old, want.New)
 	}
 }

@@ -282,14 +282,10 @@ func (d *Dispatcher) RedriveOnce(ctx context.Context) (int, error) {
 	return len(due), nil
 }
 
-// Handle acts on one delivery and records the outcome: processed with its result (true), or
-// retried later with a growing delay when a dependency failed (false).
-func (d *Dispatcher) Handle(ctx context.Context, del store.WebhookDelivery) bool {
-	return d.handle(ctx, del, false)
-}
-
-// handle is Handle; local says the row was received by this process (its receipt time is on
-// this process's clock), so a request already sent after it may cover it.
+// handle acts on one delivery and records the outcome: processed with its result (true), or
+// retried later with a growing delay when a dependency failed (false). local says this process
+// received the row (its receipt time is on this process's clock), so a request already sent
+// after it may cover it.
 func (d *Dispatcher) handle(ctx context.Context, del store.WebhookDelivery, local bool) bool {
 	d.init()
 	log := d.Logger.With("delivery", del.DeliveryUUID, "event", del.EventKey, "installation", del.InstallationID)
