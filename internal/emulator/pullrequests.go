@@ -58,6 +58,10 @@ func prFields(p *prRec) fieldGetter {
 			return p.UpdatedOn, true
 		case "author.nickname", "author.username":
 			return p.Author, true
+		case "comment_count":
+			return p.liveCommentCount(), true
+		case "task_count":
+			return p.openTaskCount(), true
 		case "source.branch.name":
 			return p.SourceBranch, true
 		case "destination.branch.name":
