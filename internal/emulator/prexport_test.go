@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitsec/gitsec/internal/bitbucket"
 )
 
 // exportSeed is one repository with 300 pull requests in every state and every PR-export knob.
@@ -420,5 +423,68 @@ func TestPullRequestMutationsBumpUpdatedOnAndEmit(t *testing.T) {
 	}
 	if kinds["approval"] != 2 || kinds["changes_requested"] != 1 || kinds["comment"] < 5 {
 		t.Errorf("activity kinds: %v", kinds)
+	}
+	// Every delivery decodes with the production webhook decoder.
+	var keys []string
+	_ = json.Unmarshal([]byte(events), &keys)
+	for _, key := range keys {
+		for _, d := range rc.byEvent(key) {
+			ev, err := bitbucket.DecodeEvent(key, d.body)
+			if err != nil {
+				t.Errorf("DecodeEvent(%s): %v", key, err)
+				continue
+			}
+			if pe, ok := ev.(*bitbucket.PullRequestEvent); ok && strings.Contains(key, "approved") && (pe.Approval == nil || pe.Approval.User == nil) {
+				t.Errorf("%s without approval: %s", key, d.body)
+			}
+			if pe, ok := ev.(*bitbucket.PullRequestEvent); ok && strings.HasPrefix(key, "pullrequest:changes_request") && pe.ChangesRequest == nil {
+				t.Errorf("%s without changes_request: %s", key, d.body)
+			}
+		}
+	}
+}
+
+func TestPullRequestTasksAndReviewsSurviveRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	s, err := startNoCleanup(Options{DataDir: dataDir, Seed: testSeed(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := s.URL() + "/_emulator/repositories/acme/api/pullrequests/1"
+	for _, call := range [][2]string{{"/tasks", `{"user":"bob","content":"Keep me","state":"RESOLVED"}`}, {"/request-changes", `{"user":"bob"}`}} {
+		if st, body := do(t, http.MethodPost, admin+call[0], "", []byte(call[1])); st >= 300 {
+			t.Fatalf("%s: %d %s", call[0], st, body)
+		}
+	}
+	tok := adminToken(t, s, "alice", "account", "pullrequest")
+	pr := "/2.0/repositories/acme/api/pullrequests/1"
+	before := getJSON(t, s.URL()+pr, tok)["updated_on"]
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startTest(t, Options{DataDir: dataDir, Seed: testSeed()})
+	tasks := getPage(t, s2.URL()+pr+"/tasks", tok)
+	if len(tasks.Values) != 1 {
+		t.Fatalf("tasks after restart: %d", len(tasks.Values))
+	}
+	var task map[string]any
+	_ = json.Unmarshal(tasks.Values[0], &task)
+	if task["state"] != "RESOLVED" || task["resolved_by"] == nil {
+		t.Errorf("task after restart = %v", task)
+	}
+	got := getJSON(t, s2.URL()+pr, tok)
+	if got["updated_on"] != before {
+		t.Errorf("updated_on changed over restart: %v -> %v", before, got["updated_on"])
+	}
+	parts := got["participants"].([]any)
+	if len(parts) != 1 || parts[0].(map[string]any)["state"] != "changes_requested" {
+		t.Errorf("participants after restart: %v", parts)
+	}
+	// New tasks keep unique ids after a restart.
+	st, body := do(t, http.MethodPost, s2.URL()+"/_emulator/repositories/acme/api/pullrequests/1/tasks", "", []byte(`{"user":"bob","content":"Second"}`))
+	var second map[string]any
+	_ = json.Unmarshal(body, &second)
+	if st != http.StatusCreated || second["id"] == task["id"] {
+		t.Errorf("second task: %d %v (first id %v)", st, second["id"], task["id"])
 	}
 }
