@@ -488,3 +488,25 @@ func TestPullRequestTasksAndReviewsSurviveRestart(t *testing.T) {
 		t.Errorf("second task: %d %v (first id %v)", st, second["id"], task["id"])
 	}
 }
+
+// An incremental export asks for `updated_on > <the newest updated_on it saw>`; the PR it saw
+// must not come back although the emulator's clock has sub-microsecond precision.
+func TestUpdatedOnFilterUsesRenderedPrecision(t *testing.T) {
+	s := startTest(t, Options{Seed: testSeed()})
+	tok := adminToken(t, s, "alice", "account", "pullrequest:write")
+	pr := s.URL() + "/2.0/repositories/acme/api/pullrequests"
+	if st, body := do(t, http.MethodPut, pr+"/1", tok, []byte(`{"title":"Now"}`)); st != http.StatusOK {
+		t.Fatalf("PUT: %d %s", st, body)
+	}
+	last := getJSON(t, pr+"/1", tok)["updated_on"].(string)
+	for _, q := range []string{`updated_on > "` + last + `"`, `updated_on >= "` + last + `"`} {
+		got := getPage(t, pr+"?state=OPEN&state=MERGED&state=DECLINED&q="+url.QueryEscape(q), tok)
+		want := 0
+		if strings.Contains(q, ">=") {
+			want = 1
+		}
+		if len(got.Values) != want {
+			t.Errorf("q=%s: %d PRs, want %d", q, len(got.Values), want)
+		}
+	}
+}
