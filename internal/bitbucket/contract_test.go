@@ -57,11 +57,16 @@ type contractEnv struct {
 
 func startEmulator(t *testing.T) *contractEnv {
 	t.Helper()
+	return startEmulatorSeed(t, contractSeed())
+}
+
+func startEmulatorSeed(t *testing.T, seed *emulator.Seed) *contractEnv {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	emu, err := emulator.Start(ctx, emulator.Options{
 		Listen:  "127.0.0.1:0",
 		DataDir: t.TempDir(),
-		Seed:    contractSeed(),
+		Seed:    seed,
 		Logger:  slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

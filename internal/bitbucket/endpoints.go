@@ -16,6 +16,7 @@ const (
 	pagelenRefs         = 100
 	pagelenHooks        = 100
 	pagelenComments     = 100
+	pagelenTasks        = 100 // Atlassian documents 10 by default, 100 at most
 	// Clients commonly ask 50 for pull requests; a recording shows Bitbucket may still answer
 	// with 10, which is harmless because `next` is followed anyway.
 	pagelenPullRequests = 50
@@ -196,6 +197,20 @@ func (c *Client) ListPullRequestComments(ctx context.Context, workspace, slug st
 // WalkPullRequestComments calls fn for every comment of a pull request, page by page.
 func (c *Client) WalkPullRequestComments(ctx context.Context, workspace, slug string, id int64, fn func(Comment) error) error {
 	return walkPages(ctx, c, pullRequestPath(workspace, slug, id)+"/comments", pagelenQuery(pagelenComments), fn)
+}
+
+// ListPullRequestTasks returns every task of a pull request, resolved ones included.
+func (c *Client) ListPullRequestTasks(ctx context.Context, workspace, slug string, id int64) ([]Task, error) {
+	all, err := listAll[Task](ctx, c, pullRequestPath(workspace, slug, id)+"/tasks", pagelenQuery(pagelenTasks))
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of %s/%s#%d: %w", workspace, slug, id, err)
+	}
+	return all, nil
+}
+
+// WalkPullRequestTasks calls fn for every task of a pull request, page by page.
+func (c *Client) WalkPullRequestTasks(ctx context.Context, workspace, slug string, id int64, fn func(Task) error) error {
+	return walkPages(ctx, c, pullRequestPath(workspace, slug, id)+"/tasks", pagelenQuery(pagelenTasks), fn)
 }
 
 // ListPullRequestActivity returns the activity log of a pull request.

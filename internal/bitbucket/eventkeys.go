@@ -9,7 +9,8 @@ var eventKeys = map[string]bool{
 	EventPullRequestRejected: true, EventPullRequestApproved: true, EventPullRequestUnapproved: true,
 	EventPullRequestChangesRequest: true, EventPullRequestChangesRemoved: true,
 	EventPullRequestCommentCreated: true, EventPullRequestCommentUpdated: true,
-	EventPullRequestCommentDeleted: true,
+	EventPullRequestCommentDeleted: true, EventPullRequestCommentResolved: true,
+	EventPullRequestCommentReopened: true,
 }
 
 // KnownEventKey reports whether DecodeEvent understands an X-Event-Key. Code that labels

@@ -319,9 +319,64 @@ type Comment struct {
 	Inline      *InlineAnchor   `json:"inline,omitempty"`
 	Parent      *CommentParent  `json:"parent,omitempty"`
 	PullRequest *PullRequestRef `json:"pullrequest,omitempty"`
-	Links       Links           `json:"links"`
+	// Resolution is set while the comment thread is resolved.
+	Resolution *CommentResolution `json:"resolution,omitempty"`
+	Links      Links              `json:"links"`
 
 	Raw json.RawMessage `json:"-"`
+}
+
+// CommentResolution says who resolved a comment thread and when (Atlassian's
+// comment_resolution schema; no public recording exists).
+type CommentResolution struct {
+	Type      string    `json:"type"`
+	User      *User     `json:"user"`
+	CreatedOn time.Time `json:"created_on"`
+}
+
+// Task states.
+const (
+	TaskResolved   = "RESOLVED"
+	TaskUnresolved = "UNRESOLVED"
+)
+
+// TaskComment is the comment a task is anchored on.
+type TaskComment struct {
+	Type  string `json:"type,omitempty"`
+	ID    int64  `json:"id"`
+	Links Links  `json:"links"`
+}
+
+// Task is a pull request task (Atlassian's pullrequest_comment_task schema; no public
+// recording exists). ResolvedOn/ResolvedBy are set on resolved tasks, Comment on tasks
+// created on a comment.
+type Task struct {
+	Type       string       `json:"type,omitempty"`
+	ID         int64        `json:"id"`
+	State      string       `json:"state"`
+	Content    Rendered     `json:"content"`
+	Creator    *User        `json:"creator"`
+	Pending    bool         `json:"pending"`
+	CreatedOn  time.Time    `json:"created_on"`
+	UpdatedOn  time.Time    `json:"updated_on"`
+	ResolvedOn *time.Time   `json:"resolved_on,omitempty"`
+	ResolvedBy *User        `json:"resolved_by,omitempty"`
+	Comment    *TaskComment `json:"comment,omitempty"`
+	Links      Links        `json:"links"`
+
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON keeps the exact upstream document in Raw.
+func (t *Task) UnmarshalJSON(data []byte) error {
+	type plain Task
+	var v plain
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*t = Task(v)
+	t.Raw = keepRaw(data)
+	return nil
 }
 
 // UnmarshalJSON keeps the exact upstream document in Raw.

@@ -42,6 +42,10 @@ const (
 	EventPullRequestCommentCreated = "pullrequest:comment_created"
 	EventPullRequestCommentUpdated = "pullrequest:comment_updated"
 	EventPullRequestCommentDeleted = "pullrequest:comment_deleted"
+	// A comment thread resolved or reopened (Atlassian's event list; no recording exists,
+	// the payload is taken to be the comment_* one: comment + pullrequest).
+	EventPullRequestCommentResolved = "pullrequest:comment_resolved"
+	EventPullRequestCommentReopened = "pullrequest:comment_reopened"
 )
 
 // Webhook errors, matched with errors.Is.
@@ -247,7 +251,7 @@ type PullRequestEvent struct {
 	ChangesRequest *Approval   `json:"changes_request,omitempty"`
 }
 
-// PullRequestCommentEvent is pullrequest:comment_created/updated/deleted.
+// PullRequestCommentEvent is pullrequest:comment_created/updated/deleted/resolved/reopened.
 type PullRequestCommentEvent struct {
 	EventBase
 	PullRequest PullRequest `json:"pullrequest"`
@@ -315,7 +319,8 @@ func DecodeEvent(eventKey string, body []byte) (Event, error) {
 			return nil, &MissingFieldError{EventKey: eventKey, Field: "pullrequest.id"}
 		}
 		return ev, nil
-	case EventPullRequestCommentCreated, EventPullRequestCommentUpdated, EventPullRequestCommentDeleted:
+	case EventPullRequestCommentCreated, EventPullRequestCommentUpdated, EventPullRequestCommentDeleted,
+		EventPullRequestCommentResolved, EventPullRequestCommentReopened:
 		ev := &PullRequestCommentEvent{}
 		if err := decodeInto(eventKey, body, ev, &ev.EventBase); err != nil {
 			return nil, err

@@ -62,6 +62,10 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 	s.handle(mux, "POST "+repo+"/pullrequests/{id}/merge", s.adminPRAction("merge"))
 	s.handle(mux, "POST "+repo+"/pullrequests/{id}/decline", s.adminPRAction("decline"))
 	s.handle(mux, "POST "+repo+"/pullrequests/{id}/comments", s.adminPRAction("comment"))
+	s.handle(mux, "POST "+repo+"/pullrequests/{id}/approve", s.adminPRAction("approve"))
+	s.handle(mux, "POST "+repo+"/pullrequests/{id}/unapprove", s.adminPRAction("unapprove"))
+	s.handle(mux, "POST "+repo+"/pullrequests/{id}/request-changes", s.adminPRAction("request-changes"))
+	s.handle(mux, "POST "+repo+"/pullrequests/{id}/tasks", s.adminPRAction("task"))
 }
 
 func (s *Server) adminAddFaults(w http.ResponseWriter, r *http.Request) {
@@ -433,6 +437,9 @@ type adminPRInput struct {
 	Reason      string `json:"reason"`
 	Content     string `json:"content"`
 	User        string `json:"user"`
+	Parent      int    `json:"parent"`
+	Comment     int    `json:"comment"`
+	State       string `json:"state"`
 }
 
 func (s *Server) adminCreatePR(w http.ResponseWriter, r *http.Request) {
@@ -478,7 +485,8 @@ func (s *Server) adminPRAction(action string) http.HandlerFunc {
 			}
 		}
 		actorName := in.Actor
-		if action == "comment" && in.User != "" {
+		if (action == "comment" || action == "approve" || action == "unapprove" || action == "request-changes" ||
+			action == "task") && in.User != "" {
 			actorName = in.User
 		}
 		repo, actor, ok := s.adminRepo(w, r, actorName)
@@ -520,8 +528,34 @@ func (s *Server) adminPRAction(action string) http.HandlerFunc {
 			ci := commentInput{Content: &struct {
 				Raw string `json:"raw"`
 			}{Raw: in.Content}}
+			if in.Parent != 0 {
+				ci.Parent = &struct {
+					ID int `json:"id"`
+				}{ID: in.Parent}
+			}
 			cm := s.addCommentLocked(repo, pr, actor, ci)
 			writeJSON(w, http.StatusCreated, s.commentObj(repo, pr, cm))
+			return
+		case "approve", "unapprove", "request-changes":
+			kind := map[string]string{"approve": "approval", "unapprove": "unapproval", "request-changes": "changes_request"}[action]
+			if status, msg := s.reviewPRLocked(repo, pr, actor, kind); status != 0 {
+				adminError(w, status, msg)
+				return
+			}
+		case "task":
+			if in.Content == "" || actor == nil {
+				adminError(w, http.StatusBadRequest, "content and a user are required")
+				return
+			}
+			if in.Comment != 0 && pr.comment(in.Comment) == nil {
+				adminError(w, http.StatusBadRequest, "comment not found")
+				return
+			}
+			t := s.addTaskLocked(pr, actor, in.Content, in.Comment, false)
+			if in.State == "RESOLVED" {
+				s.updateTaskLocked(pr, t, actor, "", "RESOLVED")
+			}
+			writeJSON(w, http.StatusCreated, s.taskObj(repo, pr, t))
 			return
 		}
 		writeJSON(w, http.StatusOK, s.prObj(repo, pr))

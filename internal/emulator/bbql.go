@@ -121,7 +121,9 @@ func compareValues(have any, value string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		return h.Compare(t), nil
+		// Compare at the microsecond precision timestamps are rendered with, so that
+		// `updated_on > <a rendered updated_on>` excludes that object, as upstream.
+		return h.Truncate(time.Microsecond).Compare(t), nil
 	case int:
 		n, err := strconv.Atoi(value)
 		if err != nil {

@@ -135,6 +135,23 @@ func generateRepository(ctx context.Context, dir string, g Generate, authors []g
 	mergeAt := map[int]int{}
 	for j := 0; j < g.PullRequests; j++ {
 		p := &prPlan{fork: 1 + (j*13)%max(n-1, 1), state: "OPEN"}
+		if len(g.PRStates) > 0 {
+			// Cycled states; a merge needs a free main position after the fork (else OPEN).
+			if st := g.PRStates[j%len(g.PRStates)]; st != "MERGED" {
+				p.state = st
+			} else {
+				for m := p.fork + 1; m <= n; m++ {
+					if _, taken := mergeAt[m]; !taken {
+						p.state, p.mergeAt = "MERGED", m
+						mergeAt[m] = j
+						break
+					}
+				}
+			}
+			prs[j] = p
+			prsAt[p.fork] = append(prsAt[p.fork], j)
+			continue
+		}
 		switch j % 5 {
 		case 3:
 			if m := p.fork + 1; m <= n {

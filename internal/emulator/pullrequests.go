@@ -23,6 +23,17 @@ func (s *Server) registerPullRequests(mux *http.ServeMux) {
 	s.handle(mux, "GET "+base+"/{id}/comments/{cid}", s.oneComment)
 	s.handle(mux, "PUT "+base+"/{id}/comments/{cid}", s.oneComment)
 	s.handle(mux, "DELETE "+base+"/{id}/comments/{cid}", s.oneComment)
+	s.handle(mux, "POST "+base+"/{id}/comments/{cid}/resolve", s.resolveComment)
+	s.handle(mux, "DELETE "+base+"/{id}/comments/{cid}/resolve", s.resolveComment)
+	s.handle(mux, "GET "+base+"/{id}/tasks", s.listTasks)
+	s.handle(mux, "POST "+base+"/{id}/tasks", s.createTask)
+	s.handle(mux, "GET "+base+"/{id}/tasks/{tid}", s.oneTask)
+	s.handle(mux, "PUT "+base+"/{id}/tasks/{tid}", s.oneTask)
+	s.handle(mux, "DELETE "+base+"/{id}/tasks/{tid}", s.oneTask)
+	s.handle(mux, "POST "+base+"/{id}/approve", s.reviewPullRequest("approval"))
+	s.handle(mux, "DELETE "+base+"/{id}/approve", s.reviewPullRequest("unapproval"))
+	s.handle(mux, "POST "+base+"/{id}/request-changes", s.reviewPullRequest("changes_request"))
+	s.handle(mux, "DELETE "+base+"/{id}/request-changes", s.reviewPullRequest("changes_request_removed"))
 	s.handle(mux, "GET "+base+"/{id}/activity", s.listActivity)
 	s.handle(mux, "GET "+base+"/{id}/commits", s.listPRCommits)
 	s.handle(mux, "GET "+base+"/{id}/diffstat", s.prDiffstat)
@@ -47,6 +58,10 @@ func prFields(p *prRec) fieldGetter {
 			return p.UpdatedOn, true
 		case "author.nickname", "author.username":
 			return p.Author, true
+		case "comment_count":
+			return p.liveCommentCount(), true
+		case "task_count":
+			return p.openTaskCount(), true
 		case "source.branch.name":
 			return p.SourceBranch, true
 		case "destination.branch.name":
@@ -95,7 +110,7 @@ func (s *Server) listPullRequests(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, pageEnvelope(s, r, p, prs, func(pr *prRec) any { return s.prObj(repo, pr) }))
+	writeJSON(w, http.StatusOK, pageEnvelope(s, r, p, prs, func(pr *prRec) any { return s.prListObj(repo, pr) }))
 }
 
 func (s *Server) findPR(w http.ResponseWriter, r *http.Request, c *caller, need permission) (*repoRec, *prRec, bool) {
@@ -112,12 +127,19 @@ func (s *Server) findPR(w http.ResponseWriter, r *http.Request, c *caller, need 
 	return repo, pr, true
 }
 
-func (s *Server) getPullRequest(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", true)
+// authPR authenticates the caller with scope (anonymousOK as for auth) and finds the pull
+// request of the path.
+func (s *Server) authPR(w http.ResponseWriter, r *http.Request, scope string, anonymousOK bool, need permission) (*caller, *repoRec, *prRec, bool) {
+	c, ok := s.auth(w, r, scope, anonymousOK)
 	if !ok {
-		return
+		return nil, nil, nil, false
 	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	repo, pr, ok := s.findPR(w, r, c, need)
+	return c, repo, pr, ok
+}
+
+func (s *Server) getPullRequest(w http.ResponseWriter, r *http.Request) {
+	_, repo, pr, ok := s.authPR(w, r, "pullrequest", true, permRead)
 	if !ok {
 		return
 	}
@@ -218,11 +240,7 @@ func (s *Server) createPRLocked(repo *repoRec, author *userRec, in prInput) (*pr
 }
 
 func (s *Server) updatePullRequest(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest:write", false)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest:write", false, permRead)
 	if !ok {
 		return
 	}
@@ -280,11 +298,7 @@ func (s *Server) touchPR(repo *repoRec, pr *prRec, actor *userRec, event string)
 }
 
 func (s *Server) mergePullRequest(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest:write", false)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permWrite)
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest:write", false, permWrite)
 	if !ok {
 		return
 	}
@@ -367,11 +381,7 @@ func (s *Server) mergePRLocked(repo *repoRec, pr *prRec, actor *userRec, message
 }
 
 func (s *Server) declinePullRequest(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest:write", false)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest:write", false, permRead)
 	if !ok {
 		return
 	}
@@ -393,11 +403,7 @@ func (s *Server) declinePRLocked(repo *repoRec, pr *prRec, actor *userRec, reaso
 }
 
 func (s *Server) listComments(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", true)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	_, repo, pr, ok := s.authPR(w, r, "pullrequest", true, permRead)
 	if !ok {
 		return
 	}
@@ -417,6 +423,14 @@ func (s *Server) listComments(w http.ResponseWriter, r *http.Request) {
 				return cm.UpdatedOn, true
 			case "deleted":
 				return cm.Deleted, true
+			case "pending":
+				return cm.Pending, true
+			case "inline.path":
+				return cm.InlinePath, true
+			case "parent.id":
+				return cm.ParentID, true
+			case "user.nickname", "user.username":
+				return cm.User, true
 			}
 			return nil, false
 		}
@@ -437,16 +451,14 @@ type commentInput struct {
 	} `json:"parent"`
 	Inline *struct {
 		Path string `json:"path"`
+		From int    `json:"from"`
 		To   int    `json:"to"`
 	} `json:"inline"`
+	Pending bool `json:"pending"`
 }
 
 func (s *Server) createComment(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", false)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest", false, permRead)
 	if !ok {
 		return
 	}
@@ -471,8 +483,9 @@ func (s *Server) addCommentLocked(repo *repoRec, pr *prRec, author *userRec, in 
 		cm.ParentID = in.Parent.ID
 	}
 	if in.Inline != nil {
-		cm.InlinePath, cm.InlineTo = in.Inline.Path, in.Inline.To
+		cm.InlinePath, cm.InlineFrom, cm.InlineTo = in.Inline.Path, in.Inline.From, in.Inline.To
 	}
+	cm.Pending = in.Pending
 	pr.Comments = append(pr.Comments, cm)
 	pr.UpdatedOn = now
 	_ = s.saveLocked()
@@ -481,11 +494,7 @@ func (s *Server) addCommentLocked(repo *repoRec, pr *prRec, author *userRec, in 
 }
 
 func (s *Server) oneComment(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", r.Method == http.MethodGet)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest", r.Method == http.MethodGet, permRead)
 	if !ok {
 		return
 	}
@@ -533,13 +542,10 @@ func (s *Server) deleteCommentLocked(repo *repoRec, pr *prRec, cm *commentRec, a
 	s.emit("pullrequest:comment_deleted", repo, actor, obj{"comment": s.commentObj(repo, pr, cm), "pullrequest": s.prObj(repo, pr)})
 }
 
-// listActivity merges updates, approvals and comments, newest first.
+// listActivity merges updates, approvals, changes-requests and comments, newest first. Like
+// the real endpoint it ignores q and sort.
 func (s *Server) listActivity(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", true)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	_, repo, pr, ok := s.authPR(w, r, "pullrequest", true, permRead)
 	if !ok {
 		return
 	}
@@ -559,6 +565,11 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request) {
 		case "approval":
 			entries = append(entries, entry{a.Date, obj{"pull_request": stub,
 				"approval": obj{"date": stamp(a.Date), "user": s.accountByName(a.User), "pullrequest": stub}}})
+		case "changes_request":
+			entries = append(entries, entry{a.Date, obj{"pull_request": stub,
+				"changes_requested": obj{"date": stamp(a.Date), "user": s.accountByName(a.User), "pullrequest": stub}}})
+		case "unapproval", "changes_request_removed":
+			// Withdrawals only change participants; the activity log keeps the original entry.
 		default:
 			entries = append(entries, entry{a.Date, obj{"pull_request": stub, "update": obj{
 				"state": a.State, "title": a.Title, "description": a.Description, "reason": pr.Reason,
@@ -578,11 +589,7 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listPRCommits(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", true)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	_, repo, pr, ok := s.authPR(w, r, "pullrequest", true, permRead)
 	if !ok {
 		return
 	}
@@ -602,14 +609,298 @@ func (s *Server) listPRCommits(w http.ResponseWriter, r *http.Request) {
 
 // prDiffstat redirects to the repository diffstat of the PR's revspec, like bitbucket.org.
 func (s *Server) prDiffstat(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.auth(w, r, "pullrequest", true)
-	if !ok {
-		return
-	}
-	repo, pr, ok := s.findPR(w, r, c, permRead)
+	_, repo, pr, ok := s.authPR(w, r, "pullrequest", true, permRead)
 	if !ok {
 		return
 	}
 	target := fmt.Sprintf("%s/diffstat/%s..%s?from_pullrequest_id=%d&topic=true", s.repoAPI(repo), pr.SourceCommit, pr.DestCommit, pr.ID)
 	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// resolveComment: POST resolves a top-level comment thread (200 with the comment_resolution,
+// 409 if already resolved), DELETE reopens it (204). Replies cannot be resolved (400).
+func (s *Server) resolveComment(w http.ResponseWriter, r *http.Request) {
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest", false, permRead)
+	if !ok {
+		return
+	}
+	id, _ := strconv.Atoi(r.PathValue("cid"))
+	cm := pr.comment(id)
+	if cm == nil || cm.Deleted {
+		writeError(w, http.StatusNotFound, "Comment not found", nil)
+		return
+	}
+	if cm.ParentID != 0 {
+		writeError(w, http.StatusBadRequest, "Only top-level comments can be resolved", nil)
+		return
+	}
+	if r.Method == http.MethodPost {
+		if cm.ResolvedBy != "" {
+			writeError(w, http.StatusConflict, "Comment is already resolved", nil)
+			return
+		}
+		s.resolveCommentLocked(repo, pr, cm, c.user, true)
+		writeJSON(w, http.StatusOK, s.resolutionObj(cm))
+		return
+	}
+	if cm.ResolvedBy == "" {
+		writeError(w, http.StatusNotFound, "Comment is not resolved", nil)
+		return
+	}
+	s.resolveCommentLocked(repo, pr, cm, c.user, false)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) resolveCommentLocked(repo *repoRec, pr *prRec, cm *commentRec, actor *userRec, resolve bool) {
+	now := time.Now().UTC()
+	event := "pullrequest:comment_reopened"
+	if resolve {
+		cm.ResolvedBy, cm.ResolvedOn = actor.Username, now
+		event = "pullrequest:comment_resolved"
+	} else {
+		cm.ResolvedBy, cm.ResolvedOn = "", time.Time{}
+	}
+	pr.UpdatedOn = now
+	_ = s.saveLocked()
+	s.emit(event, repo, actor, obj{"comment": s.commentObj(repo, pr, cm), "pullrequest": s.prObj(repo, pr)})
+}
+
+func taskFields(t *taskRec) fieldGetter {
+	return func(f string) (any, bool) {
+		switch f {
+		case "id":
+			return t.ID, true
+		case "state":
+			return t.State, true
+		case "created_on":
+			return t.CreatedOn, true
+		case "updated_on":
+			return t.UpdatedOn, true
+		case "content.raw":
+			return t.Raw, true
+		case "comment.id":
+			return t.CommentID, true
+		case "creator.nickname", "creator.username":
+			return t.Creator, true
+		}
+		return nil, false
+	}
+}
+
+// listTasks pages a PR's tasks, oldest first (Atlassian: sort defaults to created_on);
+// q and sort filter on id, state, created_on, updated_on, content.raw, comment.id.
+func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
+	_, repo, pr, ok := s.authPR(w, r, "pullrequest", true, permRead)
+	if !ok {
+		return
+	}
+	p, err := parsePage(r, defaultPagelen, maxPagelen)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	q := r.URL.Query()
+	tasks, err := filterSort(pr.Tasks, q.Get("q"), q.Get("sort"), taskFields)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, pageEnvelope(s, r, p, tasks, func(t *taskRec) any { return s.taskObj(repo, pr, t) }))
+}
+
+type taskInput struct {
+	Content *struct {
+		Raw string `json:"raw"`
+	} `json:"content"`
+	Comment *struct {
+		ID int `json:"id"`
+	} `json:"comment"`
+	Pending *bool   `json:"pending"`
+	State   *string `json:"state"`
+}
+
+func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest", false, permRead)
+	if !ok {
+		return
+	}
+	var in taskInput
+	if err := decodeJSON(r, &in); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if in.Content == nil || strings.TrimSpace(in.Content.Raw) == "" {
+		writeError(w, http.StatusBadRequest, "content: This field is required.", nil)
+		return
+	}
+	commentID := 0
+	if in.Comment != nil && in.Comment.ID != 0 {
+		if pr.comment(in.Comment.ID) == nil {
+			writeError(w, http.StatusBadRequest, "comment: Comment not found", nil)
+			return
+		}
+		commentID = in.Comment.ID
+	}
+	t := s.addTaskLocked(pr, c.user, in.Content.Raw, commentID, in.Pending != nil && *in.Pending)
+	w.Header().Set("Location", s.repoAPI(repo)+fmt.Sprintf("/pullrequests/%d/tasks/%d", pr.ID, t.ID))
+	writeJSON(w, http.StatusCreated, s.taskObj(repo, pr, t))
+}
+
+// addTaskLocked adds a task and bumps the PR's updated_on (task_count changes). Bitbucket
+// has no task webhook event.
+func (s *Server) addTaskLocked(pr *prRec, creator *userRec, raw string, commentID int, pending bool) *taskRec {
+	now := time.Now().UTC()
+	t := &taskRec{ID: s.st.newTaskID(), CommentID: commentID, Creator: creator.Username, Raw: raw,
+		State: "UNRESOLVED", Pending: pending, CreatedOn: now, UpdatedOn: now}
+	pr.Tasks = append(pr.Tasks, t)
+	pr.UpdatedOn = now
+	_ = s.saveLocked()
+	return t
+}
+
+func (s *Server) oneTask(w http.ResponseWriter, r *http.Request) {
+	c, repo, pr, ok := s.authPR(w, r, "pullrequest", r.Method == http.MethodGet, permRead)
+	if !ok {
+		return
+	}
+	id, _ := strconv.Atoi(r.PathValue("tid"))
+	i := slices.IndexFunc(pr.Tasks, func(t *taskRec) bool { return t.ID == id })
+	if i < 0 {
+		writeError(w, http.StatusNotFound, "Task not found", nil)
+		return
+	}
+	t := pr.Tasks[i]
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, http.StatusOK, s.taskObj(repo, pr, t))
+	case http.MethodPut:
+		var in taskInput
+		if err := decodeJSON(r, &in); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error(), nil)
+			return
+		}
+		if in.State != nil && *in.State != "RESOLVED" && *in.State != "UNRESOLVED" {
+			writeError(w, http.StatusBadRequest, "state: must be RESOLVED or UNRESOLVED", nil)
+			return
+		}
+		raw := ""
+		if in.Content != nil {
+			raw = in.Content.Raw
+		}
+		state := ""
+		if in.State != nil {
+			state = *in.State
+		}
+		s.updateTaskLocked(pr, t, c.user, raw, state)
+		writeJSON(w, http.StatusOK, s.taskObj(repo, pr, t))
+	case http.MethodDelete:
+		pr.Tasks = slices.Delete(pr.Tasks, i, i+1)
+		pr.UpdatedOn = time.Now().UTC()
+		_ = s.saveLocked()
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// updateTaskLocked changes a task's text and/or state ("" keeps it) and bumps updated_on.
+func (s *Server) updateTaskLocked(pr *prRec, t *taskRec, actor *userRec, raw, state string) {
+	now := time.Now().UTC()
+	if raw != "" {
+		t.Raw = raw
+	}
+	if state != "" && state != t.State {
+		t.State = state
+		if state == "RESOLVED" {
+			t.ResolvedBy, t.ResolvedOn = actor.Username, now
+		} else {
+			t.ResolvedBy, t.ResolvedOn = "", time.Time{}
+		}
+	}
+	t.UpdatedOn = now
+	pr.UpdatedOn = now
+	_ = s.saveLocked()
+}
+
+// reviewPullRequest handles approve / unapprove / request-changes / remove the request.
+// POST answers the caller's participant object, DELETE 204.
+func (s *Server) reviewPullRequest(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, repo, pr, ok := s.authPR(w, r, "pullrequest", false, permRead)
+		if !ok {
+			return
+		}
+		if status, msg := s.reviewPRLocked(repo, pr, c.user, kind); status != 0 {
+			writeError(w, status, msg, nil)
+			return
+		}
+		if r.Method == http.MethodDelete {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.participantObj(pr, c.user.Username))
+	}
+}
+
+var reviewEvents = map[string]string{
+	"approval":                "pullrequest:approved",
+	"unapproval":              "pullrequest:unapproved",
+	"changes_request":         "pullrequest:changes_request_created",
+	"changes_request_removed": "pullrequest:changes_request_removed",
+}
+
+// reviewPRLocked records an approval-type activity, bumps updated_on and emits the event,
+// whose payload carries `approval` or `changes_request` ({date, user}) next to the PR.
+func (s *Server) reviewPRLocked(repo *repoRec, pr *prRec, actor *userRec, kind string) (int, string) {
+	if actor == nil {
+		return http.StatusBadRequest, "a user is required"
+	}
+	if pr.State != "OPEN" && (kind == "approval" || kind == "changes_request") {
+		return http.StatusBadRequest, "The pull request is not open"
+	}
+	_, states := pr.reviewState()
+	cur, has := states[actor.Username]
+	switch kind {
+	case "unapproval":
+		if !has || cur.Kind != "approval" {
+			return http.StatusNotFound, "You have not approved this pull request"
+		}
+	case "changes_request_removed":
+		if !has || cur.Kind != "changes_request" {
+			return http.StatusNotFound, "You have not requested changes on this pull request"
+		}
+	case "approval", "changes_request":
+		if has && cur.Kind == kind {
+			return 0, "" // idempotent, like bitbucket.org
+		}
+	}
+	now := time.Now().UTC()
+	pr.Activity = append(pr.Activity, activityRec{Kind: kind, Date: now, User: actor.Username})
+	pr.UpdatedOn = now
+	_ = s.saveLocked()
+	key := "approval"
+	if strings.HasPrefix(kind, "changes_request") {
+		key = "changes_request"
+	}
+	s.emit(reviewEvents[kind], repo, actor, obj{key: obj{"date": stamp(now), "user": s.accountObj(actor)},
+		"pullrequest": s.prObj(repo, pr)})
+	return 0, ""
+}
+
+// participantObj is user's participant entry (also when it has no approval state left).
+func (s *Server) participantObj(pr *prRec, user string) obj {
+	_, states := pr.reviewState()
+	role := "PARTICIPANT"
+	if slices.Contains(pr.Reviewers, user) {
+		role = "REVIEWER"
+	}
+	o := obj{"type": "participant", "user": s.accountByName(user), "role": role, "approved": false,
+		"state": nil, "participated_on": nil}
+	if a, ok := states[user]; ok {
+		o["participated_on"] = stamp(a.Date)
+		if a.Kind == "approval" {
+			o["approved"], o["state"] = true, "approved"
+		} else {
+			o["state"] = "changes_requested"
+		}
+	}
+	return o
 }

@@ -5,6 +5,7 @@ import (
 	"html"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -359,8 +360,37 @@ func (s *Server) prRepo(r *repoRec) obj {
 	return o
 }
 
-// prObj renders a pull request; hashes are 12-character abbreviations like the real API.
+// prObj renders a full pull request (GET .../pullrequests/{id}, webhooks); hashes are
+// 12-character abbreviations like the real API, in full objects and list entries alike
+// (rest/pullrequest.json, rest/pullrequests_page*.json).
 func (s *Server) prObj(r *repoRec, p *prRec) obj {
+	o := s.prListObj(r, p)
+	reviewers := []any{}
+	participants := []any{}
+	for _, name := range p.Reviewers {
+		reviewers = append(reviewers, s.accountByName(name))
+	}
+	order, states := p.reviewState()
+	for _, name := range order {
+		a := states[name]
+		role := "PARTICIPANT"
+		if slices.Contains(p.Reviewers, name) {
+			role = "REVIEWER"
+		}
+		state := "approved"
+		if a.Kind == "changes_request" {
+			state = "changes_requested"
+		}
+		participants = append(participants, obj{"type": "participant", "user": s.accountByName(name),
+			"role": role, "approved": state == "approved", "state": state, "participated_on": stamp(a.Date)})
+	}
+	o["reviewers"], o["participants"] = reviewers, participants
+	return o
+}
+
+// prListObj is a pull request as the list endpoint shows it: the recordings of
+// GET .../pullrequests carry neither reviewers nor participants.
+func (s *Server) prListObj(r *repoRec, p *prRec) obj {
 	var merge, closedBy any
 	if p.MergeCommit != "" {
 		// As recorded (webhooks/pullrequest_fulfilled.json): hash and a self link only.
@@ -368,17 +398,6 @@ func (s *Server) prObj(r *repoRec, p *prRec) obj {
 	}
 	if p.ClosedBy != "" {
 		closedBy = s.accountByName(p.ClosedBy)
-	}
-	reviewers := []any{}
-	participants := []any{}
-	for _, name := range p.Reviewers {
-		reviewers = append(reviewers, s.accountByName(name))
-	}
-	for _, a := range p.Activity {
-		if a.Kind == "approval" {
-			participants = append(participants, obj{"type": "participant", "user": s.accountByName(a.User),
-				"role": "PARTICIPANT", "approved": true, "state": "approved", "participated_on": stamp(a.Date)})
-		}
 	}
 	return obj{
 		"type": "pullrequest", "id": p.ID, "title": p.Title, "description": p.Description,
@@ -390,8 +409,7 @@ func (s *Server) prObj(r *repoRec, p *prRec) obj {
 		"destination":  s.prEndpoint(r, p.DestBranch, p.DestCommit, false),
 		"merge_commit": merge, "close_source_branch": p.CloseSourceBranch, "closed_by": closedBy,
 		"reason": p.Reason, "created_on": stamp(p.CreatedOn), "updated_on": stamp(p.UpdatedOn),
-		"comment_count": p.liveCommentCount(), "task_count": 0,
-		"reviewers": reviewers, "participants": participants,
+		"comment_count": p.liveCommentCount(), "task_count": p.openTaskCount(),
 		"links": s.prLinks(r, p),
 	}
 }
@@ -414,7 +432,53 @@ func (s *Server) commentObj(r *repoRec, p *prRec, c *commentRec) obj {
 		o["parent"] = obj{"id": c.ParentID, "links": obj{"self": href(s.repoAPI(r) + fmt.Sprintf("/pullrequests/%d/comments/%d", p.ID, c.ParentID))}}
 	}
 	if c.InlinePath != "" {
-		o["inline"] = obj{"path": c.InlinePath, "from": nil, "to": c.InlineTo, "outdated": false, "context_lines": ""}
+		o["inline"] = obj{"path": c.InlinePath, "from": lineOrNull(c.InlineFrom), "to": lineOrNull(c.InlineTo),
+			"outdated": false, "context_lines": ""}
+	}
+	if c.Pending {
+		o["pending"] = true
+	}
+	if c.ResolvedBy != "" {
+		o["resolution"] = s.resolutionObj(c)
+	}
+	return o
+}
+
+// lineOrNull renders an inline anchor line; 0 means "not on that side" (null).
+func lineOrNull(n int) any {
+	if n <= 0 {
+		return nil
+	}
+	return n
+}
+
+// resolutionObj follows Atlassian's comment_resolution schema (no recording exists).
+func (s *Server) resolutionObj(c *commentRec) obj {
+	return obj{"type": "comment_resolution", "user": s.accountByName(c.ResolvedBy), "created_on": stamp(c.ResolvedOn)}
+}
+
+// taskObj follows Atlassian's pullrequest_comment_task schema (no recording exists):
+// resolved_on/resolved_by only on resolved tasks, comment only on comment-anchored ones.
+func (s *Server) taskObj(r *repoRec, p *prRec, t *taskRec) obj {
+	base := s.repoAPI(r) + fmt.Sprintf("/pullrequests/%d/tasks/%d", p.ID, t.ID)
+	o := obj{
+		"type": "task", "id": t.ID, "created_on": stamp(t.CreatedOn), "updated_on": stamp(t.UpdatedOn),
+		"state": t.State, "content": obj{"raw": t.Raw, "markup": "markdown", "html": markdownHTML(t.Raw), "type": "rendered"},
+		"creator": s.accountByName(t.Creator), "pending": t.Pending,
+		"links": obj{
+			"self": href(base),
+			"html": href(s.repoHTML(r) + fmt.Sprintf("/pull-requests/%d", p.ID)),
+		},
+	}
+	if t.State == "RESOLVED" {
+		o["resolved_on"] = stamp(t.ResolvedOn)
+		o["resolved_by"] = s.accountByName(t.ResolvedBy)
+	}
+	if t.CommentID != 0 {
+		o["comment"] = obj{"type": "pullrequest_comment", "id": t.CommentID, "links": obj{
+			"self": href(s.repoAPI(r) + fmt.Sprintf("/pullrequests/%d/comments/%d", p.ID, t.CommentID)),
+			"html": href(s.repoHTML(r) + fmt.Sprintf("/pull-requests/%d/_/diff#comment-%d", p.ID, t.CommentID)),
+		}}
 	}
 	return o
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,6 +75,13 @@ type SeedRepository struct {
 // branches, Tags annotated tags, PullRequests pull requests (each on its own branch; some
 // merged with a real merge commit, some declined), BinaryBytes of pseudo-random data in
 // assets/blob.bin, CommentsPerPR comments on each pull request (default 2).
+//
+// The remaining knobs (all off by default, so existing seeds keep their shape) enrich every
+// pull request for PR-export tests: PRStates cycles the states by PR index, RepliesPerComment
+// answers each seeded top-level comment, InlineCommentsPerPR adds code comments,
+// TasksPerPR adds tasks (every second resolved, every other one on a comment),
+// ApprovalsPerPR / ChangesRequestedPerPR add reviews by other users, and
+// ResolvedCommentsPerPR / DeletedCommentsPerPR resolve / delete top-level comments.
 type Generate struct {
 	Commits       int   `yaml:"commits" json:"commits"`
 	Branches      int   `yaml:"branches,omitempty" json:"branches,omitempty"`
@@ -81,6 +89,35 @@ type Generate struct {
 	PullRequests  int   `yaml:"pull_requests,omitempty" json:"pull_requests,omitempty"`
 	BinaryBytes   int64 `yaml:"binary_bytes,omitempty" json:"binary_bytes,omitempty"`
 	CommentsPerPR *int  `yaml:"comments_per_pr,omitempty" json:"comments_per_pr,omitempty"`
+
+	PRStates              []string `yaml:"pr_states,omitempty" json:"pr_states,omitempty"`
+	RepliesPerComment     int      `yaml:"replies_per_comment,omitempty" json:"replies_per_comment,omitempty"`
+	InlineCommentsPerPR   int      `yaml:"inline_comments_per_pr,omitempty" json:"inline_comments_per_pr,omitempty"`
+	TasksPerPR            int      `yaml:"tasks_per_pr,omitempty" json:"tasks_per_pr,omitempty"`
+	ApprovalsPerPR        int      `yaml:"approvals_per_pr,omitempty" json:"approvals_per_pr,omitempty"`
+	ChangesRequestedPerPR int      `yaml:"changes_requested_per_pr,omitempty" json:"changes_requested_per_pr,omitempty"`
+	ResolvedCommentsPerPR int      `yaml:"resolved_comments_per_pr,omitempty" json:"resolved_comments_per_pr,omitempty"`
+	DeletedCommentsPerPR  int      `yaml:"deleted_comments_per_pr,omitempty" json:"deleted_comments_per_pr,omitempty"`
+}
+
+var prStates = []string{"OPEN", "MERGED", "DECLINED", "SUPERSEDED"}
+
+func (g *Generate) validate() error {
+	for i, st := range g.PRStates {
+		up := strings.ToUpper(st)
+		if !slices.Contains(prStates, up) {
+			return fmt.Errorf("pr_states: unknown state %q (want OPEN, MERGED, DECLINED or SUPERSEDED)", st)
+		}
+		g.PRStates[i] = up
+	}
+	for name, n := range map[string]int{"replies_per_comment": g.RepliesPerComment, "inline_comments_per_pr": g.InlineCommentsPerPR,
+		"tasks_per_pr": g.TasksPerPR, "approvals_per_pr": g.ApprovalsPerPR, "changes_requested_per_pr": g.ChangesRequestedPerPR,
+		"resolved_comments_per_pr": g.ResolvedCommentsPerPR, "deleted_comments_per_pr": g.DeletedCommentsPerPR} {
+		if n < 0 {
+			return fmt.Errorf("%s must not be negative", name)
+		}
+	}
+	return nil
 }
 
 // LoadSeed reads a YAML seed file.
@@ -129,6 +166,11 @@ func (s *Seed) validate() error {
 			}
 			if r.Import != "" && r.Generate != nil {
 				return fmt.Errorf("repository %s/%s: import and generate are exclusive", w.Slug, r.Slug)
+			}
+			if r.Generate != nil {
+				if err := r.Generate.validate(); err != nil {
+					return fmt.Errorf("repository %s/%s: %w", w.Slug, r.Slug, err)
+				}
 			}
 		}
 	}
@@ -379,11 +421,12 @@ func (s *Server) seedPullRequests(rec *repoRec, gen *generated, g Generate, auth
 			}
 			pr.Comments = append(pr.Comments, cm)
 		}
+		at = s.seedPRExtras(pr, gp.index, g, authors, at)
 		pr.UpdatedOn = at
 		if gp.state != "OPEN" {
 			closer := authors[0].Username
 			at = at.Add(time.Hour)
-			if gp.state == "MERGED" && len(authors) > 1 {
+			if gp.state == "MERGED" && len(authors) > 1 && g.ApprovalsPerPR == 0 {
 				pr.Activity = append(pr.Activity, activityRec{Kind: "approval", Date: at.Add(-time.Minute), User: authors[1].Username})
 			}
 			pr.ClosedBy = closer
@@ -396,4 +439,86 @@ func (s *Server) seedPullRequests(rec *repoRec, gen *generated, g Generate, auth
 		}
 		s.st.PullRequests = append(s.st.PullRequests, pr)
 	}
+}
+
+// seedPRExtras adds what the PR-export knobs ask for, deterministically, starting after at;
+// it returns the time of the last thing added. Reviewers, repliers and task creators are
+// the users other than the PR author, in seed order.
+func (s *Server) seedPRExtras(pr *prRec, index int, g Generate, authors []genAuthor, at time.Time) time.Time {
+	var others []string
+	for k := 1; k < len(authors); k++ {
+		if u := authors[(index+k)%len(authors)].Username; u != pr.Author && u != "" {
+			others = append(others, u)
+		}
+	}
+	if len(others) == 0 {
+		others = []string{pr.Author}
+	}
+	who := func(k int) string { return others[k%len(others)] }
+	newComment := func(user, raw string) *commentRec {
+		at = at.Add(7 * time.Minute)
+		cm := &commentRec{ID: s.st.NextCommentID, User: user, CreatedOn: at, UpdatedOn: at, Raw: raw}
+		s.st.NextCommentID++
+		pr.Comments = append(pr.Comments, cm)
+		return cm
+	}
+	topic := fmt.Sprintf("topics/pr-%03d.txt", index+1)
+	for k := 0; k < g.InlineCommentsPerPR; k++ {
+		cm := newComment(who(k), fmt.Sprintf("Inline note %d on %s.", k+1, topic))
+		cm.InlinePath = topic
+		// Alternate new-side, old-side and both-sides anchors, as Bitbucket shows them.
+		switch k % 3 {
+		case 0:
+			cm.InlineTo = 1 + k/3
+		case 1:
+			cm.InlineFrom = 2
+		default:
+			cm.InlineFrom, cm.InlineTo = 1, 3
+		}
+	}
+	var tops []*commentRec
+	for _, cm := range pr.Comments {
+		if cm.ParentID == 0 {
+			tops = append(tops, cm)
+		}
+	}
+	for _, parent := range tops {
+		for k := 0; k < g.RepliesPerComment; k++ {
+			reply := newComment(who(k+1), fmt.Sprintf("Reply %d to comment %d: agreed.", k+1, parent.ID))
+			reply.ParentID = parent.ID
+			reply.InlinePath, reply.InlineFrom, reply.InlineTo = parent.InlinePath, parent.InlineFrom, parent.InlineTo
+		}
+	}
+	for k := 0; k < g.TasksPerPR; k++ {
+		at = at.Add(5 * time.Minute)
+		t := &taskRec{ID: s.st.newTaskID(), Creator: who(k), Raw: fmt.Sprintf("Task %d: follow up on topic %d", k+1, index+1),
+			State: "UNRESOLVED", CreatedOn: at, UpdatedOn: at}
+		if k%2 == 0 && len(tops) > 0 {
+			t.CommentID = tops[(k/2)%len(tops)].ID
+		}
+		if k%2 == 1 {
+			at = at.Add(11 * time.Minute)
+			t.State, t.ResolvedBy, t.ResolvedOn, t.UpdatedOn = "RESOLVED", pr.Author, at, at
+		}
+		pr.Tasks = append(pr.Tasks, t)
+	}
+	for k := 0; k < g.ResolvedCommentsPerPR && k < len(tops); k++ {
+		at = at.Add(3 * time.Minute)
+		tops[k].ResolvedBy, tops[k].ResolvedOn = pr.Author, at
+	}
+	for k := 0; k < g.DeletedCommentsPerPR && k < len(tops); k++ {
+		at = at.Add(2 * time.Minute)
+		cm := tops[len(tops)-1-k]
+		cm.Deleted, cm.UpdatedOn = true, at
+	}
+	// Reviews: the first users approve, the next ones request changes (one state per user).
+	for k := 0; k < g.ApprovalsPerPR+g.ChangesRequestedPerPR && k < len(others); k++ {
+		at = at.Add(13 * time.Minute)
+		kind := "approval"
+		if k >= g.ApprovalsPerPR {
+			kind = "changes_request"
+		}
+		pr.Activity = append(pr.Activity, activityRec{Kind: kind, Date: at, User: others[k]})
+	}
+	return at
 }

@@ -104,13 +104,32 @@ type commentRec struct {
 	Deleted    bool      `json:"deleted"`
 	ParentID   int       `json:"parent_id,omitempty"`
 	InlinePath string    `json:"inline_path,omitempty"`
+	InlineFrom int       `json:"inline_from,omitempty"`
 	InlineTo   int       `json:"inline_to,omitempty"`
+	Pending    bool      `json:"pending,omitempty"`
+	// ResolvedBy is set while the comment thread is resolved (the `resolution` object).
+	ResolvedBy string    `json:"resolved_by,omitempty"`
+	ResolvedOn time.Time `json:"resolved_on,omitempty"`
+}
+
+// taskRec is a pull request task, optionally anchored on a comment (CommentID).
+type taskRec struct {
+	ID         int       `json:"id"`
+	CommentID  int       `json:"comment_id,omitempty"`
+	Creator    string    `json:"creator"`
+	Raw        string    `json:"raw"`
+	State      string    `json:"state"` // RESOLVED or UNRESOLVED
+	Pending    bool      `json:"pending,omitempty"`
+	CreatedOn  time.Time `json:"created_on"`
+	UpdatedOn  time.Time `json:"updated_on"`
+	ResolvedBy string    `json:"resolved_by,omitempty"`
+	ResolvedOn time.Time `json:"resolved_on,omitempty"`
 }
 
 // activityRec is one entry of a pull request's activity log. Comments are not duplicated
 // here: the activity endpoint merges them in by date.
 type activityRec struct {
-	Kind         string    `json:"kind"` // "update" or "approval"
+	Kind         string    `json:"kind"` // "update", "approval" or "changes_request"
 	Date         time.Time `json:"date"`
 	User         string    `json:"user"`
 	State        string    `json:"state,omitempty"`
@@ -140,7 +159,57 @@ type prRec struct {
 	CreatedOn         time.Time     `json:"created_on"`
 	UpdatedOn         time.Time     `json:"updated_on"`
 	Comments          []*commentRec `json:"comments"`
+	Tasks             []*taskRec    `json:"tasks,omitempty"`
 	Activity          []activityRec `json:"activity"`
+}
+
+// openTaskCount is what task_count shows: the unresolved tasks.
+func (p *prRec) openTaskCount() int {
+	n := 0
+	for _, t := range p.Tasks {
+		if t.State != "RESOLVED" {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *prRec) comment(id int) *commentRec {
+	for _, c := range p.Comments {
+		if c.ID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// reviewState is what each user's latest approval or changes-request says: "approved",
+// "changes_requested", or absent once withdrawn (activity kinds "unapproval" and
+// "changes_request_removed" withdraw; they are not listed by the activity endpoint).
+func (p *prRec) reviewState() (order []string, states map[string]activityRec) {
+	states = map[string]activityRec{}
+	seen := map[string]bool{}
+	for _, a := range p.Activity {
+		switch a.Kind {
+		case "approval", "changes_request":
+			if !seen[a.User] {
+				seen[a.User] = true
+				order = append(order, a.User)
+			}
+			states[a.User] = a
+		case "unapproval", "changes_request_removed":
+			if cur, ok := states[a.User]; ok && (cur.Kind == "approval") == (a.Kind == "unapproval") {
+				delete(states, a.User)
+			}
+		}
+	}
+	kept := order[:0]
+	for _, u := range order {
+		if _, ok := states[u]; ok {
+			kept = append(kept, u)
+		}
+	}
+	return kept, states
 }
 
 func (p *prRec) liveCommentCount() int {
@@ -205,6 +274,17 @@ type state struct {
 	Refresh       []*refreshRec   `json:"refresh_tokens"`
 	Codes         []*codeRec      `json:"codes"`
 	NextCommentID int             `json:"next_comment_id"`
+	NextTaskID    int             `json:"next_task_id,omitempty"`
+}
+
+// newTaskID hands out global task ids (states saved before tasks existed start at 1).
+func (st *state) newTaskID() int {
+	if st.NextTaskID < 1 {
+		st.NextTaskID = 1
+	}
+	id := st.NextTaskID
+	st.NextTaskID++
+	return id
 }
 
 func hashSecret(s string) string {
