@@ -19,6 +19,12 @@ import (
 	"github.com/gitsec/gitsec/internal/gitref"
 )
 
+// PinRefPrefix is GitSec's own reference namespace in a snapshot's pins.
+const PinRefPrefix = "refs/gitsec/pull/"
+
+// PinRef is the pin of a pull request's source commit.
+func PinRef(id int64) string { return fmt.Sprintf("%s%d/head", PinRefPrefix, id) }
+
 // FormatVersion is written into every manifest; readers refuse other values.
 const FormatVersion = "gitsec-backup/1"
 
@@ -37,6 +43,11 @@ type Manifest struct {
 	// empty repository).
 	Head string           `json:"head,omitempty"`
 	Refs gitmirror.RefMap `json:"refs"`
+	// Pins are GitSec's own references (refs/gitsec/pull/<id>/head) to
+	// commits the refs no longer reach but a pull request showed: its branch
+	// was deleted, or it came from a fork. A restore recreates them only when
+	// asked; they never take part in change detection.
+	Pins gitmirror.RefMap `json:"pins,omitempty"`
 	// Packs are every pack a restore needs, in the order to apply them.
 	Packs   []Pack   `json:"packs"`
 	Exports []Export `json:"exports"`
@@ -84,14 +95,6 @@ type Pack struct {
 	// introducing snapshot reaches (a later fetch in the same run moved the
 	// branch on); a bundle export gives them refs/gitsec/tips/<oid> names.
 	UnnamedTips []string `json:"unnamed_tips,omitempty"`
-}
-
-// Export is an additional exported object (pull requests, metadata), stored
-// under exports/. Format version 1 writes none yet.
-type Export struct {
-	Kind string   `json:"kind"`
-	Key  string   `json:"key"`
-	File FileInfo `json:"file"`
 }
 
 // Totals summarise a manifest for listings.
@@ -143,6 +146,24 @@ func (m *Manifest) Validate() error {
 		if !oidPattern.MatchString(oid) {
 			return fmt.Errorf("reference %s has invalid object id %q", name, oid)
 		}
+	}
+	for name, oid := range m.Pins {
+		if err := gitref.Check(name); err != nil || !strings.HasPrefix(name, PinRefPrefix) {
+			return fmt.Errorf("invalid pin %q", name)
+		}
+		if !oidPattern.MatchString(oid) {
+			return fmt.Errorf("pin %s has invalid object id %q", name, oid)
+		}
+	}
+	kinds := map[string]bool{}
+	for _, e := range m.Exports {
+		if err := e.validate(); err != nil {
+			return err
+		}
+		if kinds[e.Kind] {
+			return fmt.Errorf("export %s listed twice", e.Kind)
+		}
+		kinds[e.Kind] = true
 	}
 	seen := map[string]bool{}
 	for _, p := range m.Packs {

@@ -184,6 +184,7 @@ func (c *Client) do(ctx context.Context, cl call) error {
 		}
 		resp, err := c.send(ctx, cl.method, endpoint, payload, tok.AccessToken)
 		c.observeREST(resp, err)
+		countRequest(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s %s: %w", cl.method, endpoint.Path, ctx.Err())

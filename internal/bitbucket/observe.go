@@ -1,8 +1,10 @@
 package bitbucket
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -80,4 +82,29 @@ func (c *Client) observeREST(resp *http.Response, err error) {
 		return
 	}
 	c.observe(RequestKindREST, RequestClass(resp.StatusCode))
+}
+
+// RequestCounter counts the REST requests made with a context that carries it (retries
+// included): a step that must report its API cost attaches one with WithRequestCounter.
+type RequestCounter struct{ n atomic.Int64 }
+
+// Count is the number of requests so far.
+func (r *RequestCounter) Count() int64 {
+	if r == nil {
+		return 0
+	}
+	return r.n.Load()
+}
+
+type requestCounterKey struct{}
+
+// WithRequestCounter returns a context whose REST requests are counted in r.
+func WithRequestCounter(ctx context.Context, r *RequestCounter) context.Context {
+	return context.WithValue(ctx, requestCounterKey{}, r)
+}
+
+func countRequest(ctx context.Context) {
+	if r, ok := ctx.Value(requestCounterKey{}).(*RequestCounter); ok && r != nil {
+		r.n.Add(1)
+	}
 }
