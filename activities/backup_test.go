@@ -71,9 +71,9 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*worker.Ac
 	e.emu, err = emulator.Start(ctx, emulator.Options{
 		Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: log,
 		Seed: &emulator.Seed{
-			Users:     []emulator.SeedUser{{Username: "alice"}},
+			Users:     []emulator.SeedUser{{Username: "alice"}, {Username: "bob"}, {Username: "carol"}},
 			Consumers: []emulator.Consumer{{Key: "backup-test", Secret: "backup-test-secret", CallbackURL: "http://127.0.0.1:1/cb"}},
-			Workspaces: []emulator.SeedWorkspace{{Slug: "acme", Admins: []string{"alice"}, Repositories: append([]emulator.SeedRepository{
+			Workspaces: []emulator.SeedWorkspace{{Slug: "acme", Admins: []string{"alice"}, Members: []string{"bob", "carol"}, Repositories: append([]emulator.SeedRepository{
 				{Slug: "api", Generate: &emulator.Generate{Commits: 20, Branches: 3, Tags: 2}},
 				{Slug: "empty"},
 			}, extra...)}},
@@ -163,6 +163,7 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*worker.Ac
 		Sweeps:       &activities.Sweeps{Store: e.store, Clients: clients, Archive: e.archive, Temporal: e.temporal, Queue: e.settings, Logger: log},
 		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: log},
 		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
+		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: e.archive, Logger: log},
 	}
 	if configure != nil {
 		configure(acts)

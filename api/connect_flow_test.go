@@ -270,6 +270,7 @@ func (e *connectEnv) startWorker() {
 		Sweeps:       &activities.Sweeps{Store: e.store, Clients: clients, Archive: arch, Temporal: e.temporal, Queue: queue, Logger: e.log},
 		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: e.log},
 		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
+		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: arch, Logger: e.log},
 	}
 	var w sdkworker.Worker
 	if e.opts.retryInterval > 0 {

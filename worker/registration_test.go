@@ -130,6 +130,7 @@ func TestWorkflowsCallExactlyTheRegisteredNames(t *testing.T) {
 		Sweeps:       &activities.Sweeps{},
 		Housekeeping: &activities.Housekeeping{},
 		Uninstall:    &activities.Uninstall{},
+		Exports:      &activities.Exports{},
 	})
 	// The host worker is a worker of its own: it may register names the shared one has too.
 	host := newRecordingRegistry()

@@ -46,6 +46,7 @@ type Activities struct {
 	Sweeps       *activities.Sweeps
 	Housekeeping *activities.Housekeeping
 	Uninstall    *activities.Uninstall
+	Exports      *activities.Exports
 }
 
 // New creates a worker with every workflow and activity registered.
@@ -76,7 +77,7 @@ func RegisterHost(w sdkworker.ActivityRegistry, b *activities.Backups) {
 // Register registers GitSec's workflows and activities on any worker (tests use it too).
 // Each struct's exported methods are registered under their names.
 func Register(w sdkworker.Registry, acts Activities) {
-	if acts.Onboarding == nil || acts.Backups == nil || acts.Sweeps == nil || acts.Housekeeping == nil || acts.Uninstall == nil {
+	if acts.Onboarding == nil || acts.Backups == nil || acts.Sweeps == nil || acts.Housekeeping == nil || acts.Uninstall == nil || acts.Exports == nil {
 		// Registering a nil struct would fail each of its activities at run time instead.
 		panic(fmt.Sprintf("worker.Register: every activity struct is needed, got %+v", acts))
 	}
@@ -86,6 +87,7 @@ func Register(w sdkworker.Registry, acts Activities) {
 	w.RegisterActivity(acts.Sweeps)
 	w.RegisterActivity(acts.Housekeeping)
 	w.RegisterActivity(acts.Uninstall)
+	w.RegisterActivity(acts.Exports)
 }
 
 // workflowRegistry is what workers and the replayer share for registering workflows.

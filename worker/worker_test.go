@@ -58,6 +58,7 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 			Sweeps:       &activities.Sweeps{},
 			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
 			Uninstall:    &activities.Uninstall{},
+			Exports:      &activities.Exports{},
 		},
 		HousekeepingEvery:  time.Hour,
 		WebhookDedupWindow: 72 * time.Hour,

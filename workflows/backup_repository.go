@@ -57,6 +57,9 @@ type BackupRequest struct {
 	// PushedRefs are the ref changes a push reported: a hint for the record, since the fetch
 	// takes everything the server has anyway.
 	PushedRefs []PushedRef `json:",omitempty"`
+	// PullRequestID is the pull request a webhook named: the export step fetches it again
+	// even when its updated_on did not move.
+	PullRequestID int64 `json:",omitempty"`
 }
 
 // PushedRef is one ref change of a push as Bitbucket reported it (full hashes; Old empty on
@@ -138,7 +141,40 @@ const (
 	CommitSnapshotActivity      = "CommitSnapshot"
 	RunBackupActivity           = "RunBackup"
 	RecordBackupOutcomeActivity = "RecordBackupOutcome"
+	ExportRepositoryDataActivity = "ExportRepositoryData"
 )
+
+// backupExportsChange adds the export step (pull requests, metadata) between staging and
+// commit; executions started before it replay without.
+const backupExportsChange = "backup-exports"
+
+// ExportInput asks for the export step of a run: Staged is StageBackup's result (a draft to
+// add the exports to, or none when the code did not change), PullRequests the PRs webhooks
+// named.
+type ExportInput struct {
+	Target       BackupTarget
+	Trigger      domain.TriggerKind
+	DeliveryID   string
+	Staged       RunBackupResult
+	PullRequests []int64 `json:",omitempty"`
+}
+
+// maxNamedPullRequests bounds the PR ids one export request carries; more are found by the
+// updated_on listing anyway.
+const maxNamedPullRequests = 200
+
+// namedPullRequests are the distinct PR ids of a batch's webhook requests, in arrival order.
+func namedPullRequests(batch []BackupRequest) []int64 {
+	var out []int64
+	seen := map[int64]bool{}
+	for _, r := range batch {
+		if r.PullRequestID > 0 && !seen[r.PullRequestID] && len(out) < maxNamedPullRequests {
+			seen[r.PullRequestID] = true
+			out = append(out, r.PullRequestID)
+		}
+	}
+	return out
+}
 
 // stageCommitChange guards the split of RunBackup into StageBackup and CommitSnapshot, so that
 // executions started before it replay their single RunBackup.
@@ -178,6 +214,21 @@ type RunBackupResult struct {
 	Host          string
 	// Skipped says why nothing was attempted (repository excluded or deleted upstream).
 	Skipped string
+	// Exports summarises the export step (nil when it did not run); ExportError is set when
+	// the step failed and the snapshot was committed without it.
+	Exports     *ExportSummary `json:",omitempty"`
+	ExportError string         `json:",omitempty"`
+}
+
+// ExportSummary is what the export step did, for the outcome record and the status.
+type ExportSummary struct {
+	PullRequests int
+	Complete     bool
+	Reason       string `json:",omitempty"`
+	RESTCalls    int64
+	// Written says an export object changed, so the run makes a snapshot even when the code
+	// did not change.
+	Written bool
 }
 
 // BackupOutcomeInput records a run in Postgres.
@@ -395,6 +446,20 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 			in.LastHost = res.Host
 		}
 		break
+	}
+	if split && runErr == nil && res.Skipped == "" && workflow.GetVersion(ctx, backupExportsChange, workflow.DefaultVersion, 1) == 1 {
+		// The export never fails the backup: without it, the staged code is committed as is.
+		status.Step = "exporting pull requests and metadata"
+		var exported RunBackupResult
+		err := workflow.ExecuteActivity(ExportActivity(ctx), ExportRepositoryDataActivity, ExportInput{
+			Target: in.Target, Trigger: trigger, DeliveryID: delivery, Staged: res, PullRequests: namedPullRequests(batch),
+		}).Get(ctx, &exported)
+		if err != nil {
+			workflow.GetLogger(ctx).Error("export step failed; committing the code without exports", "error", err)
+			res.ExportError = err.Error()
+		} else {
+			res = exported
+		}
 	}
 	if split && runErr == nil && res.DraftKey != "" {
 		status.Step = "committing"

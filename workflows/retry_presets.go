@@ -122,3 +122,21 @@ func TemporalActivity(ctx workflow.Context) workflow.Context {
 		},
 	})
 }
+
+// ExportActivity suits the export step of a backup (pull requests and metadata over the REST
+// API). The step bounds its own time and turns Bitbucket failures into an incomplete export,
+// so what is left to retry is storage trouble: a few attempts, then the run commits its code
+// without the export rather than waiting.
+func ExportActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Minute,
+		HeartbeatTimeout:    2 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        5 * time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        3,
+			NonRetryableErrorTypes: append([]string{domain.ErrTypeSnapshotConflict, domain.ErrTypeInvalidInput}, NonRetryableProviderErrors...),
+		},
+	})
+}

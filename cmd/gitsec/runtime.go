@@ -29,6 +29,7 @@ import (
 	"github.com/gitsec/gitsec/internal/logging"
 	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/providerclient"
+	"github.com/gitsec/gitsec/internal/repoexport"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/webhooks"
@@ -235,6 +236,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 			},
 			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
 			Uninstall:    &activities.Uninstall{Store: st, Clients: clients},
+			Exports:      &activities.Exports{Store: st, Clients: clients, Archive: arch, Settings: exportSettings(cfg), Logger: log},
 		},
 		HostQueue:            cfg.HostQueue,
 		MaxConcurrentBackups: cfg.MaxConcurrentBackups,
@@ -288,4 +290,8 @@ func startMetricsServer(addr string, m *metrics.Metrics, log *slog.Logger) (boun
 		_ = srv.Shutdown(ctx)
 		<-done
 	}, nil
+}
+
+func exportSettings(cfg config.Config) repoexport.Settings {
+	return repoexport.Settings{FullEvery: cfg.ExportFullEvery, Overlap: cfg.ExportOverlap, MaxDuration: cfg.ExportMaxDuration}
 }

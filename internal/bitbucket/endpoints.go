@@ -237,6 +237,12 @@ func (c *Client) ListPullRequestCommits(ctx context.Context, workspace, slug str
 	return all, nil
 }
 
+// WalkPullRequestCommits calls fn for every commit of a pull request, page by page (newest
+// first). Bitbucket answers 404 when the source fork is gone.
+func (c *Client) WalkPullRequestCommits(ctx context.Context, workspace, slug string, id int64, fn func(Commit) error) error {
+	return walkPages(ctx, c, pullRequestPath(workspace, slug, id)+"/commits", nil, fn)
+}
+
 // PullRequestDiffstat returns the per-file change summary of a pull request. Bitbucket answers
 // with a 302 to the repository diffstat on the same host; the HTTP client follows it and keeps
 // the Authorization header because the host does not change.

@@ -53,6 +53,9 @@ var Variables = []Variable{
 	{Name: "GITSEC_BACKUP_MAX_WAIT", Default: "1m", Help: "Longest a backup request waits for the quiet period."},
 	{Name: "GITSEC_SWEEP_INTERVAL", Default: "24h", Help: "How often each installation's sweep schedule checks every included repository with ls-remote and backs up the changed ones (Go duration; applied when onboarding or a re-sync runs)."},
 	{Name: "GITSEC_SWEEP_CONCURRENCY", Default: "8", Help: "ls-remote checks one sweep runs at once (the account's git rate limit paces them further)."},
+	{Name: "GITSEC_EXPORT_FULL_EVERY", Default: "24", Help: "Every Nth pull request export re-lists every pull request (a reconciliation that reports drift and PRs deleted upstream); the others list only PRs updated since the previous export."},
+	{Name: "GITSEC_EXPORT_OVERLAP", Default: "2m", Help: "How far before the previous export's high-water mark an incremental export lists updated pull requests (Go duration)."},
+	{Name: "GITSEC_EXPORT_MAX_DURATION", Default: "10m", Help: "Longest one export step runs; what rate limits leave unfetched is marked incomplete in the snapshot and fetched by the next run (Go duration)."},
 	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
 	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
 }
@@ -83,6 +86,9 @@ type Config struct {
 	SweepConcurrency     int
 	HousekeepingEvery    time.Duration
 	WebhookDedupWindow   time.Duration
+	ExportFullEvery      int
+	ExportOverlap        time.Duration
+	ExportMaxDuration    time.Duration
 }
 
 // Bitbucket holds the Bitbucket Cloud endpoints and the backup app's OAuth consumer.
@@ -139,6 +145,9 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		SweepConcurrency:     r.positiveInt("GITSEC_SWEEP_CONCURRENCY"),
 		HousekeepingEvery:    r.duration("GITSEC_HOUSEKEEPING_INTERVAL"),
 		WebhookDedupWindow:   r.duration("GITSEC_WEBHOOK_DEDUP_WINDOW"),
+		ExportFullEvery:      r.positiveInt("GITSEC_EXPORT_FULL_EVERY"),
+		ExportOverlap:        r.duration("GITSEC_EXPORT_OVERLAP"),
+		ExportMaxDuration:    r.duration("GITSEC_EXPORT_MAX_DURATION"),
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, err

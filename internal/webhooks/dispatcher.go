@@ -449,7 +449,9 @@ func (d *Dispatcher) requestBackup(ctx context.Context, del work, a Action, repo
 	reqs := d.signals.of(repo.ID)
 	reqs.mu.Lock()
 	defer reqs.mu.Unlock()
-	if del.local && !reqs.sent.IsZero() && !reqs.sent.Before(del.ReceivedAt) {
+	// A PR event names its PR for the export step, which a request covering only the code
+	// would lose; signals are cheap.
+	if a.PullRequestID == 0 && del.local && !reqs.sent.IsZero() && !reqs.sent.Before(del.ReceivedAt) {
 		return true, nil
 	}
 	sent := time.Now()
@@ -461,6 +463,8 @@ func (d *Dispatcher) requestBackup(ctx context.Context, del work, a Action, repo
 		RequestedAt: del.ReceivedAt.UTC(),
 		Event:       del.EventKey,
 		PushedRefs:  a.Refs,
+		// Named so the export step refetches it even if its updated_on did not move.
+		PullRequestID: a.PullRequestID,
 	})
 	if err == nil {
 		reqs.sent = sent

@@ -1,0 +1,268 @@
+package activities_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/emulator"
+	"github.com/gitsec/gitsec/internal/repoexport"
+	"github.com/gitsec/gitsec/worker"
+)
+
+// reviewSeed is a repository with n pull requests in every state with threaded, inline,
+// resolved and deleted comments, tasks, approvals and changes requested.
+func reviewSeed(slug string, n int) emulator.SeedRepository {
+	comments := 2
+	return emulator.SeedRepository{Slug: slug, Generate: &emulator.Generate{
+		Commits: 60, PullRequests: n, CommentsPerPR: &comments,
+		PRStates:          []string{"OPEN", "MERGED", "DECLINED", "SUPERSEDED"},
+		RepliesPerComment: 1, InlineCommentsPerPR: 1, TasksPerPR: 2,
+		ApprovalsPerPR: 1, ChangesRequestedPerPR: 1, ResolvedCommentsPerPR: 1, DeletedCommentsPerPR: 1,
+	}}
+}
+
+func newExportEnv(t *testing.T, settings repoexport.Settings, repos ...emulator.SeedRepository) *backupEnv {
+	t.Helper()
+	return newBackupEnvWith(t, "file://"+filepath.ToSlash(t.TempDir()), func(a *worker.Activities) {
+		a.Exports.Settings = settings
+	}, repos...)
+}
+
+// upstreamCounts walks the emulator's REST API as a client would and counts, per PR id, its
+// comments, tasks and activity entries.
+type prCounts struct{ comments, tasks, activity int }
+
+func (e *backupEnv) upstreamCounts(slug string) map[int64]prCounts {
+	e.t.Helper()
+	out := map[int64]prCounts{}
+	var ids []int64
+	next := "/2.0/repositories/acme/" + slug + "/pullrequests?pagelen=50&state=OPEN&state=MERGED&state=DECLINED&state=SUPERSEDED"
+	for next != "" {
+		var page struct {
+			Next   string `json:"next"`
+			Values []struct {
+				ID int64 `json:"id"`
+			} `json:"values"`
+		}
+		e.emuJSON("GET", next, "", &page)
+		for _, v := range page.Values {
+			ids = append(ids, v.ID)
+		}
+		next = relative(page.Next)
+	}
+	count := func(path string) int {
+		n := 0
+		for next := path; next != ""; {
+			var page struct {
+				Next   string            `json:"next"`
+				Values []json.RawMessage `json:"values"`
+			}
+			e.emuJSON("GET", next, "", &page)
+			n += len(page.Values)
+			next = relative(page.Next)
+		}
+		return n
+	}
+	for _, id := range ids {
+		base := fmt.Sprintf("/2.0/repositories/acme/%s/pullrequests/%d", slug, id)
+		out[id] = prCounts{comments: count(base + "/comments"), tasks: count(base + "/tasks"), activity: count(base + "/activity")}
+	}
+	return out
+}
+
+func relative(next string) string {
+	if next == "" {
+		return ""
+	}
+	u, err := url.Parse(next)
+	if err != nil {
+		return ""
+	}
+	return u.RequestURI()
+}
+
+// commented is the PR the acceptance test comments on.
+const commented = 77
+
+// asWriter runs fn with alice's token swapped for one that may write pull requests (the
+// backup app's token is read-only, as on Bitbucket).
+func (e *backupEnv) asWriter(fn func()) {
+	e.t.Helper()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	e.emuJSON("POST", "/_emulator/tokens", `{"user":"alice","scopes":["account","repository:write","pullrequest:write"]}`, &tok)
+	read := e.token
+	e.token = tok.AccessToken
+	defer func() { e.token = read }()
+	fn()
+}
+
+// latestManifest is the newest committed manifest of a repository.
+func (e *backupEnv) latestManifest(slug string) *archive.Manifest {
+	e.t.Helper()
+	m, err := e.archive.LoadManifest(context.Background(), e.repoKey(slug), "latest")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func (e *backupEnv) pullRequests(m *archive.Manifest) (map[int64]archive.PullRequestRecord, *archive.Export) {
+	e.t.Helper()
+	recs, entry, err := e.archive.LoadPullRequests(context.Background(), m)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[int64]archive.PullRequestRecord{}
+	for _, r := range recs {
+		out[r.ID] = r
+	}
+	return out, entry
+}
+
+// exportObjects lists the stored export objects of every repository (file:// storage).
+func exportObjects(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(filepath.ToSlash(p), "/exports/") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+// TestPullRequestExportFullThenIncremental is the acceptance test of the PR export: the
+// first backup exports all 300 PRs with every comment, task and activity entry; after three
+// PR updates and one new comment the next backup fetches only those four PRs and the export
+// differs only in them; an unchanged repository writes no new export object.
+func TestPullRequestExportFullThenIncremental(t *testing.T) {
+	root := t.TempDir()
+	e := newBackupEnvWith(t, "file://"+filepath.ToSlash(root), nil, reviewSeed("reviews", 300))
+
+	start := time.Now()
+	e.backup("reviews")
+	firstSeconds := time.Since(start).Seconds()
+	first := e.latestManifest("reviews")
+	recs, entry := e.pullRequests(first)
+	if !entry.Complete || entry.Run == nil || !entry.Run.Full {
+		t.Fatalf("first export: %+v run %+v", entry, entry.Run)
+	}
+	upstream := e.upstreamCounts("reviews")
+	if len(recs) != 300 || len(upstream) != 300 {
+		t.Fatalf("exported %d PRs, upstream has %d, want 300", len(recs), len(upstream))
+	}
+	states := map[string]int{}
+	var comments, tasks, activity, inline, replies, resolved, deleted int
+	for id, want := range upstream {
+		r := recs[id]
+		if len(r.Comments) != want.comments || len(r.Tasks) != want.tasks || len(r.Activity) != want.activity {
+			t.Fatalf("PR %d: exported %d comments, %d tasks, %d activity; upstream %+v", id, len(r.Comments), len(r.Tasks), len(r.Activity), want)
+		}
+		if !r.Source.CommitResolved || len(r.Source.Commit) != 40 || !r.Destination.CommitResolved || len(r.Destination.Commit) != 40 {
+			t.Fatalf("PR %d: hashes not resolved to full ones: source %+v destination %+v", id, r.Source, r.Destination)
+		}
+		if r.State == "MERGED" && len(r.MergeCommit) != 40 {
+			t.Fatalf("PR %d: merge commit %q not resolved", id, r.MergeCommit)
+		}
+		states[r.State]++
+		comments += len(r.Comments)
+		tasks += len(r.Tasks)
+		activity += len(r.Activity)
+		for _, c := range r.Comments {
+			switch {
+			case c.Inline != nil:
+				inline++
+			case c.Parent != 0:
+				replies++
+			}
+			if c.Resolution != nil {
+				resolved++
+			}
+			if c.Deleted {
+				deleted++
+			}
+		}
+	}
+	for _, s := range []string{"OPEN", "MERGED", "DECLINED", "SUPERSEDED"} {
+		if states[s] == 0 || entry.States[s] != states[s] {
+			t.Fatalf("state %s: %d exported, manifest counts %v", s, states[s], entry.States)
+		}
+	}
+	if inline == 0 || replies == 0 || resolved == 0 || deleted == 0 {
+		t.Fatalf("inline %d, replies %d, resolved %d, deleted %d: every kind should be exported", inline, replies, resolved, deleted)
+	}
+	md, err := e.archive.LoadMetadata(context.Background(), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.FullName != "acme/reviews" || md.MainBranch == "" {
+		t.Fatalf("metadata %+v", md)
+	}
+	t.Logf("first export: %d PRs, %d comments, %d tasks, %d activity entries; %d REST calls, backup %.1f s (export step %d ms), %d bytes stored",
+		len(recs), comments, tasks, activity, entry.Run.RESTCalls, firstSeconds, entry.Run.DurationMillis, entry.File.Size)
+
+	// Three PR updates (open PRs: the states cycle from OPEN by id) and one new comment.
+	e.asWriter(func() {
+		for _, id := range []int64{5, 149, 297} {
+			e.emuJSON("PUT", fmt.Sprintf("/2.0/repositories/acme/reviews/pullrequests/%d", id), `{"title":"Retitled by the export test"}`, nil)
+		}
+		e.emuJSON("POST", fmt.Sprintf("/2.0/repositories/acme/reviews/pullrequests/%d/comments", commented), `{"content":{"raw":"A new comment"}}`, nil)
+	})
+	touched := map[int64]bool{5: true, 149: true, 297: true, commented: true}
+
+	start = time.Now()
+	e.backup("reviews")
+	incSeconds := time.Since(start).Seconds()
+	second := e.latestManifest("reviews")
+	if second.ID == first.ID {
+		t.Fatal("a PR-only change made no snapshot")
+	}
+	if !reflect.DeepEqual(second.Refs, first.Refs) || len(second.Packs) != len(first.Packs) {
+		t.Fatal("a PR-only snapshot must keep the code of its parent")
+	}
+	recs2, entry2 := e.pullRequests(second)
+	run := entry2.Run
+	if run.Full || run.Fetched != len(touched) || !entry2.Complete {
+		t.Fatalf("incremental export: fetched %d (want %d), full %t, complete %t (%s)", run.Fetched, len(touched), run.Full, entry2.Complete, entry2.Reason)
+	}
+	// One listing page, five calls per fetched PR (PR, comments, tasks, activity, commits) and
+	// four for the metadata (repository, restrictions, branching model, default reviewers).
+	if want := 1 + 5*len(touched) + 4; run.RESTCalls != want {
+		t.Fatalf("incremental export made %d REST calls, want %d", run.RESTCalls, want)
+	}
+	for id, r := range recs2 {
+		same := reflect.DeepEqual(r, recs[id])
+		if touched[id] == same {
+			t.Fatalf("PR %d: touched %t but changed %t", id, touched[id], !same)
+		}
+	}
+	if recs2[commented].Comments[len(recs2[commented].Comments)-1].Raw != "A new comment" {
+		t.Fatalf("the new comment is missing: %+v", recs2[commented].Comments)
+	}
+	t.Logf("incremental export: %d PRs fetched, %d REST calls, backup %.1f s (export step %d ms), %d bytes stored",
+		run.Fetched, run.RESTCalls, incSeconds, run.DurationMillis, entry2.File.Size)
+
+	// Nothing changed: no snapshot and no export object.
+	objects := exportObjects(t, root)
+	e.backup("reviews")
+	if third := e.latestManifest("reviews"); third.ID != second.ID {
+		t.Fatalf("an unchanged repository made snapshot %s", third.ID)
+	}
+	if after := exportObjects(t, root); !reflect.DeepEqual(after, objects) {
+		t.Fatalf("an unchanged repository wrote export objects:\nbefore %v\nafter  %v", objects, after)
+	}
+}
