@@ -266,3 +266,55 @@ func TestPullRequestExportFullThenIncremental(t *testing.T) {
 		t.Fatalf("an unchanged repository wrote export objects:\nbefore %v\nafter  %v", objects, after)
 	}
 }
+
+// TestPullRequestExportRateLimited: a 429 storm during the export leaves a committed snapshot
+// with the code and an incomplete export that says why; the next run completes it.
+func TestPullRequestExportRateLimited(t *testing.T) {
+	e := newExportEnv(t, repoexport.Settings{MaxDuration: 20 * time.Second}, reviewSeed("storm", 12))
+	fault := e.addFault(emulator.FaultRule{PathRegex: `^/2\.0/repositories/acme/storm/pullrequests/[0-9]+/(comments|activity)$`,
+		Kind: "429", RetryAfter: 1, Count: 100000})
+	e.backup("storm")
+	m := e.latestManifest("storm")
+	if len(m.Refs) == 0 || len(m.Packs) == 0 {
+		t.Fatalf("the code is missing from the snapshot taken during the storm: %+v", m)
+	}
+	_, entry := e.pullRequests(m)
+	if entry.Complete || !strings.Contains(entry.Reason, "429") {
+		t.Fatalf("export during a 429 storm: complete %t, reason %q", entry.Complete, entry.Reason)
+	}
+	if e.faultFired(fault) == 0 {
+		t.Fatal("the 429 fault never fired")
+	}
+	if got := e.snapshots("storm"); len(got) != 1 {
+		t.Fatalf("%d snapshot rows, want 1", len(got))
+	}
+
+	e.emuJSON("DELETE", "/_emulator/faults", "", nil)
+	e.backup("storm")
+	m2 := e.latestManifest("storm")
+	recs, entry2 := e.pullRequests(m2)
+	if m2.ID == m.ID || !entry2.Complete || len(recs) != 12 {
+		t.Fatalf("catch-up run: snapshot %s (was %s), complete %t (%s), %d PRs", m2.ID, m.ID, entry2.Complete, entry2.Reason, len(recs))
+	}
+	upstream := e.upstreamCounts("storm")
+	for id, want := range upstream {
+		if r := recs[id]; len(r.Comments) != want.comments || len(r.Activity) != want.activity {
+			t.Fatalf("PR %d after catch-up: %d comments, %d activity; upstream %+v", id, len(r.Comments), len(r.Activity), want)
+		}
+	}
+}
+
+// TestPullRequestDeletedBetweenListingAndFetching: a PR that answers 404 when fetched is
+// recorded as deleted upstream and the export goes on.
+func TestPullRequestDeletedBetweenListingAndFetching(t *testing.T) {
+	e := newExportEnv(t, repoexport.Settings{}, reviewSeed("vanish", 6))
+	e.addFault(emulator.FaultRule{Method: "GET", Path: "/2.0/repositories/acme/vanish/pullrequests/2", Kind: "4xx", Status: 404, Count: 100000})
+	e.backup("vanish")
+	recs, entry := e.pullRequests(e.latestManifest("vanish"))
+	if !entry.Complete || len(recs) != 6 || entry.Run.Missing != 1 {
+		t.Fatalf("complete %t (%s), %d PRs, missing %d", entry.Complete, entry.Reason, len(recs), entry.Run.Missing)
+	}
+	if !recs[2].DeletedUpstream || recs[1].DeletedUpstream || recs[2].Title == "" {
+		t.Fatalf("PR 2 %+v, PR 1 deleted %t", recs[2], recs[1].DeletedUpstream)
+	}
+}
