@@ -22,6 +22,7 @@ import (
 	"github.com/gitsec/gitsec/internal/bitbucket"
 	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
+	"github.com/gitsec/gitsec/internal/repoexport"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -162,6 +163,9 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 		Trigger:    archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID},
 		Started:    started,
 		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
+		PinCandidates: func(refs gitmirror.RefMap) gitmirror.RefMap {
+			return a.pinCandidates(ctx, latest, refs)
+		},
 	})
 	if err != nil {
 		return res, fmt.Errorf("stage snapshot of %s: %w", repo.FullName, err)
@@ -572,4 +576,19 @@ func (a *Backups) StartBackups(ctx context.Context, in workflows.StartBackupsInp
 	}
 	err = g.Wait()
 	return int(started.Load()), err
+}
+
+// pinCandidates are the source commits of the latest export's pull requests whose branch is
+// gone from refs or lives in a fork: StageSnapshot pins those the mirror holds, so the code a
+// pull request showed stays restorable. A failure to read the export only delays the pins.
+func (a *Backups) pinCandidates(ctx context.Context, latest *archive.Manifest, refs gitmirror.RefMap) gitmirror.RefMap {
+	if latest == nil || latest.FindExport(archive.ExportPullRequests) == nil {
+		return nil
+	}
+	recs, _, err := a.Archive.LoadPullRequests(ctx, latest)
+	if err != nil {
+		a.Logger.Warn("read pull requests for pins; pins wait for the next run", "snapshot", latest.ID, "error", err)
+		return nil
+	}
+	return repoexport.PinCandidates(recs, refs)
 }

@@ -72,14 +72,17 @@ func (a *Exports) ExportRepositoryData(ctx context.Context, in workflows.ExportI
 		// Nothing staged and nothing stored: there is no code to attach exports to.
 		return res, nil
 	}
-	refs := latestRefs(draft, latest)
+	base := draft
+	if base == nil {
+		base = latest
+	}
 
 	hb := startHeartbeat(ctx)
 	defer hb.stop()
 	hb.step("exporting pull requests and metadata")
 	exp := &repoexport.Exporter{Client: client, Archive: a.Archive, Settings: a.Settings, Logger: a.logger()}
 	out, err := exp.Run(ctx, repoexport.Request{
-		Repo: key, Workspace: workspace, Slug: slug, Previous: latest, Refs: refs, PullRequests: in.PullRequests,
+		Repo: key, Workspace: workspace, Slug: slug, Previous: latest, Refs: base.Refs, Pins: base.Pins, PullRequests: in.PullRequests,
 		Progress: func(done, total int) {
 			hb.step(fmt.Sprintf("fetching pull requests (%d of %d)", done, total))
 		},
@@ -134,13 +137,6 @@ func exportsUnchanged(latest *archive.Manifest, exports []archive.Export) bool {
 		}
 	}
 	return true
-}
-
-func latestRefs(draft, latest *archive.Manifest) map[string]string {
-	if draft != nil {
-		return draft.Refs
-	}
-	return latest.Refs
 }
 
 func (a *Exports) logger() *slog.Logger {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -316,5 +317,52 @@ func TestPullRequestDeletedBetweenListingAndFetching(t *testing.T) {
 	}
 	if !recs[2].DeletedUpstream || recs[1].DeletedUpstream || recs[2].Title == "" {
 		t.Fatalf("PR 2 %+v, PR 1 deleted %t", recs[2], recs[1].DeletedUpstream)
+	}
+}
+
+// TestPullRequestSourcePinnedWhenBranchDeleted: deleting a PR's source branch keeps its source
+// commit in the next snapshot's pins (never in its refs), the export names the pin, and
+// `restore --pull-request-refs` can write it back.
+func TestPullRequestSourcePinnedWhenBranchDeleted(t *testing.T) {
+	e := newExportEnv(t, repoexport.Settings{}, reviewSeed("pins", 4))
+	e.backup("pins")
+	recs, _ := e.pullRequests(e.latestManifest("pins"))
+	pr := recs[1]
+	if pr.PinnedRef != "" || pr.Source.Branch == "" || !pr.Source.CommitResolved {
+		t.Fatalf("PR 1 before the deletion: %+v", pr.Source)
+	}
+	e.emuJSON("DELETE", "/_emulator/repositories/acme/pins/refs/branches/"+pr.Source.Branch, "", nil)
+	e.backup("pins")
+	m := e.latestManifest("pins")
+	pin := archive.PinRef(1)
+	if m.Pins[pin] != pr.Source.Commit {
+		t.Fatalf("pins %v, want %s -> %s", m.Pins, pin, pr.Source.Commit)
+	}
+	if _, ok := m.Refs[pin]; ok {
+		t.Fatal("a pin must not be one of the snapshot's refs")
+	}
+	if _, ok := m.Refs["refs/heads/"+pr.Source.Branch]; ok {
+		t.Fatal("the deleted branch is still in the refs")
+	}
+	recs2, _ := e.pullRequests(m)
+	if recs2[1].PinnedRef != pin {
+		t.Fatalf("PR 1 record names pin %q, want %q", recs2[1].PinnedRef, pin)
+	}
+	dir := filepath.Join(t.TempDir(), "restored.git")
+	if _, err := e.archive.Restore(context.Background(), e.repoKey("pins"), m.ID, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("git", "-C", dir, "for-each-ref", "refs/gitsec").Output(); len(out) != 0 {
+		t.Fatalf("a default restore wrote pins: %s", out)
+	}
+	if err := archive.WritePins(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("git", "-C", dir, "rev-parse", pin).Output()
+	if err != nil || strings.TrimSpace(string(out)) != pr.Source.Commit {
+		t.Fatalf("rev-parse %s after WritePins: %q %v", pin, out, err)
+	}
+	if out, err := exec.Command("git", "-C", dir, "fsck", "--strict").CombinedOutput(); err != nil {
+		t.Fatalf("fsck: %v\n%s", err, out)
 	}
 }

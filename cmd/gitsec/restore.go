@@ -41,9 +41,9 @@ func (f *restoreFlags) check() error {
 
 func newRestoreCmd() *cobra.Command {
 	var flags restoreFlags
-	var bundle bool
+	var bundle, pins bool
 	cmd := &cobra.Command{
-		Use:   "restore --storage URL --repository UUID|WORKSPACE/SLUG [--snapshot ID|latest] --to DIR [--bundle]",
+		Use:   "restore --storage URL --repository UUID|WORKSPACE/SLUG [--snapshot ID|latest] --to DIR [--bundle] [--pull-request-refs]",
 		Short: "Restore a snapshot as a bare repository, or as git bundles with --bundle (offline)",
 		Long: "Restore a snapshot from backup storage without the GitSec service. Without --bundle, DIR becomes a bare\n" +
 			"repository whose references and HEAD equal the snapshot's (push it anywhere with `git push --mirror`).\n" +
@@ -74,11 +74,18 @@ func newRestoreCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "restored snapshot %s (%s): %d refs, HEAD %s, %d packs, %s\n",
 				m.ID, m.Repository.FullName, len(m.Refs), orNone(m.Head), len(m.Packs), formatBytes(m.Totals.Bytes))
+			if pins {
+				if err := archive.WritePins(flags.to, m); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "wrote %d pull request source refs under %s\n", len(m.Pins), archive.PinRefPrefix)
+			}
 			return nil
 		},
 	}
 	flags.register(cmd)
 	cmd.Flags().BoolVar(&bundle, "bundle", false, "write the snapshot as a chain of git bundles into DIR instead")
+	cmd.Flags().BoolVar(&pins, "pull-request-refs", false, "also write GitSec's pins ("+archive.PinRefPrefix+"<id>/head): the source commits of pull requests whose branch is gone or in a fork")
 	return cmd
 }
 

@@ -27,6 +27,10 @@ type SnapshotRequest struct {
 	// Now overrides the clock for the snapshot id and creation time; zero
 	// means time.Now().
 	Now time.Time
+	// PinCandidates, when set, names the pull request source commits worth
+	// pinning given the mirror's refs after the fetch (see Manifest.Pins).
+	// Only candidates the mirror holds become pins; earlier pins are kept.
+	PinCandidates func(refs gitmirror.RefMap) gitmirror.RefMap
 	// Progress, when set, follows every file hashed and uploaded (Index and
 	// Count number the packs to store).
 	Progress func(TransferEvent)
@@ -139,7 +143,24 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 			pending = append(pending, p)
 		}
 	}
-	if parent != nil && len(pending) == 0 && refs.Equal(parent.Refs) && head == parent.Head {
+	pins := gitmirror.RefMap{}
+	if parent != nil {
+		for name, oid := range parent.Pins {
+			pins[name] = oid
+		}
+	}
+	if req.PinCandidates != nil {
+		for name, oid := range req.PinCandidates(refs) {
+			if strings.HasPrefix(name, PinRefPrefix) && mirror.HasObject(oid) {
+				pins[name] = oid
+			}
+		}
+	}
+	var parentPins gitmirror.RefMap
+	if parent != nil {
+		parentPins = parent.Pins
+	}
+	if parent != nil && len(pending) == 0 && refs.Equal(parent.Refs) && head == parent.Head && pins.Equal(parentPins) {
 		return StageResult{Manifest: parent}, nil
 	}
 
@@ -188,16 +209,19 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 	}
 
 	m := &Manifest{
-		Format:         FormatVersion,
-		ID:             id,
-		Tenant:         repo.Tenant,
-		Repository:     req.Repository,
-		Created:        created,
-		Trigger:        req.Trigger,
-		Parent:         parentID,
-		Head:           head,
-		Refs:           refs,
-		Packs:          packs,
+		Format:     FormatVersion,
+		ID:         id,
+		Tenant:     repo.Tenant,
+		Repository: req.Repository,
+		Created:    created,
+		Trigger:    req.Trigger,
+		Parent:     parentID,
+		Head:       head,
+		Refs:       refs,
+		Pins:       pins,
+		Packs:      packs,
+		// The exports stay the parent's until the run's export step replaces them.
+		Exports:        exportsOf(parent),
 		DurationMillis: clock().Sub(req.Started).Milliseconds(),
 	}
 	data, err := encodeManifest(m)
@@ -322,4 +346,18 @@ func (s *Store) removeDrafts(ctx context.Context, repo RepoKey) {
 			slog.WarnContext(ctx, "remove staged snapshot", "key", obj.Key, "error", err)
 		}
 	}
+}
+
+func exportsOf(parent *Manifest) []Export {
+	if parent == nil {
+		return nil
+	}
+	out := make([]Export, 0, len(parent.Exports))
+	for _, e := range parent.Exports {
+		e.Complete = false
+		e.Reason = "carried over from snapshot " + parent.ID + ": this run's export step did not replace it"
+		e.Run = nil
+		out = append(out, e)
+	}
+	return out
 }

@@ -504,3 +504,26 @@ func (s *Store) Restore(ctx context.Context, repo RepoKey, id, dir string, progr
 	}
 	return m, nil
 }
+
+// WritePins adds the snapshot's pins (refs/gitsec/pull/<id>/head) to a repository restored
+// from it. Restores leave them out unless asked: they are GitSec's references, not the
+// repository's.
+func WritePins(dir string, m *Manifest) error {
+	if len(m.Pins) == 0 {
+		return nil
+	}
+	mirror, err := gitmirror.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer mirror.Close()
+	for name, oid := range m.Pins {
+		if !mirror.HasObject(oid) {
+			return fmt.Errorf("pin %s: commit %s is not in the restored packs: %w", name, oid, ErrCorrupt)
+		}
+	}
+	if err := mirror.SetRefs(m.Pins); err != nil {
+		return fmt.Errorf("write pins into %s: %w", dir, err)
+	}
+	return nil
+}

@@ -217,3 +217,21 @@ func IdxObjectCount(idxPath string) (int64, error) {
 	}
 	return int64(binary.BigEndian.Uint32(header[len(header)-4:])), nil
 }
+
+// HasObject reports whether the mirror holds the object (in a pack or loose).
+func (m *Mirror) HasObject(oid string) bool {
+	if !plumbing.IsHash(oid) {
+		return false
+	}
+	return m.storage.HasEncodedObject(plumbing.NewHash(oid)) == nil
+}
+
+// SetRefs writes references into the repository (a restore adds GitSec's pins with it).
+func (m *Mirror) SetRefs(refs RefMap) error {
+	for name, oid := range refs {
+		if err := m.storage.SetReference(plumbing.NewHashReference(plumbing.ReferenceName(name), plumbing.NewHash(oid))); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
+}

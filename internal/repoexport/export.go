@@ -62,6 +62,8 @@ type Request struct {
 	// abbreviations resolve against, and the branches whose absence makes a PR's source worth
 	// pinning.
 	Refs gitmirror.RefMap
+	// Pins are the snapshot's pins: a record whose source commit is pinned names its ref.
+	Pins gitmirror.RefMap
 	// PullRequests are PRs a webhook named: fetched again even when their updated_on did not
 	// move (an approval, for example).
 	PullRequests []int64
@@ -73,9 +75,6 @@ type Request struct {
 type Result struct {
 	// Exports are the manifest entries (pull requests, metadata) for the new snapshot.
 	Exports []archive.Export
-	// Pins are the pull request sources to keep under refs/gitsec/pull/<id>/head: commits
-	// that no branch of Refs reaches by name.
-	Pins gitmirror.RefMap
 	// RESTCalls counts every Bitbucket request of the step.
 	RESTCalls int64
 }
@@ -142,7 +141,6 @@ func (e *Exporter) Run(ctx context.Context, req Request) (Result, error) {
 	run.Written = written
 	prs.entry.Kind, prs.entry.Key, prs.entry.File, prs.entry.Format = entry.Kind, entry.Key, entry.File, entry.Format
 	res.Exports = append(res.Exports, prs.entry)
-	res.Pins = pinsFor(prs.records, req)
 	log.InfoContext(ctx, "export done", "repository", req.Workspace+"/"+req.Slug, "full", run.Full,
 		"pull_requests", len(prs.records), "listed", run.Listed, "fetched", run.Fetched, "rest_calls", run.RESTCalls,
 		"complete", prs.entry.Complete, "reason", prs.entry.Reason, "written", written, "bytes", entry.File.Size)
@@ -381,6 +379,10 @@ func (e *Exporter) exportPullRequests(apiCtx, ctx context.Context, req Request, 
 	out.records = make([]archive.PullRequestRecord, 0, len(stored))
 	states := map[string]int{}
 	for _, rec := range stored {
+		rec.PinnedRef = ""
+		if ref := archive.PinRef(rec.ID); rec.Source.Commit != "" && req.Pins[ref] == rec.Source.Commit {
+			rec.PinnedRef = ref
+		}
 		out.records = append(out.records, *rec)
 		states[rec.State]++
 	}
@@ -407,15 +409,15 @@ func describe(err error) string {
 	return msg
 }
 
-// pinsFor lists the source commits worth pinning: those of PRs whose source branch is not a
-// branch of this snapshot (deleted, or in a fork).
-func pinsFor(recs []archive.PullRequestRecord, req Request) gitmirror.RefMap {
+// PinCandidates lists the source commits worth pinning: those of PRs whose source branch is
+// not a branch of refs (deleted) or lives in another repository (a fork).
+func PinCandidates(recs []archive.PullRequestRecord, refs gitmirror.RefMap) gitmirror.RefMap {
 	pins := gitmirror.RefMap{}
 	for _, r := range recs {
-		if !r.Source.CommitResolved || r.Source.Commit == "" {
+		if !r.Source.CommitResolved || len(r.Source.Commit) != 40 {
 			continue
 		}
-		if oid, ok := req.Refs["refs/heads/"+r.Source.Branch]; ok && oid == r.Source.Commit && !isFork(r, req) {
+		if _, ok := refs["refs/heads/"+r.Source.Branch]; ok && !isFork(r) {
 			continue
 		}
 		pins[archive.PinRef(r.ID)] = r.Source.Commit
@@ -423,7 +425,7 @@ func pinsFor(recs []archive.PullRequestRecord, req Request) gitmirror.RefMap {
 	return pins
 }
 
-func isFork(r archive.PullRequestRecord, req Request) bool {
+func isFork(r archive.PullRequestRecord) bool {
 	return r.Source.RepositoryUUID != "" && r.Destination.RepositoryUUID != "" &&
 		archive.NormalizeUUID(r.Source.RepositoryUUID) != archive.NormalizeUUID(r.Destination.RepositoryUUID)
 }
