@@ -235,3 +235,104 @@ func (in *InlineRecord) Anchor() string {
 	}
 	return s
 }
+
+// Review is one person's part in a pull request's review: a requested
+// reviewer or a participant, with what they decided.
+type Review struct {
+	User *Person
+	// Requested: the author asked this person to review.
+	Requested bool
+	Role      string
+	// State is "approved", "changes requested" or "" (see ReviewState).
+	State string
+}
+
+// Reviews merges the requested reviewers with the participants: requested
+// reviewers first (in the order asked), then the other participants. A
+// deleted account cannot be matched to its participant entry and is listed
+// as it appears.
+func (r *PullRequestRecord) Reviews() []Review {
+	var out []Review
+	used := make([]bool, len(r.Participants))
+	for _, rev := range r.Reviewers {
+		item := Review{User: rev, Requested: true, Role: "REVIEWER"}
+		for i, p := range r.Participants {
+			if !used[i] && samePerson(p.User, rev) {
+				used[i] = true
+				item.State = p.ReviewState()
+				break
+			}
+		}
+		out = append(out, item)
+	}
+	for i, p := range r.Participants {
+		if !used[i] {
+			out = append(out, Review{User: p.User, Role: p.Role, State: p.ReviewState()})
+		}
+	}
+	return out
+}
+
+func samePerson(a, b *Person) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	if a.UUID != "" || b.UUID != "" {
+		return a.UUID == b.UUID
+	}
+	return a.AccountID != "" && a.AccountID == b.AccountID
+}
+
+// Describe says what an activity entry did, for readers: "approved",
+// "requested changes", "commented (#12)", "updated: state MERGED, ...".
+func (a ActivityRecord) Describe() string {
+	switch a.Kind {
+	case ActivityApproval:
+		return "approved"
+	case ActivityChangesRequested:
+		return "requested changes"
+	case ActivityComment:
+		return fmt.Sprintf("commented (#%d)", a.Comment)
+	case ActivityUpdate:
+		var parts []string
+		if a.State != "" {
+			parts = append(parts, "state "+a.State)
+		}
+		if a.Title != "" {
+			parts = append(parts, "title "+quoteText(a.Title))
+		}
+		if a.SourceCommit != "" {
+			parts = append(parts, "source "+ShortHash(a.SourceCommit))
+		}
+		if a.DestinationCommit != "" {
+			parts = append(parts, "destination "+ShortHash(a.DestinationCommit))
+		}
+		if a.Reason != "" {
+			parts = append(parts, "reason "+quoteText(a.Reason))
+		}
+		if len(parts) == 0 {
+			return "updated"
+		}
+		return "updated: " + strings.Join(parts, ", ")
+	}
+	return a.Kind
+}
+
+func quoteText(s string) string { return "\u201c" + s + "\u201d" }
+
+// ShortHash abbreviates a commit hash to 12 characters, as Bitbucket does.
+func ShortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// SourceName is the source branch, prefixed by its repository when that is
+// not the destination's (a pull request from a fork).
+func (r *PullRequestRecord) SourceName() string {
+	if r.Source.Repository != "" && !strings.EqualFold(r.Source.Repository, r.Destination.Repository) {
+		return r.Source.Repository + ":" + r.Source.Branch
+	}
+	return r.Source.Branch
+}
