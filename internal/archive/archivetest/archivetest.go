@@ -26,6 +26,7 @@ type Exports struct {
 // as snapshots taken before exports existed look.
 func FirstSnapshot(t testing.TB, st *archive.Store, tenant string, repo archive.Repository) *archive.Manifest {
 	t.Helper()
+	repo.UUID = archive.NormalizeUUID(repo.UUID) // as manifests store it
 	id, err := archive.NewSnapshotID(time.Now(), "")
 	if err != nil {
 		t.Fatal(err)
