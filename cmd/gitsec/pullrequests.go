@@ -298,7 +298,7 @@ func printPullRequest(out io.Writer, pr *archive.PullRequestRecord) {
 	if pr.MergeCommit != "" {
 		fmt.Fprintf(out, "Merge commit: %s\n", safe(pr.MergeCommit))
 	}
-	if pr.ClosedBy != nil || pr.State == "MERGED" || pr.State == "DECLINED" {
+	if pr.ClosedBy != nil {
 		fmt.Fprintf(out, "Closed by:    %s\n", safe(pr.ClosedBy.Name()))
 	}
 	if pr.Reason != "" {

@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -191,8 +193,8 @@ func Write(ctx context.Context, st *archive.Store, m *archive.Manifest, dir stri
 		idx.Groups = append(idx.Groups, group{State: state, PullRequests: newestFirst(byState[state])})
 		delete(byState, state)
 	}
-	for state, list := range byState { // states this build does not know
-		idx.Groups = append(idx.Groups, group{State: state, PullRequests: newestFirst(list)})
+	for _, state := range slices.Sorted(maps.Keys(byState)) { // states this build does not know
+		idx.Groups = append(idx.Groups, group{State: state, PullRequests: newestFirst(byState[state])})
 	}
 	index := filepath.Join(dir, "index.html")
 	if err := writeFile(index, func(w io.Writer) error { return indexPage.ExecuteTemplate(w, "index.html", idx) }); err != nil {
