@@ -93,14 +93,13 @@ func (h *handlers) listSnapshots(c *gin.Context) error {
 }
 
 func (h *handlers) getSnapshot(c *gin.Context) error {
-	sn, err := h.deps.Store.GetSnapshot(c.Request.Context(), tenantOf(c).ID, c.Param("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		return errNotFound("snapshot", c.Param("id"))
-	}
+	sn, err := h.tenantSnapshot(c)
 	if err != nil {
-		return failed("could not read the snapshot", err)
+		return err
 	}
-	c.JSON(http.StatusOK, SnapshotDetail{Snapshot: snapshotView(sn)})
+	view := snapshotView(sn)
+	view.PullRequests = h.snapshotPullRequests(c, sn)
+	c.JSON(http.StatusOK, SnapshotDetail{Snapshot: view})
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -268,6 +269,9 @@ type Snapshot struct {
 	// PushedAt is when the oldest push a webhook-triggered snapshot covers was received (the
 	// snapshot's recovery point lag is FinishedAt - PushedAt).
 	PushedAt *time.Time `json:"pushed_at"`
+	// PullRequests summarises the snapshot's pull request export (GET /api/v1/snapshots/{id}
+	// only, and only when the snapshot has one).
+	PullRequests *ExportStatus `json:"pull_requests,omitempty"`
 }
 
 // Snapshots is GET /api/v1/repositories/{id}/snapshots, newest first.
@@ -279,6 +283,217 @@ type Snapshots struct {
 // SnapshotDetail wraps one snapshot.
 type SnapshotDetail struct {
 	Snapshot Snapshot `json:"snapshot"`
+}
+
+// ExportStatus is a snapshot's pull request export at a glance: Complete is false when the
+// backup run could not fetch everything (Reason says why); States counts pull requests per state.
+type ExportStatus struct {
+	Complete bool           `json:"complete"`
+	Reason   string         `json:"reason"`
+	States   map[string]int `json:"states"`
+	Records  int            `json:"records"`
+}
+
+// The pull request responses reuse the backup format's records for branches, inline anchors and
+// commits (docs/backup-format.md, versioned with the format), give people a fixed shape, and
+// leave out Bitbucket's rendered HTML: it is untrusted, so clients render the raw Markdown.
+
+// Person is a Bitbucket account as the export saw it; a deleted account is null. Name is how to
+// show it (display name, else nickname, else UUID).
+type Person struct {
+	UUID        string `json:"uuid"`
+	AccountID   string `json:"account_id"`
+	Nickname    string `json:"nickname"`
+	DisplayName string `json:"display_name"`
+	Name        string `json:"name"`
+}
+
+// Participant is a reviewer or participant: Role REVIEWER or PARTICIPANT, State approved,
+// changes_requested or "".
+type Participant struct {
+	User           *Person    `json:"user"`
+	Role           string     `json:"role"`
+	Approved       bool       `json:"approved"`
+	State          string     `json:"state"`
+	ParticipatedOn *time.Time `json:"participated_on"`
+}
+
+// Activity is one entry of a pull request's activity, newest first: Kind update, approval,
+// changes_requested or comment (CommentID), or another kind Bitbucket sent, kept in Raw.
+type Activity struct {
+	Kind              string          `json:"kind"`
+	Date              *time.Time      `json:"date"`
+	User              *Person         `json:"user"`
+	State             string          `json:"state"`
+	Title             string          `json:"title"`
+	Reason            string          `json:"reason"`
+	SourceCommit      string          `json:"source_commit"`
+	DestinationCommit string          `json:"destination_commit"`
+	CommentID         int64           `json:"comment_id"`
+	Raw               json.RawMessage `json:"raw,omitempty"`
+}
+
+// Resolution says who resolved a comment thread and when.
+type Resolution struct {
+	User      *Person   `json:"user"`
+	CreatedOn time.Time `json:"created_on"`
+}
+
+// PullRequestSummary is one pull request in a listing: no comments, tasks or activity.
+type PullRequestSummary struct {
+	ID                int64                `json:"id"`
+	Title             string               `json:"title"`
+	State             string               `json:"state"`
+	Draft             bool                 `json:"draft"`
+	Author            *Person              `json:"author"`
+	Source            archive.BranchRecord `json:"source"`
+	Destination       archive.BranchRecord `json:"destination"`
+	CreatedOn         time.Time            `json:"created_on"`
+	UpdatedOn         time.Time            `json:"updated_on"`
+	CommentCount      int                  `json:"comment_count"`
+	TaskCount         int                  `json:"task_count"`
+	ResolvedTaskCount int                  `json:"resolved_task_count"`
+	Approvals         []*Person            `json:"approvals"`
+	ChangesRequested  []*Person            `json:"changes_requested"`
+	DeletedUpstream   bool                 `json:"deleted_upstream"`
+}
+
+// PullRequests is GET /api/v1/snapshots/{id}/pull-requests, in id order.
+type PullRequests struct {
+	PullRequests []PullRequestSummary `json:"pull_requests"`
+	NextCursor   string               `json:"next_cursor,omitempty"`
+	Export       ExportStatus         `json:"export"`
+}
+
+// PullRequest is one pull request with everything exported about it; Comments are the
+// top-level comments, each with its replies nested.
+type PullRequest struct {
+	PullRequestSummary
+	Description       string                 `json:"description"`
+	MergeCommit       string                 `json:"merge_commit"`
+	CloseSourceBranch bool                   `json:"close_source_branch"`
+	ClosedBy          *Person                `json:"closed_by"`
+	Reason            string                 `json:"reason"`
+	Reviewers         []*Person              `json:"reviewers"`
+	Participants      []Participant          `json:"participants"`
+	Comments          []Comment              `json:"comments"`
+	Tasks             []Task                 `json:"tasks"`
+	Activity          []Activity             `json:"activity"`
+	Commits           []archive.CommitRecord `json:"commits"`
+	URL               string                 `json:"url"`
+	PinnedRef         string                 `json:"pinned_ref"`
+	// Gaps lists the parts that could not be exported and why.
+	Gaps []string `json:"gaps"`
+}
+
+// Comment is one pull request comment with its replies.
+type Comment struct {
+	ID         int64                 `json:"id"`
+	User       *Person               `json:"user"`
+	Raw        string                `json:"raw"`
+	CreatedOn  time.Time             `json:"created_on"`
+	UpdatedOn  time.Time             `json:"updated_on"`
+	Deleted    bool                  `json:"deleted"`
+	Pending    bool                  `json:"pending"`
+	Inline     *archive.InlineRecord `json:"inline"`
+	Resolution *Resolution           `json:"resolution"`
+	Replies    []Comment             `json:"replies"`
+}
+
+// Task is one pull request task; CommentID is the comment it was created on (0: none).
+type Task struct {
+	ID         int64      `json:"id"`
+	State      string     `json:"state"`
+	Raw        string     `json:"raw"`
+	Creator    *Person    `json:"creator"`
+	Pending    bool       `json:"pending"`
+	CreatedOn  time.Time  `json:"created_on"`
+	UpdatedOn  time.Time  `json:"updated_on"`
+	ResolvedOn *time.Time `json:"resolved_on"`
+	ResolvedBy *Person    `json:"resolved_by"`
+	CommentID  int64      `json:"comment_id"`
+}
+
+// PullRequestDetail is GET /api/v1/snapshots/{id}/pull-requests/{number}.
+type PullRequestDetail struct {
+	PullRequest PullRequest  `json:"pull_request"`
+	Export      ExportStatus `json:"export"`
+}
+
+// Metadata is GET /api/v1/snapshots/{id}/metadata: the repository's settings as exported.
+type Metadata struct {
+	Metadata *archive.RepositoryMetadata `json:"metadata"`
+}
+
+func exportStatusView(e *archive.Export) ExportStatus {
+	states := map[string]int{}
+	for k, v := range e.States {
+		states[k] = v
+	}
+	return ExportStatus{Complete: e.Complete, Reason: e.Reason, States: states, Records: e.Records}
+}
+
+func pullRequestSummaryView(r *archive.PullRequestRecord) PullRequestSummary {
+	total, resolved := r.TaskCounts()
+	return PullRequestSummary{
+		ID: r.ID, Title: r.Title, State: r.State, Draft: r.Draft, Author: personView(r.Author), Source: r.Source, Destination: r.Destination,
+		CreatedOn: r.CreatedOn, UpdatedOn: r.UpdatedOn, CommentCount: r.CommentCount(), TaskCount: total, ResolvedTaskCount: resolved,
+		Approvals: views(r.Approvers(), personView), ChangesRequested: views(r.ChangesRequesters(), personView), DeletedUpstream: r.DeletedUpstream,
+	}
+}
+
+func pullRequestView(r *archive.PullRequestRecord) PullRequest {
+	out := PullRequest{
+		PullRequestSummary: pullRequestSummaryView(r),
+		Description:        r.Description, MergeCommit: r.MergeCommit, CloseSourceBranch: r.CloseSourceBranch, ClosedBy: personView(r.ClosedBy),
+		Reason: r.Reason, Reviewers: views(r.Reviewers, personView), Participants: views(r.Participants, participantView),
+		Comments: commentViews(archive.ThreadComments(r.Comments)), Tasks: views(r.Tasks, taskView),
+		Activity: views(r.Activity, activityView), Commits: orEmpty(r.Commits), URL: r.URL, PinnedRef: r.PinnedRef, Gaps: orEmpty(r.Gaps),
+	}
+	return out
+}
+
+func personView(p *archive.Person) *Person {
+	if p == nil {
+		return nil
+	}
+	return &Person{UUID: p.UUID, AccountID: p.AccountID, Nickname: p.Nickname, DisplayName: p.DisplayName, Name: p.Name()}
+}
+
+func participantView(p archive.ParticipantRecord) Participant {
+	return Participant{User: personView(p.User), Role: p.Role, Approved: p.Approved, State: p.State, ParticipatedOn: p.ParticipatedOn}
+}
+
+func activityView(a archive.ActivityRecord) Activity {
+	return Activity{Kind: a.Kind, Date: a.Date, User: personView(a.User), State: a.State, Title: a.Title, Reason: a.Reason,
+		SourceCommit: a.SourceCommit, DestinationCommit: a.DestinationCommit, CommentID: a.Comment, Raw: a.Raw}
+}
+
+func taskView(t archive.TaskRecord) Task {
+	return Task{ID: t.ID, State: t.State, Raw: t.Raw, Creator: personView(t.Creator), Pending: t.Pending, CreatedOn: t.CreatedOn,
+		UpdatedOn: t.UpdatedOn, ResolvedOn: t.ResolvedOn, ResolvedBy: personView(t.ResolvedBy), CommentID: t.Comment}
+}
+
+func commentViews(threads []*archive.CommentThread) []Comment {
+	out := make([]Comment, 0, len(threads))
+	for _, th := range threads {
+		c := th.Comment
+		var res *Resolution
+		if c.Resolution != nil {
+			res = &Resolution{User: personView(c.Resolution.User), CreatedOn: c.Resolution.CreatedOn}
+		}
+		out = append(out, Comment{ID: c.ID, User: personView(c.User), Raw: c.Raw, CreatedOn: c.CreatedOn, UpdatedOn: c.UpdatedOn, Deleted: c.Deleted,
+			Pending: c.Pending, Inline: c.Inline, Resolution: res, Replies: commentViews(th.Replies)})
+	}
+	return out
+}
+
+// orEmpty makes a nil list encode as [].
+func orEmpty[T any](list []T) []T {
+	if list == nil {
+		return []T{}
+	}
+	return list
 }
 
 func tenantView(t store.Tenant) Tenant {

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"golang.org/x/oauth2"
 
+	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/secretbox"
@@ -56,6 +57,9 @@ type Deps struct {
 	// /healthz: scrapers carry no tenant token; keep the listener off the public internet or
 	// filter /metrics at the proxy). Nil: no /metrics route.
 	Metrics *metrics.Metrics
+	// Archive is the backup storage that the snapshot routes read exports from; nil: those
+	// routes answer 503.
+	Archive *archive.Store
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -116,6 +120,9 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/repositories/:id/snapshots", h.handle(h.listSnapshots))
 	v1.GET("/repositories/:id/backup-status", h.handle(h.backupStatus))
 	v1.GET("/snapshots/:id", h.handle(h.getSnapshot))
+	v1.GET("/snapshots/:id/pull-requests", h.handle(h.listPullRequests))
+	v1.GET("/snapshots/:id/pull-requests/:number", h.handle(h.getPullRequest))
+	v1.GET("/snapshots/:id/metadata", h.handle(h.getMetadata))
 	return r
 }
 

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/client"
 
+	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/archive/archivetest"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/testenv"
 )
@@ -81,6 +84,16 @@ func TestResponseShapesArePinned(t *testing.T) {
 		Trigger: "manual", RefsCount: 1, PacksCount: 1, StartedAt: now, FinishedAt: now}); err != nil {
 		t.Fatal(err)
 	}
+	// A snapshot with exports in storage (recorded without a parent, like the one above, so
+	// that the listings keep their shape).
+	arch := f.withStorage(t)
+	stored := archivetest.Commit(t, arch, archivetest.FirstSnapshot(t, arch, inst.TenantID.String(), archive.Repository{Provider: "bitbucket", UUID: "{repo-1}", FullName: "acme/widgets"}),
+		archivetest.Exports{PullRequests: archivetest.SamplePullRequests(), Metadata: archivetest.SampleMetadata()})
+	if err := f.store.RecordSnapshot(ctx, store.Snapshot{ID: stored.ID, TenantID: inst.TenantID, RepositoryID: repoID, ManifestKey: "k",
+		Trigger: "webhook", RefsCount: 1, PacksCount: 1, StartedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	exported := "/api/v1/snapshots/" + stored.ID
 	if status, body := f.do(t, "PATCH", "/api/v1/repositories/"+repoID.String(), f.tokenA, `{"included":true}`); status != 200 {
 		t.Fatalf("patch = %d %v", status, body)
 	}
@@ -90,6 +103,28 @@ func TestResponseShapesArePinned(t *testing.T) {
 			"last_checked_at:s,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
 		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
 			"started_at:s,total_bytes:n,trigger:s}"
+		exportStatus = "{complete:b,reason:s,records:n,states:{DECLINED:n,MERGED:n,OPEN:n,SUPERSEDED:n}}"
+		// GET /api/v1/snapshots/{id} adds the pull request export's counts when it has one.
+		snapWithExport = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null," +
+			"pull_requests:" + exportStatus + ",pushed_at:null,refs:n,repository_id:s,started_at:s,total_bytes:n,trigger:s}"
+		person   = "{account_id:s,display_name:s,name:s,nickname:s,uuid:s}"
+		branch   = "{branch:s,commit:s,commit_resolved:b,repository:s}"
+		prFields = "approvals:[" + person + "],author:" + person + ",changes_requested:[" + person + "],comment_count:n,created_on:s," +
+			"deleted_upstream:b,destination:" + branch + ",draft:b,id:n,resolved_task_count:n,source:" + branch + ",state:s,task_count:n,title:s,updated_on:s"
+		prSummary = "{" + prFields + "}"
+		// The first comment of the sample has a reply, which has a reply.
+		comment     = "{created_on:s,deleted:b,id:n,inline:null,pending:b,raw:s,replies:%s,resolution:null,updated_on:s,user:" + person + "}"
+		pullRequest = "{activity:[{comment_id:n,date:s,destination_commit:s,kind:s,reason:s,source_commit:s,state:s,title:s,user:" + person + "}]," +
+			"approvals:[" + person + "],author:" + person + ",changes_requested:[" + person + "],close_source_branch:b,closed_by:null,comment_count:n," +
+			"comments:[%s],commits:[{author:s,date:s,hash:s,message:s}],created_on:s,deleted_upstream:b,description:s,destination:" + branch + "," +
+			"draft:b,gaps:[],id:n,merge_commit:s,participants:[{approved:b,participated_on:null,role:s,state:s,user:" + person + "}],pinned_ref:s," +
+			"reason:s,resolved_task_count:n,reviewers:[" + person + "],source:" + branch + ",state:s,task_count:n," +
+			"tasks:[{comment_id:n,created_on:s,creator:" + person + ",id:n,pending:b,raw:s,resolved_by:null,resolved_on:null,state:s,updated_on:s}]," +
+			"title:s,updated_on:s,url:s}"
+		// The metadata is the backup format's RepositoryMetadata (docs/backup-format.md).
+		metadata = "{branch_restrictions:{items:[],status:s},branching_model:{branch_types:[{enabled:b,kind:s,prefix:s}],development:{use_mainbranch:b},status:s}," +
+			"default_reviewers:{status:s,users:[{account_id:s,display_name:s,nickname:s,uuid:s}]},description:s,fork_policy:s,format:s,full_name:s," +
+			"has_issues:b,has_wiki:b,is_private:b,language:s,main_branch:s,name:s,project:{key:s,name:s},scm:s,slug:s,uuid:s,workspace:{name:s,slug:s}}"
 		installation = "{account:{name:s,uuid:s},account_name:s,account_uuid:s,created_at:s,default_included:b,id:s,progress:{}," +
 			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},status:s,status_message:s,updated_at:s," +
 			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
@@ -110,6 +145,11 @@ func TestResponseShapesArePinned(t *testing.T) {
 		{"GET", "/api/v1/repositories/" + repoID.String(), "", "{repository:" + repo + "}"},
 		{"GET", "/api/v1/repositories/" + repoID.String() + "/snapshots?limit=1", "", "{next_cursor:s,snapshots:[" + snap + "]}"},
 		{"GET", "/api/v1/snapshots/" + snapID, "", "{snapshot:" + snap + "}"},
+		{"GET", exported, "", "{snapshot:" + snapWithExport + "}"},
+		{"GET", exported + "/pull-requests?limit=1", "", "{export:" + exportStatus + ",next_cursor:s,pull_requests:[" + prSummary + "]}"},
+		{"GET", exported + "/pull-requests/1", "", "{export:" + exportStatus + ",pull_request:" +
+			fmt.Sprintf(pullRequest, fmt.Sprintf(comment, "["+fmt.Sprintf(comment, "["+fmt.Sprintf(comment, "[]")+"]")+"]")) + "}"},
+		{"GET", exported + "/metadata", "", "{metadata:" + metadata + "}"},
 		{"GET", "/api/v1/repositories/" + repoID.String() + "/backup-status", "", "{last_backup_at:s,last_backup_status:s,last_snapshot_id:s,repository_id:s,state:s}"},
 		{"GET", "/api/v1/audit-events?limit=1", "", "{audit_events:[{action:s,actor:s,created_at:s,details:{full_name:s},id:n,target_id:s,target_type:s}],next_cursor:s}"},
 		{"POST", "/api/v1/installations/" + instID.String() + "/repositories:bulk", `{"include":["acme/*"],"default_included":true}`,

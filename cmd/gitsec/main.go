@@ -38,6 +38,8 @@ func newRootCmd() *cobra.Command {
 		newSnapshotsCmd(),
 		newRestoreCmd(),
 		newExportBundlesCmd(),
+		newPullRequestsCmd(),
+		newExportHTMLCmd(),
 		newEmulatorCmd(),
 		newAPICmd(),
 		newWorkerCmd(),

@@ -11,20 +11,18 @@ import (
 )
 
 type restoreFlags struct {
-	storageFlags
-	snapshot string
-	to       string
+	snapshotFlags
+	to string
 }
 
 func (f *restoreFlags) register(cmd *cobra.Command) {
-	f.storageFlags.register(cmd)
-	cmd.Flags().StringVar(&f.snapshot, "snapshot", "latest", "snapshot ID (see `gitsec snapshots list`) or latest")
+	f.snapshotFlags.register(cmd)
 	cmd.Flags().StringVar(&f.to, "to", "", "target directory; must not exist or be empty")
 }
 
 func (f *restoreFlags) check() error {
-	if f.snapshot != "latest" && !archive.ValidSnapshotID(f.snapshot) {
-		return fmt.Errorf("--snapshot %q is not a snapshot ID (like 20260101T120000.000Z-0123abcd) or latest", f.snapshot)
+	if err := checkSnapshotFlag(f.snapshot); err != nil {
+		return err
 	}
 	if f.to == "" {
 		return fmt.Errorf("--to is required")

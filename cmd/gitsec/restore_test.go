@@ -107,10 +107,7 @@ func TestRestoreNamesBadValues(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(nonEmpty, "x"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct {
-		args []string
-		want string
-	}{
+	expectErrors(t, []badArgs{
 		{[]string{"restore", "--storage", url, "--repository", "acme/widgets", "--snapshot", "yesterday", "--to", t.TempDir()}, `"yesterday"`},
 		{[]string{"restore", "--storage", url, "--repository", "acme/widgets", "--to", nonEmpty}, nonEmpty},
 		{[]string{"restore", "--storage", url, "--repository", "acme/gadgets", "--to", t.TempDir()}, `"acme/gadgets"`},
@@ -118,7 +115,17 @@ func TestRestoreNamesBadValues(t *testing.T) {
 		{[]string{"restore", "--storage", "not a url", "--repository", "acme/widgets", "--to", t.TempDir()}, `"not a url"`},
 		{[]string{"snapshots", "list", "--storage", url, "--repository", "no-such-uuid"}, `"no-such-uuid"`},
 		{[]string{"restore", "--storage", url, "--repository", "acme/widgets", "--snapshot", "20200101T000000.000Z-00000000", "--to", t.TempDir()}, "20200101T000000.000Z-00000000"},
-	}
+	})
+}
+
+// badArgs is a command line that must fail with an error naming want.
+type badArgs struct {
+	args []string
+	want string
+}
+
+func expectErrors(t *testing.T, cases []badArgs) {
+	t.Helper()
 	for _, c := range cases {
 		out, err := runCLI(t, nil, c.args...)
 		if err == nil {

@@ -114,6 +114,11 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		return fmt.Errorf("open GITSEC_STORAGE_URL: %w", err)
 	}
 	defer bucket.Close()
+	arch, err := archive.Open(ctx, cfg.StorageURL)
+	if err != nil {
+		return fmt.Errorf("open GITSEC_STORAGE_URL: %w", err)
+	}
+	defer arch.Close()
 
 	// Every API process acts on the deliveries it receives; one at a time (a lease in Postgres)
 	// re-drives the rows left behind.
@@ -138,6 +143,7 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		Backups:         backupSettings(cfg),
 		Webhooks:        dispatcher,
 		Metrics:         m,
+		Archive:         arch,
 	})
 	srv := newAPIServer(cfg.HTTPAddr, handler)
 	errc := make(chan error, 1)
