@@ -22,6 +22,9 @@ type backupMocks struct {
 	triggers []domain.TriggerKind
 	commits  []string
 	outcomes []BackupOutcomeInput
+	// exports are the export steps run; export, when set, replaces the pass-through step.
+	exports []ExportInput
+	export  func(ExportInput) (RunBackupResult, error)
 }
 
 func newBackupEnv(t *testing.T, m *backupMocks) *testsuite.TestWorkflowEnvironment {
@@ -55,6 +58,13 @@ func newBackupEnvWithStage(t *testing.T, m *backupMocks, stage func(context.Cont
 		m.outcomes = append(m.outcomes, in)
 		return nil
 	}, activity.RegisterOptions{Name: RecordBackupOutcomeActivity})
+	env.RegisterActivityWithOptions(func(_ context.Context, in ExportInput) (RunBackupResult, error) {
+		m.exports = append(m.exports, in)
+		if m.export != nil {
+			return m.export(in)
+		}
+		return in.Staged, nil
+	}, activity.RegisterOptions{Name: ExportRepositoryDataActivity})
 	return env
 }
 
@@ -221,4 +231,62 @@ func TestBackupTargetValidate(t *testing.T) {
 	if a, b := BackupWorkflowID(ok), BackupWorkflowID(BackupTarget{TenantID: "t2", InstallationID: "i", RepositoryID: "r", ProviderUUID: "{u}"}); a == b {
 		t.Fatalf("two tenants share workflow ID %s", a)
 	}
+}
+
+// TestExportStepRunsBetweenStageAndCommit: the export step gets the staged draft and the PRs
+// webhooks named; a PR-only change (nothing staged, the export stages a draft) is committed;
+// a failing export step still commits the code.
+func TestExportStepRunsBetweenStageAndCommit(t *testing.T) {
+	t.Run("named pull requests", func(t *testing.T) {
+		m := &backupMocks{}
+		env := newBackupEnv(t, m)
+		for i, id := range []int64{7, 9, 7} {
+			env.RegisterDelayedCallback(func() {
+				env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerWebhook, Event: "pullrequest:updated", PullRequestID: id})
+			}, time.Duration(i+1)*time.Second)
+		}
+		env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: 5 * time.Second, IdleTimeout: time.Minute})
+		if err := env.GetWorkflowError(); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.exports) != 1 || len(m.exports[0].PullRequests) != 2 || m.exports[0].PullRequests[0] != 7 || m.exports[0].PullRequests[1] != 9 {
+			t.Fatalf("exports %+v", m.exports)
+		}
+		if m.exports[0].Staged.DraftKey == "" || len(m.commits) != 1 {
+			t.Fatalf("the export step must see the staged draft before the commit: %+v, commits %v", m.exports[0], m.commits)
+		}
+	})
+	t.Run("pull request only change", func(t *testing.T) {
+		m := &backupMocks{export: func(in ExportInput) (RunBackupResult, error) {
+			res := in.Staged
+			res.DraftKey, res.SnapshotID = "staging/pr.json", "pr-only"
+			res.Exports = &ExportSummary{PullRequests: 1, Complete: true, Written: true}
+			return res, nil
+		}}
+		env := newBackupEnvWithStage(t, m, func(context.Context, RunBackupInput) (RunBackupResult, error) {
+			return RunBackupResult{SnapshotID: "same", Host: "host-a"}, nil // code unchanged
+		})
+		env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual}) }, time.Second)
+		env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, IdleTimeout: time.Minute})
+		if err := env.GetWorkflowError(); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.commits) != 1 || m.commits[0] != "pr-only" || !m.outcomes[0].Result.Changed {
+			t.Fatalf("commits %v, outcome %+v", m.commits, m.outcomes)
+		}
+	})
+	t.Run("export failure still commits", func(t *testing.T) {
+		m := &backupMocks{export: func(ExportInput) (RunBackupResult, error) {
+			return RunBackupResult{}, temporal.NewNonRetryableApplicationError("storage down", domain.ErrTypeInvalidInput, nil)
+		}}
+		env := newBackupEnv(t, m)
+		env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual}) }, time.Second)
+		env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, IdleTimeout: time.Minute})
+		if err := env.GetWorkflowError(); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.commits) != 1 || m.outcomes[0].Failure != "" || !strings.Contains(m.outcomes[0].Result.ExportError, "storage down") {
+			t.Fatalf("commits %v, outcome %+v", m.commits, m.outcomes)
+		}
+	})
 }

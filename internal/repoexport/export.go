@@ -298,6 +298,11 @@ func (e *Exporter) exportPullRequests(apiCtx, ctx context.Context, req Request, 
 			stopErr = err
 			break
 		}
+		if rec == nil {
+			run.Missing++
+			report()
+			continue
+		}
 		if rec.DeletedUpstream {
 			run.Missing++
 		}

@@ -27,8 +27,8 @@ func (e *Exporter) fetchPullRequest(ctx context.Context, req Request, id int64, 
 		case stub != nil:
 			rec = convertPullRequest(stub, res)
 		default:
-			// A webhook named a PR that never existed here, or is already gone: nothing to keep.
-			rec = archive.PullRequestRecord{ID: id, State: "UNKNOWN", Gaps: []string{"pull request not found upstream when first fetched"}}
+			// A webhook named a PR that is already gone and was never exported: nothing to keep.
+			return nil, nil
 		}
 		rec.DeletedUpstream = true
 		return &rec, nil
