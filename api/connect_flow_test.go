@@ -193,10 +193,16 @@ func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 	dispatched := make(chan struct{})
 	go func() { defer close(dispatched); _ = e.webhooks.Run(dispatchCtx) }()
 	t.Cleanup(func() { stopDispatch(); <-dispatched })
+	// The API reads exports from the storage the worker writes, as `gitsec api` does.
+	apiArchive, err := archive.Open(ctx, "file://"+filepath.Join(e.backupDir, "storage")+"?create_dir=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { apiArchive.Close() })
 	e.api.Config.Handler = api.NewHandler(api.Deps{
 		Store: apiStore, Logger: e.log, Version: "test", Temporal: apiTemporal, TaskQueue: tenv.TaskQueue,
 		Box: e.box, BitbucketOAuth: e.oauth, BitbucketAPIURL: e.emu.URL(),
-		Backups: backups, Webhooks: e.webhooks, Metrics: e.metrics,
+		Backups: backups, Webhooks: e.webhooks, Metrics: e.metrics, Archive: apiArchive,
 	})
 	e.api.Start()
 	t.Cleanup(e.api.Close)

@@ -196,6 +196,11 @@ func (s *Stack) startEmulator(ctx context.Context, o Options) error {
 	s.Env["GITSEC_BITBUCKET_GIT_URL"] = emu.URL()
 	s.Env["GITSEC_BITBUCKET_CLIENT_ID"] = EmulatorConsumerKey
 	s.Env["GITSEC_BITBUCKET_CLIENT_SECRET"] = secret
+	if os.Getenv("GITSEC_BITBUCKET_REST_PER_HOUR") == "" {
+		// The emulator enforces no budget; Bitbucket's 1,000 calls an hour would make the demo's
+		// first pull request exports take many runs. A budget set by the caller still wins.
+		s.Env["GITSEC_BITBUCKET_REST_PER_HOUR"] = "200000"
+	}
 	return nil
 }
 
