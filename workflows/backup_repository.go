@@ -123,7 +123,26 @@ type BackupInput struct {
 	// HeartbeatTimeout is how long the staging activity may go without a heartbeat before
 	// Temporal retries it (0: two minutes); tests shorten it.
 	HeartbeatTimeout time.Duration
+	// CatchUpDelay is how long after a run whose export was incomplete (rate limits) the
+	// workflow runs again on its own to catch up (0: two minutes); CatchUps counts such runs in
+	// a row (carried over continue-as-new), at most maxExportCatchUps.
+	CatchUpDelay time.Duration
+	CatchUps     int `json:",omitempty"`
+	// CatchUpAt is when the pending catch-up run is due (zero: none).
+	CatchUpAt time.Time `json:",omitempty"`
 }
+
+// exportCatchUpVersion marks executions that run again by themselves after an incomplete
+// export; older ones waited for the next request.
+const exportCatchUpVersion = "backup-export-catch-up"
+
+// maxExportCatchUps bounds the catch-up runs in a row: an export that never completes (a
+// permission missing) must not keep the workflow alive for ever; the next push or sweep
+// resumes it.
+const maxExportCatchUps = 30
+
+// ExportCatchUpEvent is the Event of the request a workflow sends itself to catch up.
+const ExportCatchUpEvent = "export-catch-up"
 
 // PickHostInput asks which worker should run a backup; Exclude is a host that did not answer.
 type PickHostInput struct {
@@ -292,6 +311,9 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 	if in.IdleTimeout <= 0 {
 		in.IdleTimeout = 10 * time.Minute
 	}
+	if in.CatchUpDelay <= 0 {
+		in.CatchUpDelay = 2 * time.Minute
+	}
 	checkTarget := workflow.GetVersion(ctx, backupTargetCheckVersion, workflow.DefaultVersion, 1) >= 1
 	status := &BackupStatus{State: "waiting", RefusedRequests: in.RefusedRequests}
 	if err := workflow.SetQueryHandler(ctx, BackupStatusQuery, func() (BackupStatus, error) {
@@ -334,7 +356,16 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		}
 		for len(in.Pending) == 0 {
 			status.State = "idle"
-			if receive(in.IdleTimeout) {
+			wait := in.IdleTimeout
+			if !in.CatchUpAt.IsZero() {
+				wait = max(in.CatchUpAt.Sub(workflow.Now(ctx)), 0)
+			}
+			if receive(wait) {
+				continue
+			}
+			if !in.CatchUpAt.IsZero() {
+				in.CatchUpAt = time.Time{}
+				in.Pending = append(in.Pending, BackupRequest{Target: in.Target, Trigger: domain.TriggerSchedule, Event: ExportCatchUpEvent, RequestedAt: workflow.Now(ctx)})
 				continue
 			}
 			// A request delivered in the same workflow task as the idle timer (the worker was
@@ -359,7 +390,16 @@ func BackupRepository(ctx workflow.Context, in BackupInput) error {
 		batch := in.Pending
 		in.Pending = nil
 		status.State = "running"
-		runBackup(ctx, &in, batch, status)
+		behind := runBackup(ctx, &in, batch, status)
+		if workflow.GetVersion(ctx, exportCatchUpVersion, workflow.DefaultVersion, 1) == 1 {
+			in.CatchUpAt = time.Time{}
+			if behind && in.CatchUps < maxExportCatchUps {
+				in.CatchUps++
+				in.CatchUpAt = workflow.Now(ctx).Add(in.CatchUpDelay)
+			} else if !behind {
+				in.CatchUps = 0
+			}
+		}
 		status.RunsCompleted++
 		status.State = "idle"
 		status.Step = ""
@@ -411,8 +451,9 @@ func coalesce(batch []BackupRequest) (trigger domain.TriggerKind, deliveryID str
 }
 
 // runBackup picks the host with the mirror, stages the backup there, commits it and records the
-// outcome. Failures are recorded, not returned: the workflow lives on for the next request.
-func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, status *BackupStatus) {
+// outcome. Failures are recorded, not returned: the workflow lives on for the next request. It
+// reports whether the export step left the export behind (incomplete), so a catch-up run is due.
+func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, status *BackupStatus) (exportBehind bool) {
 	trigger, delivery := coalesce(batch)
 	db := DatabaseActivity(ctx)
 	split := workflow.GetVersion(ctx, stageCommitChange, workflow.DefaultVersion, 1) == 1
@@ -484,4 +525,5 @@ func runBackup(ctx workflow.Context, in *BackupInput, batch []BackupRequest, sta
 	if err := workflow.ExecuteActivity(db, RecordBackupOutcomeActivity, outcome).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("record backup outcome", "error", err)
 	}
+	return runErr == nil && res.Exports != nil && !res.Exports.Complete
 }

@@ -290,3 +290,32 @@ func TestExportStepRunsBetweenStageAndCommit(t *testing.T) {
 		}
 	})
 }
+
+// TestIncompleteExportCatchesUp: after a run whose export was cut short (rate limits) the
+// workflow runs again by itself after CatchUpDelay, until the export completes.
+func TestIncompleteExportCatchesUp(t *testing.T) {
+	var calls int
+	m := &backupMocks{export: func(in ExportInput) (RunBackupResult, error) {
+		calls++
+		res := in.Staged
+		res.Exports = &ExportSummary{Complete: calls >= 3, Reason: "rate limited"}
+		return res, nil
+	}}
+	env := newBackupEnv(t, m)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(BackupRequestSignal, BackupRequest{Trigger: domain.TriggerManual}) }, time.Second)
+	env.ExecuteWorkflow(BackupRepository, BackupInput{QuietPeriod: time.Second, IdleTimeout: time.Minute, CatchUpDelay: 5 * time.Minute})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 3 || len(m.outcomes) != 3 {
+		t.Fatalf("export steps %d, outcomes %d: want 3 (one requested, two catch-ups)", calls, len(m.outcomes))
+	}
+	for _, o := range m.outcomes[1:] {
+		if o.Trigger != domain.TriggerSchedule {
+			t.Fatalf("catch-up run recorded as %s", o.Trigger)
+		}
+	}
+	if n := len(m.exports); n != 3 || m.exports[2].Trigger != domain.TriggerSchedule {
+		t.Fatalf("exports %+v", m.exports)
+	}
+}

@@ -89,7 +89,8 @@ func readinessChecks(st *store.Store, tc client.Client, bucket *blob.Bucket) []a
 }
 
 func backupSettings(cfg config.Config) backupqueue.Settings {
-	return backupqueue.Settings{TaskQueue: cfg.TaskQueue, QuietPeriod: cfg.BackupQuietPeriod, MaxWait: cfg.BackupMaxWait, HostTimeout: cfg.BackupHostTimeout}
+	return backupqueue.Settings{TaskQueue: cfg.TaskQueue, QuietPeriod: cfg.BackupQuietPeriod, MaxWait: cfg.BackupMaxWait, HostTimeout: cfg.BackupHostTimeout,
+		CatchUpDelay: cfg.ExportCatchUpDelay}
 }
 
 // bitbucketOAuth is the backup app's OAuth consumer; nil when none is configured.

@@ -26,6 +26,8 @@ type Settings struct {
 	HostTimeout time.Duration
 	// HeartbeatTimeout overrides the staging activity's heartbeat timeout (0: the default).
 	HeartbeatTimeout time.Duration
+	// CatchUpDelay is how soon a workflow runs again after an incomplete export (0: default).
+	CatchUpDelay time.Duration
 }
 
 // Target is the backup target of a repository row.
@@ -67,6 +69,7 @@ func Request(ctx context.Context, c client.Client, s Settings, target workflows.
 		IdleTimeout:      s.IdleTimeout,
 		HostTimeout:      s.HostTimeout,
 		HeartbeatTimeout: s.HeartbeatTimeout,
+		CatchUpDelay:     s.CatchUpDelay,
 	})
 	if err != nil {
 		return "", fmt.Errorf("request backup of %s: %w", id, err)

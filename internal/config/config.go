@@ -56,6 +56,7 @@ var Variables = []Variable{
 	{Name: "GITSEC_EXPORT_FULL_EVERY", Default: "24", Help: "Every Nth pull request export re-lists every pull request (a reconciliation that reports drift and PRs deleted upstream); the others list only PRs updated since the previous export."},
 	{Name: "GITSEC_EXPORT_OVERLAP", Default: "2m", Help: "How far before the previous export's high-water mark an incremental export lists updated pull requests (Go duration)."},
 	{Name: "GITSEC_EXPORT_MAX_DURATION", Default: "10m", Help: "Longest one export step runs; what rate limits leave unfetched is marked incomplete in the snapshot and fetched by the next run (Go duration)."},
+	{Name: "GITSEC_EXPORT_CATCH_UP_DELAY", Default: "2m", Help: "How soon a repository's backup runs again by itself after an incomplete export, to catch up (at most 30 times in a row; Go duration)."},
 	{Name: "GITSEC_HOUSEKEEPING_INTERVAL", Default: "1h", Help: "How often the Housekeeping schedule runs (Go duration)."},
 	{Name: "GITSEC_WEBHOOK_DEDUP_WINDOW", Default: "72h", Help: "How long webhook delivery IDs are kept for de-duplication (Go duration)."},
 }
@@ -89,6 +90,7 @@ type Config struct {
 	ExportFullEvery      int
 	ExportOverlap        time.Duration
 	ExportMaxDuration    time.Duration
+	ExportCatchUpDelay   time.Duration
 }
 
 // Bitbucket holds the Bitbucket Cloud endpoints and the backup app's OAuth consumer.
@@ -148,6 +150,7 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		ExportFullEvery:      r.positiveInt("GITSEC_EXPORT_FULL_EVERY"),
 		ExportOverlap:        r.duration("GITSEC_EXPORT_OVERLAP"),
 		ExportMaxDuration:    r.duration("GITSEC_EXPORT_MAX_DURATION"),
+		ExportCatchUpDelay:   r.duration("GITSEC_EXPORT_CATCH_UP_DELAY"),
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, err
