@@ -147,3 +147,66 @@ func TestContractRepositorySettings(t *testing.T) {
 		t.Errorf("GetCommit of an unknown hash: %v, want 404", err)
 	}
 }
+
+// TestContractCreatePullRequest opens a pull request as the restore app does: through one
+// 429 (retried, created once), not through a 502 (a POST may have been applied), with
+// Bitbucket's 400 for a missing branch and its 403 for the backup app's read scopes.
+func TestContractCreatePullRequest(t *testing.T) {
+	env := startEmulator(t)
+	ctx := context.Background()
+	restorer, _ := env.client(t, env.issueToken(t, "alice", "account", "repository:admin", "pullrequest:write"), &tokenStore{})
+	branches, err := restorer.ListBranches(ctx, "acme", "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var feature string
+	for _, b := range branches {
+		if b.Name != "main" && !strings.HasPrefix(b.Name, "pr/") {
+			feature = b.Name
+			break
+		}
+	}
+	if feature == "" {
+		t.Fatalf("no feature branch in %+v", branches)
+	}
+	before, err := restorer.ListPullRequests(ctx, "acme", "api", bitbucket.PullRequestQuery{States: bitbucket.AllPullRequestStates})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.admin(t, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "429", "method": "POST", "path": "/2.0/repositories/acme/api/pullrequests", "count": 1}, nil)
+	pr, err := restorer.CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{
+		Title: "Restored: ünïcode ✓", Description: "Body\n\nwith <html> & \"quotes\"", SourceBranch: feature,
+		DestinationBranch: "main", CloseSourceBranch: true, Draft: true})
+	if err != nil {
+		t.Fatalf("CreatePullRequest through a 429: %v", err)
+	}
+	if pr.ID == 0 || pr.State != bitbucket.PullRequestOpen || pr.Title != "Restored: ünïcode ✓" ||
+		pr.Description != "Body\n\nwith <html> & \"quotes\"" || pr.Source.Branch.Name != feature ||
+		pr.Destination.Branch.Name != "main" || !pr.CloseSourceBranch || !pr.Draft || pr.Author == nil || pr.Author.Nickname != "alice" {
+		t.Errorf("created = %+v", pr)
+	}
+	after, err := restorer.ListPullRequests(ctx, "acme", "api", bitbucket.PullRequestQuery{States: bitbucket.AllPullRequestStates})
+	if err != nil || len(after) != len(before)+1 {
+		t.Errorf("%d pull requests after one create (had %d): %v", len(after), len(before), err)
+	}
+
+	// Without a destination Bitbucket uses the main branch.
+	other, err := restorer.CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{Title: "To main", SourceBranch: feature})
+	if err != nil || other.Destination.Branch.Name != "main" || other.Draft {
+		t.Errorf("create without destination = %+v, %v", other, err)
+	}
+
+	env.admin(t, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "5xx", "status": 502, "method": "POST", "path": "/2.0/repositories/acme/api/pullrequests", "count": 1}, nil)
+	var apiErr *bitbucket.APIError
+	if _, err := restorer.CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{Title: "x", SourceBranch: feature}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadGateway {
+		t.Errorf("create through a 502: %v, want the 502 (never retried)", err)
+	}
+	if _, err := restorer.CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{Title: "x", SourceBranch: "no/such/branch"}); !errors.As(err, &apiErr) ||
+		apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Message, "no/such/branch") {
+		t.Errorf("create from a missing branch: %v, want 400 naming the branch", err)
+	}
+	backup, _ := env.client(t, env.issueToken(t, "alice"), &tokenStore{})
+	if _, err := backup.CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{Title: "x", SourceBranch: feature}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Errorf("create with the backup app's scopes: %v, want 403", err)
+	}
+}
