@@ -18,11 +18,17 @@ import (
 	"github.com/gitsec/gitsec/workflows"
 )
 
-// WebhookEvents are the events GitSec's workspace hook subscribes to.
+// WebhookEvents are the events GitSec's workspace hook subscribes to. Reviews and comment
+// resolution change what a pull request export holds (participants, activity, resolutions), so
+// they wake a backup like any other pull request change. Re-onboarding updates an existing
+// hook's events to this list.
 var WebhookEvents = []string{
 	"repo:push", "repo:updated", "repo:transfer", "repo:created", "repo:deleted",
 	"pullrequest:created", "pullrequest:updated", "pullrequest:fulfilled", "pullrequest:rejected",
+	"pullrequest:approved", "pullrequest:unapproved",
+	"pullrequest:changes_request_created", "pullrequest:changes_request_removed",
 	"pullrequest:comment_created", "pullrequest:comment_updated", "pullrequest:comment_deleted",
+	"pullrequest:comment_resolved", "pullrequest:comment_reopened",
 }
 
 // WebhookURL is where Bitbucket delivers an installation's events.

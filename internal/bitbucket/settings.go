@@ -25,12 +25,16 @@ type BranchRestriction struct {
 	Value           *int    `json:"value,omitempty"`
 	Users           []User  `json:"users"`
 	Groups          []Group `json:"groups"`
+	Links           Links   `json:"links"`
 }
 
-// BranchingModelBranch is the development or production branch of a branching model.
+// BranchingModelBranch is the development or production branch of a branching model. Name is
+// empty (null upstream) when the branch tracks the main branch; IsValid is false while a named
+// branch does not exist.
 type BranchingModelBranch struct {
 	Name          string `json:"name"`
 	UseMainbranch bool   `json:"use_mainbranch"`
+	IsValid       bool   `json:"is_valid"`
 	Enabled       *bool  `json:"enabled,omitempty"`
 }
 

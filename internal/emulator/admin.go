@@ -57,6 +57,7 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 	s.handle(mux, "POST "+repo+"/rename", s.adminRename)
 	s.handle(mux, "POST "+repo+"/transfer", s.adminTransfer)
 	s.handle(mux, "DELETE "+repo, s.adminDeleteRepo)
+	s.handle(mux, "PUT "+repo+"/settings", s.adminSetSettings)
 	s.handle(mux, "POST "+repo+"/pullrequests", s.adminCreatePR)
 	s.handle(mux, "POST "+repo+"/pullrequests/{id}/update", s.adminPRAction("update"))
 	s.handle(mux, "POST "+repo+"/pullrequests/{id}/merge", s.adminPRAction("merge"))

@@ -131,6 +131,7 @@ func (s *Server) registerREST(mux *http.ServeMux) {
 	s.handle(mux, "PUT /2.0/repositories/{workspace}/{repo}/hooks/{uid}", s.repoHook)
 	s.handle(mux, "DELETE /2.0/repositories/{workspace}/{repo}/hooks/{uid}", s.repoHook)
 	s.registerPullRequests(mux)
+	s.registerSettings(mux)
 }
 
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {

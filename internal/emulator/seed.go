@@ -69,6 +69,9 @@ type SeedRepository struct {
 	Private     *bool     `yaml:"private,omitempty" json:"private,omitempty"`
 	Import      string    `yaml:"import,omitempty" json:"import,omitempty"`
 	Generate    *Generate `yaml:"generate,omitempty" json:"generate,omitempty"`
+	// Settings: branch_restrictions, default_reviewers (usernames) and branching_model
+	// (default: development tracks the main branch, production off, standard prefixes).
+	RepositorySettings `yaml:",inline"`
 }
 
 // Generate shapes a deterministic synthetic history: Commits on main, Branches feature
@@ -166,6 +169,9 @@ func (s *Seed) validate() error {
 			}
 			if r.Import != "" && r.Generate != nil {
 				return fmt.Errorf("repository %s/%s: import and generate are exclusive", w.Slug, r.Slug)
+			}
+			if err := r.RepositorySettings.validate(func(u string) bool { return users[u] }); err != nil {
+				return fmt.Errorf("repository %s/%s: %w", w.Slug, r.Slug, err)
 			}
 			if r.Generate != nil {
 				if err := r.Generate.validate(); err != nil {
@@ -381,6 +387,7 @@ func (s *Server) seedRepository(ctx context.Context, ws *workspaceRec, r SeedRep
 			return fmt.Errorf("create %s/%s: %w", ws.Slug, r.Slug, err)
 		}
 	}
+	s.st.applySettings(rec, r.RepositorySettings, true, true)
 	s.st.Repositories = append(s.st.Repositories, rec)
 	return nil
 }

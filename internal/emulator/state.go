@@ -91,6 +91,10 @@ type repoRec struct {
 	CreatedOn   time.Time `json:"created_on"`
 	UpdatedOn   time.Time `json:"updated_on"`
 	NextPRID    int       `json:"next_pr_id"`
+	// Repository settings (settings.go). A nil BranchingModel is Bitbucket's default model.
+	BranchRestrictions []*branchRestrictionRec `json:"branch_restrictions,omitempty"`
+	BranchingModel     *branchingModelRec      `json:"branching_model,omitempty"`
+	DefaultReviewers   []string                `json:"default_reviewers,omitempty"`
 }
 
 func (r *repoRec) fullName() string { return r.Workspace + "/" + r.Slug }
@@ -275,6 +279,8 @@ type state struct {
 	Codes         []*codeRec      `json:"codes"`
 	NextCommentID int             `json:"next_comment_id"`
 	NextTaskID    int             `json:"next_task_id,omitempty"`
+	// NextRestrictionID hands out branch restriction ids (global, like Bitbucket's).
+	NextRestrictionID int `json:"next_restriction_id,omitempty"`
 }
 
 // newTaskID hands out global task ids (states saved before tasks existed start at 1).
