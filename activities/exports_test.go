@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/emulator"
 	"github.com/gitsec/gitsec/internal/repoexport"
 	"github.com/gitsec/gitsec/worker"
+	"github.com/gitsec/gitsec/workflows"
 )
 
 // reviewSeed is a repository with n pull requests in every state with threaded, inline,
@@ -272,10 +275,25 @@ func TestPullRequestExportFullThenIncremental(t *testing.T) {
 // with the code and an incomplete export that says why; the next run completes it.
 func TestPullRequestExportRateLimited(t *testing.T) {
 	e := newExportEnv(t, repoexport.Settings{MaxDuration: 20 * time.Second}, reviewSeed("storm", 12))
+	e.settings.CatchUpDelay = 3 * time.Second
 	fault := e.addFault(emulator.FaultRule{PathRegex: `^/2\.0/repositories/acme/storm/pullrequests/[0-9]+/(comments|activity)$`,
 		Kind: "429", RetryAfter: 1, Count: 100000})
-	e.backup("storm")
-	m := e.latestManifest("storm")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	id, err := backupqueue.Request(ctx, e.temporal, e.settings, backupqueue.Target(e.repos["storm"]), workflows.BackupRequest{Trigger: domain.TriggerManual})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *archive.Manifest
+	for m == nil {
+		if ctx.Err() != nil {
+			t.Fatal("no snapshot during the 429 storm")
+		}
+		if got, err := e.archive.LoadManifest(ctx, e.repoKey("storm"), "latest"); err == nil {
+			m = got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if len(m.Refs) == 0 || len(m.Packs) == 0 {
 		t.Fatalf("the code is missing from the snapshot taken during the storm: %+v", m)
 	}
@@ -286,16 +304,16 @@ func TestPullRequestExportRateLimited(t *testing.T) {
 	if e.faultFired(fault) == 0 {
 		t.Fatal("the 429 fault never fired")
 	}
-	if got := e.snapshots("storm"); len(got) != 1 {
-		t.Fatalf("%d snapshot rows, want 1", len(got))
-	}
 
+	// The storm ends; the workflow's own catch-up run completes the export, with no request.
 	e.emuJSON("DELETE", "/_emulator/faults", "", nil)
-	e.backup("storm")
+	if err := e.temporal.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
 	m2 := e.latestManifest("storm")
 	recs, entry2 := e.pullRequests(m2)
-	if m2.ID == m.ID || !entry2.Complete || len(recs) != 12 {
-		t.Fatalf("catch-up run: snapshot %s (was %s), complete %t (%s), %d PRs", m2.ID, m.ID, entry2.Complete, entry2.Reason, len(recs))
+	if m2.ID == m.ID || !entry2.Complete || len(recs) != 12 || m2.Trigger.Kind != domain.TriggerSchedule {
+		t.Fatalf("catch-up run: snapshot %s (was %s, trigger %s), complete %t (%s), %d PRs", m2.ID, m.ID, m2.Trigger.Kind, entry2.Complete, entry2.Reason, len(recs))
 	}
 	upstream := e.upstreamCounts("storm")
 	for id, want := range upstream {

@@ -265,6 +265,8 @@ type BranchingModelSection struct {
 type BranchingModelBranch struct {
 	Name          string `json:"name,omitempty"`
 	UseMainbranch bool   `json:"use_mainbranch"`
+	// Enabled is set for the production branch, which can be switched off.
+	Enabled *bool `json:"enabled,omitempty"`
 }
 
 // BranchTypeRecord is one branch prefix of the branching model.

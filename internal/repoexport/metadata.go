@@ -77,7 +77,7 @@ func (e *Exporter) exportMetadata(ctx context.Context, req Request) (*archive.Re
 			if b == nil {
 				return nil
 			}
-			return &archive.BranchingModelBranch{Name: b.Name, UseMainbranch: b.UseMainbranch}
+			return &archive.BranchingModelBranch{Name: b.Name, UseMainbranch: b.UseMainbranch, Enabled: b.Enabled}
 		}
 		md.BranchingModel.Development, md.BranchingModel.Production = conv(model.Development), conv(model.Production)
 		for _, t := range model.BranchTypes {
