@@ -155,11 +155,11 @@ type PickHostInput struct {
 // steps that add objects to a snapshot (exports) go between the two. RunBackup is both in one,
 // kept for executions that scheduled it before the split.
 const (
-	PickBackupHostActivity      = "PickBackupHost"
-	StageBackupActivity         = "StageBackup"
-	CommitSnapshotActivity      = "CommitSnapshot"
-	RunBackupActivity           = "RunBackup"
-	RecordBackupOutcomeActivity = "RecordBackupOutcome"
+	PickBackupHostActivity       = "PickBackupHost"
+	StageBackupActivity          = "StageBackup"
+	CommitSnapshotActivity       = "CommitSnapshot"
+	RunBackupActivity            = "RunBackup"
+	RecordBackupOutcomeActivity  = "RecordBackupOutcome"
 	ExportRepositoryDataActivity = "ExportRepositoryData"
 )
 

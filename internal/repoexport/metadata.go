@@ -24,7 +24,7 @@ func (e *Exporter) exportMetadata(ctx context.Context, req Request) (*archive.Re
 		Slug: repo.Slug, Name: repo.Name, Description: repo.Description, Language: repo.Language,
 		IsPrivate: repo.IsPrivate, ForkPolicy: repo.ForkPolicy, HasWiki: repo.HasWiki, HasIssues: repo.HasIssues,
 		Website: repo.Website, SCM: repo.SCM, CreatedOn: timePtr(repo.CreatedOn), UpdatedOn: timePtr(repo.UpdatedOn),
-		Workspace: archive.WorkspaceRecord{Slug: ws},
+		Workspace:          archive.WorkspaceRecord{Slug: ws},
 		BranchRestrictions: archive.BranchRestrictionsSection{Items: []archive.BranchRestrictionRecord{}},
 		BranchingModel:     archive.BranchingModelSection{BranchTypes: []archive.BranchTypeRecord{}},
 		DefaultReviewers:   archive.DefaultReviewersSection{Users: []*archive.Person{}},
