@@ -107,36 +107,19 @@ func (a *Exports) ExportRepositoryData(ctx context.Context, in workflows.ExportI
 		if _, err := a.Archive.StageExports(ctx, key, draft.ID, out.Exports); err != nil {
 			return res, fmt.Errorf("add exports to staged snapshot %s: %w", draft.ID, err)
 		}
-		summary.Written = !exportsUnchanged(latest, out.Exports)
-	case exportsUnchanged(latest, out.Exports):
+	case archive.ExportsUnchanged(latest, out.Exports):
 		// The code and every export are what the latest snapshot has: no snapshot.
 	default:
 		m, err := a.Archive.StageExportsOnly(ctx, latest, archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID}, in.Staged.StartedAt, out.Exports)
 		if err != nil {
 			return res, fmt.Errorf("stage exports of %s: %w", repo.FullName, err)
 		}
-		summary.Written = true
 		res.SnapshotID, res.ParentID, res.DraftKey = m.ID, m.Parent, key.DraftKey(m.ID)
 		res.ManifestKey = key.ManifestKey(m.ID)
 		res.Refs, res.Packs, res.TotalBytes = m.Totals.Refs, m.Totals.Packs, m.Totals.Bytes
 	}
 	res.FinishedAt = time.Now().UTC()
 	return res, nil
-}
-
-// exportsUnchanged reports whether the exports reference the objects the latest snapshot
-// does, and say no less about completeness (a catch-up that completes an export is news).
-func exportsUnchanged(latest *archive.Manifest, exports []archive.Export) bool {
-	if latest == nil {
-		return false
-	}
-	for _, e := range exports {
-		prev := latest.FindExport(e.Kind)
-		if prev == nil || prev.Key != e.Key || (e.Complete && !prev.Complete) {
-			return false
-		}
-	}
-	return true
 }
 
 func (a *Exports) logger() *slog.Logger {

@@ -245,9 +245,6 @@ type ExportSummary struct {
 	Complete     bool
 	Reason       string `json:",omitempty"`
 	RESTCalls    int64
-	// Written says an export object changed, so the run makes a snapshot even when the code
-	// did not change.
-	Written bool
 }
 
 // BackupOutcomeInput records a run in Postgres.

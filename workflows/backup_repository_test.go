@@ -260,7 +260,7 @@ func TestExportStepRunsBetweenStageAndCommit(t *testing.T) {
 		m := &backupMocks{export: func(in ExportInput) (RunBackupResult, error) {
 			res := in.Staged
 			res.DraftKey, res.SnapshotID = "staging/pr.json", "pr-only"
-			res.Exports = &ExportSummary{PullRequests: 1, Complete: true, Written: true}
+			res.Exports = &ExportSummary{PullRequests: 1, Complete: true}
 			return res, nil
 		}}
 		env := newBackupEnvWithStage(t, m, func(context.Context, RunBackupInput) (RunBackupResult, error) {

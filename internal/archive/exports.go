@@ -270,25 +270,13 @@ var ErrNoExport = errors.New("snapshot has no such export")
 
 // LoadPullRequests reads every pull request of a snapshot.
 func (s *Store) LoadPullRequests(ctx context.Context, m *Manifest) ([]PullRequestRecord, *Export, error) {
-	e := m.FindExport(ExportPullRequests)
-	if e == nil {
-		return nil, nil, fmt.Errorf("snapshot %s: pull requests: %w", m.ID, ErrNoExport)
-	}
-	repo, err := NewRepoKey(m.Tenant, m.Repository.UUID)
-	if err != nil {
-		return nil, nil, err
-	}
-	rc, err := s.OpenExport(ctx, repo, *e)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rc.Close()
 	var out []PullRequestRecord
-	if err := WalkPullRequests(rc, func(r *PullRequestRecord) error {
+	e, err := s.WalkSnapshotPullRequests(ctx, m, func(r *PullRequestRecord) error {
 		out = append(out, *r)
 		return nil
-	}); err != nil {
-		return nil, nil, fmt.Errorf("snapshot %s: %w", m.ID, err)
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return out, e, nil
 }
@@ -404,21 +392,17 @@ func mergeExports(base, add []Export) []Export {
 	return out
 }
 
-// SameExportContent reports whether two export lists reference the same
-// objects with the same completeness: a new snapshot is only worth writing
-// when this is false.
-func SameExportContent(a, b []Export) bool {
-	if len(a) != len(b) {
+// ExportsUnchanged reports whether exports reference the objects the latest
+// snapshot does and say no less about completeness (a catch-up that completes
+// an export is news, a run that could not refresh an unchanged one is not):
+// only then is a snapshot over unchanged code not worth writing.
+func ExportsUnchanged(latest *Manifest, exports []Export) bool {
+	if latest == nil || len(exports) != len(latest.Exports) {
 		return false
 	}
-	for _, x := range a {
-		found := false
-		for _, y := range b {
-			if x.Kind == y.Kind {
-				found = x.Key == y.Key && x.Complete == y.Complete
-			}
-		}
-		if !found {
+	for _, e := range exports {
+		prev := latest.FindExport(e.Kind)
+		if prev == nil || prev.Key != e.Key || (e.Complete && !prev.Complete) {
 			return false
 		}
 	}

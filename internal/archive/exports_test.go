@@ -366,8 +366,8 @@ func TestStageExportsOnlySnapshotsOverTheParentsCode(t *testing.T) {
 		if err != nil || !written || prs2.Key == prs.Key {
 			t.Fatalf("changed export = %+v, written %v, %v", prs2, written, err)
 		}
-		if archive.SameExportContent(m.Exports, []archive.Export{prs2, md}) {
-			t.Errorf("SameExportContent ignores a changed pull request export")
+		if archive.ExportsUnchanged(m, []archive.Export{prs2, md}) {
+			t.Errorf("ExportsUnchanged ignores a changed pull request export")
 		}
 		draft2, err := f.store.StageExportsOnly(ctx, m, archive.Trigger{Kind: domain.TriggerWebhook}, time.Time{}, []archive.Export{prs2})
 		if err != nil {
@@ -388,7 +388,7 @@ func TestStageExportsOnlySnapshotsOverTheParentsCode(t *testing.T) {
 	})
 }
 
-func TestSameExportContent(t *testing.T) {
+func TestExportsUnchanged(t *testing.T) {
 	pr := archive.Export{Kind: archive.ExportPullRequests, Key: "exports/pull-requests/a", Complete: true,
 		Run: &archive.ExportRun{RESTCalls: 5, Written: true}}
 	md := archive.Export{Kind: archive.ExportMetadata, Key: "exports/metadata/b", Complete: true}
@@ -396,29 +396,31 @@ func TestSameExportContent(t *testing.T) {
 		change(&e)
 		return e
 	}
+	incomplete := with(pr, func(e *archive.Export) { e.Complete = false })
 	cases := []struct {
-		name string
-		a, b []archive.Export
-		same bool
+		name   string
+		latest []archive.Export
+		now    []archive.Export
+		same   bool
 	}{
-		{"both empty", nil, []archive.Export{}, true},
 		{"equal", []archive.Export{pr, md}, []archive.Export{pr, md}, true},
 		{"other order", []archive.Export{pr, md}, []archive.Export{md, pr}, true},
 		{"run stats differ", []archive.Export{pr}, []archive.Export{with(pr, func(e *archive.Export) { e.Run = &archive.ExportRun{RESTCalls: 1} })}, true},
 		{"high water differs", []archive.Export{pr}, []archive.Export{with(pr, func(e *archive.Export) { e.HighWater = ptr(time.Now()) })}, true},
+		{"not refreshed this time", []archive.Export{pr}, []archive.Export{incomplete}, true},
+		{"caught up", []archive.Export{incomplete}, []archive.Export{pr}, false},
 		{"other object", []archive.Export{pr, md}, []archive.Export{with(pr, func(e *archive.Export) { e.Key += "x" }), md}, false},
-		{"now incomplete", []archive.Export{pr}, []archive.Export{with(pr, func(e *archive.Export) { e.Complete = false })}, false},
 		{"export added", []archive.Export{pr}, []archive.Export{pr, md}, false},
 		{"export gone", []archive.Export{pr, md}, []archive.Export{md}, false},
 		{"first export", nil, []archive.Export{pr}, false},
 	}
 	for _, c := range cases {
-		if got := archive.SameExportContent(c.a, c.b); got != c.same {
-			t.Errorf("%s: SameExportContent = %v, want %v", c.name, got, c.same)
+		if got := archive.ExportsUnchanged(&archive.Manifest{Exports: c.latest}, c.now); got != c.same {
+			t.Errorf("%s: ExportsUnchanged = %v, want %v", c.name, got, c.same)
 		}
-		if got := archive.SameExportContent(c.b, c.a); got != c.same {
-			t.Errorf("%s (swapped): SameExportContent = %v, want %v", c.name, got, c.same)
-		}
+	}
+	if archive.ExportsUnchanged(nil, []archive.Export{pr}) {
+		t.Error("no latest snapshot: the exports are news")
 	}
 }
 

@@ -122,7 +122,9 @@ func (e *Exporter) Run(ctx context.Context, req Request) (Result, error) {
 			entry.Reason = mdErr.Error()
 		}
 		res.Exports = append(res.Exports, entry)
-	} else if prev := previousExport(req.Previous, archive.ExportMetadata); prev != nil {
+	} else if prev := previousExport(req.Previous, archive.ExportMetadata); prev == nil {
+		log.WarnContext(ctx, "repository metadata not exported", "repository", req.Workspace+"/"+req.Slug, "reason", mdErr)
+	} else {
 		// The repository could not be read at all: keep the previous settings, marked behind.
 		kept := *prev
 		kept.Complete, kept.Reason = false, "not refreshed: "+mdErr.Error()

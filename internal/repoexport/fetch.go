@@ -86,7 +86,7 @@ func (e *Exporter) fetchPullRequest(ctx context.Context, req Request, id int64, 
 			if b.Repository != "" {
 				repoName = b.Repository
 			}
-			full, err := res.lookup(ctx, e.Client, repoName, b.Commit)
+			full, err := res.remote(ctx, e.Client, repoName, b.Commit)
 			if err != nil {
 				return nil, err
 			}
@@ -96,7 +96,7 @@ func (e *Exporter) fetchPullRequest(ctx context.Context, req Request, id int64, 
 		}
 	}
 	if rec.MergeCommit != "" && len(rec.MergeCommit) < 40 {
-		full, err := res.lookup(ctx, e.Client, ws+"/"+slug, rec.MergeCommit)
+		full, err := res.remote(ctx, e.Client, ws+"/"+slug, rec.MergeCommit)
 		if err != nil {
 			return nil, err
 		}
@@ -259,11 +259,10 @@ func convertCommits(in []bitbucket.Commit) []archive.CommitRecord {
 // locally (the snapshot's ref tips, the previous export, the PR's own commit list), then with
 // one commit lookup per unknown hash, cached for the run.
 type resolver struct {
-	mu     sync.Mutex
-	known  []string // sorted full hashes
-	dirty  bool
-	lookup func(ctx context.Context, c *bitbucket.Client, repo, short string) (string, error)
-	cache  map[string]string
+	mu    sync.Mutex
+	known []string // sorted full hashes
+	dirty bool
+	cache map[string]string
 }
 
 func newResolver(req Request, stored map[int64]*archive.PullRequestRecord) *resolver {
@@ -287,7 +286,6 @@ func newResolver(req Request, stored map[int64]*archive.PullRequestRecord) *reso
 		}
 	}
 	sort.Strings(r.known)
-	r.lookup = r.remote
 	return r
 }
 
