@@ -60,6 +60,9 @@ type Deps struct {
 	// Archive is the backup storage that the snapshot routes read exports from; nil: those
 	// routes answer 503.
 	Archive *archive.Store
+	// ScratchDir is where snapshot downloads are prepared on disk before they are streamed
+	// (each in its own temporary directory, removed afterwards); "" is the system's temp dir.
+	ScratchDir string
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -123,6 +126,7 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/snapshots/:id/pull-requests", h.handle(h.listPullRequests))
 	v1.GET("/snapshots/:id/pull-requests/:number", h.handle(h.getPullRequest))
 	v1.GET("/snapshots/:id/metadata", h.handle(h.getMetadata))
+	v1.GET("/snapshots/:id/archive", h.handle(h.downloadArchive))
 	return r
 }
 
