@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gocloud.dev/blob"
 
 	"github.com/gitsec/gitsec/api"
 	"github.com/gitsec/gitsec/internal/archive"
+	"github.com/gitsec/gitsec/internal/archive/archivetest"
 	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/internal/gitmirror/gitmirrortest"
@@ -264,28 +264,9 @@ func TestSnapshotArchiveErrors(t *testing.T) {
 	}
 }
 
-// flipStoredByte damages one byte in the middle of a stored object, through the storage API.
-func flipStoredByte(t *testing.T, storageURL, key string) {
-	t.Helper()
-	ctx := context.Background()
-	b, err := blob.OpenBucket(ctx, storageURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	data, err := b.ReadAll(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	if err := b.WriteAll(ctx, key, data, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestSnapshotArchiveRefusesTamperedPack(t *testing.T) {
 	a := newArchiveFixture(t, "file://"+t.TempDir(), 0)
-	flipStoredByte(t, a.storageURL, a.key.PackKey(a.latest.Packs[1].Name))
+	archivetest.FlipStoredByte(t, a.storageURL, a.key.PackKey(a.latest.Packs[1].Name))
 	for _, format := range []string{"bundle", "tar"} {
 		status, body := a.do(t, "GET", "/api/v1/snapshots/"+a.latest.ID+"/archive?format="+format, a.tokenA, "")
 		msg, _ := body["error"].(map[string]any)["message"].(string)
