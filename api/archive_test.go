@@ -34,6 +34,9 @@ type archiveFixture struct {
 	*fixture
 	storageURL string
 	key        archive.RepoKey
+	tenantID   uuid.UUID
+	instID     uuid.UUID
+	repoID     uuid.UUID
 	first      *archive.Manifest
 	latest     *archive.Manifest
 }
@@ -60,7 +63,7 @@ func newArchiveFixture(t *testing.T, storageURL string, bigBlob int) *archiveFix
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &archiveFixture{fixture: f, storageURL: storageURL}
+	a := &archiveFixture{fixture: f, storageURL: storageURL, tenantID: tenantID, instID: instID, repoID: repoID}
 	a.key, _ = archive.NewRepoKey(tenantID.String(), identity.UUID)
 
 	src := gitmirrortest.NewSource(t)

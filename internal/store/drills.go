@@ -50,6 +50,9 @@ func (d Drill) DurationMS() int64 {
 // (the API and the workflow both do, and activities retry) keeps the first row. A snapshot that
 // is not the tenant's repository's is ErrNotFound.
 func (s *Store) StartDrill(ctx context.Context, d Drill) error {
+	if d.StartedAt.IsZero() {
+		d.StartedAt = time.Now()
+	}
 	tag, err := s.pool.Exec(ctx,
 		`INSERT INTO restore_drills (id, tenant_id, repository_id, snapshot_id, workflow_id, trigger, status, started_at)
 		 SELECT $1, $2, $3, sn.id, $5, $6, $7, $8 FROM snapshots sn
