@@ -83,9 +83,24 @@ func (r *drillRun) step(name string, fn func() (detail string, failure error, er
 		r.report.Steps = append(r.report.Steps, workflows.DrillStep{Name: name, Status: domain.DrillStepSkipped, Detail: "an earlier step failed"})
 		return nil
 	}
-	activity.RecordHeartbeat(r.ctx, name)
+	// git fsck of a big repository prints nothing for minutes: heartbeat while any step runs,
+	// so only a dead worker misses the heartbeat timeout.
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			activity.RecordHeartbeat(r.ctx, name)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	start := time.Now()
 	detail, failure, err := fn()
+	close(done)
 	if err != nil {
 		return fmt.Errorf("drill step %s: %w", name, err)
 	}

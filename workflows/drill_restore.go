@@ -103,6 +103,12 @@ func DrillRestore(ctx workflow.Context, in DrillInput) (DrillResult, error) {
 	var report DrillReport
 	if err := workflow.ExecuteActivity(DrillActivity(ctx), RunDrillActivity, in).Get(ctx, &report); err != nil {
 		report = DrillReport{Reason: "the drill could not run: " + failureMessage(err)}
+		if temporal.IsCanceledError(err) {
+			// Record the end even so, or the drill would show as running for ever.
+			ctx, _ = workflow.NewDisconnectedContext(ctx)
+			db = DatabaseActivity(ctx)
+			report.Reason = "the drill was cancelled"
+		}
 	}
 	res.Status, res.Reason = domain.DrillFailed, report.Reason
 	if report.Passed {
