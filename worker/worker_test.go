@@ -59,6 +59,7 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
 			Uninstall:    &activities.Uninstall{},
 			Exports:      &activities.Exports{},
+			Restores:     &activities.Restores{},
 		},
 		HousekeepingEvery:  time.Hour,
 		WebhookDedupWindow: 72 * time.Hour,

@@ -187,14 +187,14 @@ func scanRestore(row pgx.Row) (Restore, error) {
 // ErrRestoreActive: a restore into the same target is queued or running.
 var ErrRestoreActive = errors.New("a restore into this repository is already queued or running")
 
-// CreateRestore inserts a queued restore; another active one into the same target is
-// ErrRestoreActive.
+// CreateRestore inserts a queued restore with the caller's ID (so its workflow ID can be
+// derived before the insert); another active one into the same target is ErrRestoreActive.
 func (s *Store) CreateRestore(ctx context.Context, r Restore) (Restore, error) {
 	out, err := scanRestore(s.pool.QueryRow(ctx,
-		`INSERT INTO restores (tenant_id, installation_id, repository_id, snapshot_id, target, target_mode, request, status, workflow_id)
-		 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8)
+		`INSERT INTO restores (id, tenant_id, installation_id, repository_id, snapshot_id, target, target_mode, request, status, workflow_id)
+		 VALUES ($9, $1, $2, $3, $4, $5, $6, $7, 'queued', $8)
 		 RETURNING `+restoreColumns,
-		r.TenantID, r.InstallationID, r.RepositoryID, r.SnapshotID, r.Target, r.TargetMode, r.Request, r.WorkflowID))
+		r.TenantID, r.InstallationID, r.RepositoryID, r.SnapshotID, r.Target, r.TargetMode, r.Request, r.WorkflowID, r.ID))
 	if isUniqueViolation(err) {
 		return Restore{}, ErrRestoreActive
 	}
@@ -282,4 +282,16 @@ func (s *Store) FinishRestore(ctx context.Context, tenantID, id uuid.UUID, statu
 		return false, fmt.Errorf("finish restore %s: %w", id, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// SnapshotAt returns the repository's latest snapshot taken at or before at (ErrNotFound if
+// none): the point-in-time a restore by time picks.
+func (s *Store) SnapshotAt(ctx context.Context, tenantID, repositoryID uuid.UUID, at time.Time) (Snapshot, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT id FROM snapshots WHERE tenant_id = $1 AND repository_id = $2 AND started_at <= $3
+		ORDER BY id COLLATE "C" DESC LIMIT 1`, tenantID, repositoryID, at).Scan(&id)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot of repository %s at %s: %w", repositoryID, at.Format(time.RFC3339), notFound(err))
+	}
+	return s.GetSnapshot(ctx, tenantID, id)
 }
