@@ -275,7 +275,7 @@ func (a *Restores) ApplyRestoreMetadata(ctx context.Context, in workflows.Restor
 		md, err = a.Archive.LoadMetadata(ctx, m)
 		switch {
 		case errors.Is(err, archive.ErrNoExport):
-			out.Skipped["metadata"] = "the snapshot has no metadata export"
+			out.NotInBackup = map[string]string{"metadata": "the snapshot has no metadata export"}
 		case errors.Is(err, archive.ErrCorrupt):
 			out.Skipped["metadata"] = "the snapshot's metadata export failed its checksum: " + err.Error()
 			md = nil
@@ -334,7 +334,10 @@ func pushedOrPresent(p *workflows.RestorePushResult, name string) bool {
 func (a *Restores) restoreBranchRestrictions(ctx context.Context, w *bitbucket.Writer, t workflows.RestoreTarget, md *archive.RepositoryMetadata, out *workflows.RestoreMetadataResult) {
 	sec := md.BranchRestrictions
 	if sec.Status != "" && sec.Status != archive.SectionOK {
-		out.Skipped["branch_restrictions"] = "the backup could not read them (" + sec.Status + ")"
+		if out.NotInBackup == nil {
+			out.NotInBackup = map[string]string{}
+		}
+		out.NotInBackup["branch_restrictions"] = "the backup could not read them (" + sec.Status + ")"
 		return
 	}
 	if len(sec.Items) == 0 {

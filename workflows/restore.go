@@ -104,6 +104,9 @@ type RefConflict struct {
 type RestoreMetadataResult struct {
 	Applied []string          `json:"applied"`
 	Skipped map[string]string `json:"skipped,omitempty"`
+	// NotInBackup are settings the snapshot does not hold (the backup app could not read them):
+	// nothing a restore could do, so they do not make it partial.
+	NotInBackup map[string]string `json:"not_in_backup,omitempty"`
 }
 
 // RestoredPullRequest is what happened to one open pull request.
