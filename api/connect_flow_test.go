@@ -54,6 +54,7 @@ type connectEnv struct {
 	box              *secretbox.Box
 	temporal         client.Client
 	oauth            *oauth2.Config
+	restoreOAuth     *oauth2.Config
 	log              *slog.Logger
 	worker           sdkworker.Worker // nil while stopped
 	logs             *lockedBuffer
@@ -160,8 +161,10 @@ func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 		DataDir:        dataDir,
 		Seed:           seed,
 		AccessTokenTTL: opts.accessTokenTTL,
-		Consumers:      []emulator.Consumer{{Key: "gitsec-test", Secret: "consumer-secret-value", CallbackURL: e.apiURL + "/oauth/bitbucket/callback"}},
-		Logger:         e.log.With("component", "emulator"),
+		Consumers: []emulator.Consumer{{Key: "gitsec-test", Secret: "consumer-secret-value", CallbackURL: e.apiURL + "/oauth/bitbucket/callback"},
+			{Key: "gitsec-test-restore", Secret: "restore-secret-value", CallbackURL: e.apiURL + "/oauth/bitbucket/restore/callback",
+				Scopes: []string{"account", "repository", "repository:write", "repository:admin", "pullrequest", "pullrequest:write"}}},
+		Logger: e.log.With("component", "emulator"),
 	})
 	if err != nil {
 		t.Fatalf("start emulator: %v", err)
@@ -175,6 +178,7 @@ func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 	}
 	t.Cleanup(e.temporal.Close)
 	e.oauth = bitbucket.OAuthConfig("gitsec-test", "consumer-secret-value", e.emu.URL()+"/site/oauth2", e.apiURL+"/oauth/bitbucket/callback")
+	e.restoreOAuth = bitbucket.OAuthConfig("gitsec-test-restore", "restore-secret-value", e.emu.URL()+"/site/oauth2", e.apiURL+"/oauth/bitbucket/restore/callback")
 	e.startWorker()
 	t.Cleanup(func() {
 		if e.worker != nil {
@@ -203,6 +207,9 @@ func newConnectEnvWith(t testing.TB, opts connectOptions) *connectEnv {
 		Store: apiStore, Logger: e.log, Version: "test", Temporal: apiTemporal, TaskQueue: tenv.TaskQueue,
 		Box: e.box, BitbucketOAuth: e.oauth, BitbucketAPIURL: e.emu.URL(),
 		Backups: backups, Webhooks: e.webhooks, Metrics: e.metrics, Archive: apiArchive,
+		RestoreOAuth: e.restoreOAuth,
+		Clients: &providerclient.Factory{Store: apiStore, Box: e.box, OAuth: e.oauth, RestoreOAuth: e.restoreOAuth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+			RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000), Logger: e.log},
 	})
 	e.api.Start()
 	t.Cleanup(e.api.Close)
@@ -260,7 +267,7 @@ func (e *connectEnv) startWorker() {
 	}
 	e.t.Cleanup(func() { arch.Close() })
 	clients := &providerclient.Factory{
-		Store: e.store, Box: e.box, OAuth: e.oauth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
+		Store: e.store, Box: e.box, OAuth: e.oauth, RestoreOAuth: e.restoreOAuth, APIURL: e.emu.URL(), GitURL: e.emu.URL(),
 		RESTLimiters: bitbucket.NewLimiterRegistry(100000, 1000), GitLimiters: bitbucket.NewLimiterRegistry(100000, 1000),
 		Logger: e.log,
 	}
@@ -278,6 +285,7 @@ func (e *connectEnv) startWorker() {
 		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
 		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: arch, Logger: e.log},
 		Drills:       &activities.Drills{Store: e.store, Archive: arch, Temporal: e.temporal, TaskQueue: e.taskQueue, Logger: e.log},
+		Restores:     &activities.Restores{Store: e.store, Clients: clients, Archive: arch, ScratchDir: e.t.TempDir(), Logger: e.log},
 	}
 	var w sdkworker.Worker
 	if e.opts.retryInterval > 0 {

@@ -81,6 +81,11 @@ func (h *handlers) getInstallation(c *gin.Context) error {
 		}
 	}
 	v.Progress = progress
+	grant, err := h.restoreGrantView(ctx, inst)
+	if err != nil {
+		return failed("could not read the Restore App grant", err)
+	}
+	v.RestoreApp = &grant
 	health, err := h.deps.Store.WebhookHealthSince(ctx, inst.TenantID, inst.ID, time.Now().Add(-24*time.Hour))
 	if err != nil {
 		return failed("could not read the webhook health", err)

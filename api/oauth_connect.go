@@ -67,16 +67,7 @@ func (h *handlers) connectBitbucket(c *gin.Context) error {
 // path, HttpOnly, and SameSite=Lax: the callback is a top-level GET navigation from Bitbucket,
 // which Lax lets through, while other sites' subrequests never carry it.
 func (h *handlers) setBindingCookie(c *gin.Context, st issuedState) {
-	path, secure := "/", false
-	if cfg := h.deps.BitbucketOAuth; cfg != nil {
-		if u, err := url.Parse(cfg.RedirectURL); err == nil && u.Path != "" {
-			path, secure = u.Path, u.Scheme == "https"
-		}
-	}
-	http.SetCookie(c.Writer, &http.Cookie{
-		Name: bindingCookieName(st.Nonce), Value: st.Binding, Path: path, MaxAge: int(h.deps.OAuthStateTTL / time.Second),
-		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
-	})
+	h.setBindingCookieFor(c, st, h.deps.BitbucketOAuth)
 }
 
 // errNotConfigured is a 503 that no retry fixes until the operator sets the consumer.

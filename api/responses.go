@@ -118,6 +118,8 @@ type Installation struct {
 	Workspaces      []Workspace      `json:"workspaces"`
 	// Webhooks is the installation's webhook health (GET /api/v1/installations/{id} only).
 	Webhooks *WebhookHealth `json:"webhooks,omitempty"`
+	// RestoreApp says whether the Restore App is installed (GET /api/v1/installations/{id} only).
+	RestoreApp *RestoreAppGrant `json:"restore_app,omitempty"`
 }
 
 // WebhookHealth is an installation's webhook traffic over the last 24 hours.

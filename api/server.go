@@ -16,6 +16,7 @@ import (
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
 	"github.com/gitsec/gitsec/internal/metrics"
+	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/webhooks"
@@ -41,6 +42,10 @@ type Deps struct {
 	Box *secretbox.Box
 	// BitbucketOAuth is the read-only backup app; nil when no consumer is configured.
 	BitbucketOAuth *oauth2.Config
+	// RestoreOAuth is the Restore App (write access); nil: restores into Bitbucket are off.
+	RestoreOAuth *oauth2.Config
+	// Clients checks restore targets with the Restore App's grant (nil: restores are off).
+	Clients *providerclient.Factory
 	// BitbucketAPIURL is the REST host the callback asks which account was connected.
 	BitbucketAPIURL string
 	// OAuthHTTPClient is used for the code exchange and that question (tests and the
@@ -116,6 +121,14 @@ func NewHandler(d Deps) http.Handler {
 	v1.POST("/installations/:id/sync", h.handle(h.syncInstallation))
 	v1.GET("/installations/:id/webhook-deliveries", h.handle(h.listWebhookDeliveries))
 	v1.POST(`/installations/:id/repositories\:bulk`, h.handle(h.bulkSetIncluded))
+	v1.POST("/installations/:id/restore-app/connect", h.handle(h.connectRestoreApp))
+	v1.GET("/installations/:id/restore-app", h.handle(h.getRestoreApp))
+	v1.DELETE("/installations/:id/restore-app", h.handle(h.deleteRestoreApp))
+	r.GET("/oauth/bitbucket/restore/callback", h.handleWith(callbackError, h.restoreCallback))
+	v1.POST("/restores", h.handle(h.createRestore))
+	v1.GET("/restores", h.handle(h.listRestores))
+	v1.GET("/restores/:id", h.handle(h.getRestore))
+	v1.POST("/restores/:id/cancel", h.handle(h.cancelRestore))
 	v1.GET("/repositories", h.handle(h.listRepositories))
 	v1.GET("/repositories/:id", h.handle(h.getRepository))
 	v1.PATCH("/repositories/:id", h.handle(h.patchRepository))

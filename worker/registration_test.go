@@ -132,6 +132,7 @@ func TestWorkflowsCallExactlyTheRegisteredNames(t *testing.T) {
 		Uninstall:    &activities.Uninstall{},
 		Exports:      &activities.Exports{},
 		Drills:       &activities.Drills{},
+		Restores:     &activities.Restores{},
 	})
 	// The host worker is a worker of its own: it may register names the shared one has too.
 	host := newRecordingRegistry()

@@ -60,6 +60,7 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 			Uninstall:    &activities.Uninstall{},
 			Exports:      &activities.Exports{},
 			Drills:       &activities.Drills{},
+			Restores:     &activities.Restores{},
 		},
 		HousekeepingEvery:  time.Hour,
 		WebhookDedupWindow: 72 * time.Hour,

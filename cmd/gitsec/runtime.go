@@ -101,6 +101,16 @@ func bitbucketOAuth(cfg config.Config) *oauth2.Config {
 	return bitbucket.OAuthConfig(cfg.Bitbucket.ClientID, cfg.Bitbucket.ClientSecret, cfg.Bitbucket.OAuthURL, cfg.PublicURL+"/oauth/bitbucket/callback")
 }
 
+// restoreOAuth is the Restore App's OAuth consumer; nil when none is configured.
+func restoreOAuth(cfg config.Config) *oauth2.Config {
+	if cfg.Bitbucket.RestoreClientID == "" {
+		return nil
+	}
+	// Bitbucket takes the scopes from the consumer, not from the authorize request.
+	return bitbucket.OAuthConfig(cfg.Bitbucket.RestoreClientID, cfg.Bitbucket.RestoreClientSecret, cfg.Bitbucket.OAuthURL,
+		cfg.PublicURL+"/oauth/bitbucket/restore/callback")
+}
+
 // serveAPI runs the HTTP API until ctx is cancelled. Temporal is dialled lazily so that the API
 // starts (and /readyz says why it is not ready) while Temporal is still coming up. m is served
 // at GET /metrics on the API's listener.
@@ -130,14 +140,20 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 	defer func() { stopDispatch(); <-dispatched }()
 
 	handler := api.NewHandler(api.Deps{
-		Store:           st,
-		Checks:          readinessChecks(st, tc, bucket),
-		Logger:          log,
-		Version:         version,
-		Temporal:        tc,
-		TaskQueue:       cfg.TaskQueue,
-		Box:             box,
-		BitbucketOAuth:  bitbucketOAuth(cfg),
+		Store:          st,
+		Checks:         readinessChecks(st, tc, bucket),
+		Logger:         log,
+		Version:        version,
+		Temporal:       tc,
+		TaskQueue:      cfg.TaskQueue,
+		Box:            box,
+		BitbucketOAuth: bitbucketOAuth(cfg),
+		RestoreOAuth:   restoreOAuth(cfg),
+		// The API only checks restore targets with it; workers do the writing.
+		Clients: &providerclient.Factory{Store: st, Box: box, OAuth: bitbucketOAuth(cfg), RestoreOAuth: restoreOAuth(cfg),
+			APIURL: cfg.Bitbucket.APIURL, GitURL: cfg.Bitbucket.GitURL,
+			RESTLimiters: bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst),
+			GitLimiters:  bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst), Logger: log},
 		BitbucketAPIURL: cfg.Bitbucket.APIURL,
 		// The callback waits for the code exchange; bound it below the write timeout.
 		OAuthHTTPClient: &http.Client{Timeout: oauthExchangeTimeout},
@@ -207,6 +223,10 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 	if err != nil {
 		return fmt.Errorf("GITSEC_MIRROR_DIR: %w", err)
 	}
+	restoreDir, err := filepath.Abs(cfg.RestoreDir)
+	if err != nil {
+		return fmt.Errorf("GITSEC_RESTORE_DIR: %w", err)
+	}
 	restLimiters := bitbucket.NewLimiterRegistry(cfg.Bitbucket.RESTPerHour, bitbucket.DefaultRESTBurst)
 	gitLimiters := bitbucket.NewLimiterRegistry(cfg.Bitbucket.GitPerHour, bitbucket.DefaultGitBurst)
 	m.WatchRateLimits(bitbucket.RequestKindREST, restLimiters.Remaining)
@@ -215,6 +235,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 		Store:        st,
 		Box:          box,
 		OAuth:        bitbucketOAuth(cfg),
+		RestoreOAuth: restoreOAuth(cfg),
 		APIURL:       cfg.Bitbucket.APIURL,
 		GitURL:       cfg.Bitbucket.GitURL,
 		RESTLimiters: restLimiters,
@@ -245,6 +266,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 			Uninstall:    &activities.Uninstall{Store: st, Clients: clients},
 			Exports:      &activities.Exports{Store: st, Clients: clients, Archive: arch, Settings: exportSettings(cfg), Logger: log},
 			Drills:       &activities.Drills{Store: st, Archive: arch, Temporal: tc, TaskQueue: cfg.TaskQueue, Every: cfg.DrillEvery, Logger: log},
+			Restores:     &activities.Restores{Store: st, Clients: clients, Archive: arch, ScratchDir: restoreDir, PublicURL: cfg.PublicURL, Logger: log},
 		},
 		HostQueue:            cfg.HostQueue,
 		MaxConcurrentBackups: cfg.MaxConcurrentBackups,

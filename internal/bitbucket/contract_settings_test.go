@@ -154,7 +154,8 @@ func TestContractRepositorySettings(t *testing.T) {
 func TestContractCreatePullRequest(t *testing.T) {
 	env := startEmulator(t)
 	ctx := context.Background()
-	restorer, _ := env.client(t, env.issueToken(t, "alice", "account", "repository:admin", "pullrequest:write"), &tokenStore{})
+	restoreClient, _ := env.client(t, env.issueToken(t, "alice", "account", "repository:admin", "pullrequest:write"), &tokenStore{})
+	restorer := &bitbucket.Writer{Client: restoreClient}
 	branches, err := restorer.ListBranches(ctx, "acme", "api")
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +207,7 @@ func TestContractCreatePullRequest(t *testing.T) {
 		t.Errorf("create from a missing branch: %v, want 400 naming the branch", err)
 	}
 	backup, _ := env.client(t, env.issueToken(t, "alice"), &tokenStore{})
-	if _, err := backup.CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{Title: "x", SourceBranch: feature}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+	if _, err := (&bitbucket.Writer{Client: backup}).CreatePullRequest(ctx, "acme", "api", bitbucket.CreatePullRequestRequest{Title: "x", SourceBranch: feature}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
 		t.Errorf("create with the backup app's scopes: %v, want 403", err)
 	}
 }

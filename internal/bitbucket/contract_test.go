@@ -485,8 +485,9 @@ func TestContractCreateRepository(t *testing.T) {
 	env := startEmulator(t)
 	ctx := context.Background()
 	alice, _ := env.client(t, env.issueToken(t, "alice"), &tokenStore{})
-	// The default consumer lacks repository:admin, as the backup app does.
-	_, err := alice.CreateRepository(ctx, "acme", "restored", bitbucket.CreateRepositoryRequest{IsPrivate: true})
+	// The default consumer lacks repository:admin, as the backup app does; only a Writer can
+	// even try, so this wraps the backup app's client on purpose.
+	_, err := (&bitbucket.Writer{Client: alice}).CreateRepository(ctx, "acme", "restored", bitbucket.CreateRepositoryRequest{IsPrivate: true})
 	if err == nil {
 		t.Fatal("backup consumer created a repository; it must lack repository:admin")
 	}
@@ -496,7 +497,8 @@ func TestContractCreateRepository(t *testing.T) {
 	}
 
 	// The restore app's token has repository:admin.
-	restorer, _ := env.client(t, env.issueToken(t, "alice", "account", "repository", "repository:write", "repository:admin"), &tokenStore{})
+	restoreClient, _ := env.client(t, env.issueToken(t, "alice", "account", "repository", "repository:write", "repository:admin"), &tokenStore{})
+	restorer := &bitbucket.Writer{Client: restoreClient}
 	created, err := restorer.CreateRepository(ctx, "acme", "restored", bitbucket.CreateRepositoryRequest{Description: "restored by GitSec", IsPrivate: true, ForkPolicy: "no_public_forks"})
 	if err != nil {
 		t.Fatalf("CreateRepository: %v", err)

@@ -92,30 +92,6 @@ type CreateRepositoryRequest struct {
 	ProjectKey string `json:"-"`
 }
 
-type createRepositoryBody struct {
-	SCM string `json:"scm"`
-	CreateRepositoryRequest
-	Project *struct {
-		Key string `json:"key"`
-	} `json:"project,omitempty"`
-}
-
-// CreateRepository creates an empty git repository (restore). It is not retried on 5xx: the
-// repository may exist already, which the caller detects by GetRepository.
-func (c *Client) CreateRepository(ctx context.Context, workspace, slug string, req CreateRepositoryRequest) (*Repository, error) {
-	body := createRepositoryBody{SCM: "git", CreateRepositoryRequest: req}
-	if req.ProjectKey != "" {
-		body.Project = &struct {
-			Key string `json:"key"`
-		}{Key: req.ProjectKey}
-	}
-	var repo Repository
-	if err := c.do(ctx, call{method: http.MethodPost, target: repositoryPath(workspace, slug), body: body, out: &repo}); err != nil {
-		return nil, fmt.Errorf("create repository %s/%s: %w", workspace, slug, err)
-	}
-	return &repo, nil
-}
-
 // ListBranches returns every branch of a repository. Backups read refs from git (a far larger
 // budget); this is for cross-checks.
 func (c *Client) ListBranches(ctx context.Context, workspace, slug string) ([]Branch, error) {

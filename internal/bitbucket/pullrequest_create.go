@@ -38,7 +38,7 @@ type createPullRequestBody struct {
 // CreatePullRequest opens a pull request and returns it (201). Like every POST it is retried
 // only on 429, which Bitbucket answers before doing any work: after a 5xx or a lost answer the
 // pull request may exist, and only the caller can tell whether to try again.
-func (c *Client) CreatePullRequest(ctx context.Context, workspace, slug string, req CreatePullRequestRequest) (*PullRequest, error) {
+func (w *Writer) CreatePullRequest(ctx context.Context, workspace, slug string, req CreatePullRequestRequest) (*PullRequest, error) {
 	body := createPullRequestBody{Title: req.Title, Description: req.Description,
 		Source:            prEndpointBody{Branch: branchName{Name: req.SourceBranch}},
 		CloseSourceBranch: req.CloseSourceBranch, Draft: req.Draft}
@@ -46,7 +46,7 @@ func (c *Client) CreatePullRequest(ctx context.Context, workspace, slug string, 
 		body.Destination = &prEndpointBody{Branch: branchName{Name: req.DestinationBranch}}
 	}
 	var pr PullRequest
-	if err := c.do(ctx, call{method: http.MethodPost, target: repositoryPath(workspace, slug) + "/pullrequests", body: body, out: &pr}); err != nil {
+	if err := w.do(ctx, call{method: http.MethodPost, target: repositoryPath(workspace, slug) + "/pullrequests", body: body, out: &pr}); err != nil {
 		return nil, fmt.Errorf("create pull request %s -> %s in %s/%s: %w", req.SourceBranch, req.DestinationBranch, workspace, slug, err)
 	}
 	return &pr, nil

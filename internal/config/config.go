@@ -41,6 +41,9 @@ var Variables = []Variable{
 	{Name: "GITSEC_BITBUCKET_GIT_URL", Default: "https://bitbucket.org", Help: "Base URL that repositories are cloned from over HTTPS."},
 	{Name: "GITSEC_BITBUCKET_CLIENT_ID", Help: "OAuth consumer key of the read-only backup app. When set, `make dev` talks to real Bitbucket instead of the emulator."},
 	{Name: "GITSEC_BITBUCKET_CLIENT_SECRET", Secret: true, Help: "OAuth consumer secret of the backup app."},
+	{Name: "GITSEC_BITBUCKET_RESTORE_CLIENT_ID", Help: "OAuth consumer key of the Restore App (scopes repository:write, repository:admin, pullrequest:write), installed per installation only to restore; unset: restores into Bitbucket are off (downloads and the offline CLI still work). `make dev` registers one in the emulator."},
+	{Name: "GITSEC_BITBUCKET_RESTORE_CLIENT_SECRET", Secret: true, Help: "OAuth consumer secret of the Restore App."},
+	{Name: "GITSEC_RESTORE_DIR", Default: "restores", Help: "Scratch directory where a worker hydrates the snapshot it restores (removed after each restore; needs the repository's size free)."},
 	{Name: "GITSEC_BITBUCKET_REST_PER_HOUR", Default: "1000", Help: "REST requests per hour per connected account (Bitbucket's documented limit); shared by all goroutines of a process."},
 	{Name: "GITSEC_BITBUCKET_GIT_PER_HOUR", Default: "60000", Help: "git-over-HTTPS operations per hour per connected account."},
 	{Name: "GITSEC_MIRROR_DIR", Default: "mirrors", Help: "Where a worker keeps its bare git mirrors (a cache: lost mirrors are rebuilt from storage)."},
@@ -77,6 +80,7 @@ type Config struct {
 	LogFormat            string
 	Bitbucket            Bitbucket
 	MirrorDir            string
+	RestoreDir           string
 	HostQueue            string
 	MaxConcurrentBackups int
 	MirrorMaxBytes       int64
@@ -102,8 +106,11 @@ type Bitbucket struct {
 	GitURL       string
 	ClientID     string
 	ClientSecret string
-	RESTPerHour  int
-	GitPerHour   int
+	// RestoreClientID and RestoreClientSecret are the Restore App's consumer ("": none).
+	RestoreClientID     string
+	RestoreClientSecret string
+	RESTPerHour         int
+	GitPerHour          int
 }
 
 // Getenv is the lookup function Load uses; tests pass a map-backed one.
@@ -129,15 +136,18 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		LogLevel:          r.logLevel("GITSEC_LOG_LEVEL"),
 		LogFormat:         r.oneOf("GITSEC_LOG_FORMAT", "text", "json"),
 		Bitbucket: Bitbucket{
-			APIURL:       r.httpURL("GITSEC_BITBUCKET_API_URL"),
-			OAuthURL:     r.httpURL("GITSEC_BITBUCKET_OAUTH_URL"),
-			GitURL:       r.httpURL("GITSEC_BITBUCKET_GIT_URL"),
-			ClientID:     r.optional("GITSEC_BITBUCKET_CLIENT_ID"),
-			ClientSecret: r.optional("GITSEC_BITBUCKET_CLIENT_SECRET"),
-			RESTPerHour:  r.positiveInt("GITSEC_BITBUCKET_REST_PER_HOUR"),
-			GitPerHour:   r.positiveInt("GITSEC_BITBUCKET_GIT_PER_HOUR"),
+			APIURL:              r.httpURL("GITSEC_BITBUCKET_API_URL"),
+			OAuthURL:            r.httpURL("GITSEC_BITBUCKET_OAUTH_URL"),
+			GitURL:              r.httpURL("GITSEC_BITBUCKET_GIT_URL"),
+			ClientID:            r.optional("GITSEC_BITBUCKET_CLIENT_ID"),
+			ClientSecret:        r.optional("GITSEC_BITBUCKET_CLIENT_SECRET"),
+			RestoreClientID:     r.optional("GITSEC_BITBUCKET_RESTORE_CLIENT_ID"),
+			RestoreClientSecret: r.optional("GITSEC_BITBUCKET_RESTORE_CLIENT_SECRET"),
+			RESTPerHour:         r.positiveInt("GITSEC_BITBUCKET_REST_PER_HOUR"),
+			GitPerHour:          r.positiveInt("GITSEC_BITBUCKET_GIT_PER_HOUR"),
 		},
 		MirrorDir:            r.nonEmpty("GITSEC_MIRROR_DIR"),
+		RestoreDir:           r.nonEmpty("GITSEC_RESTORE_DIR"),
 		HostQueue:            r.optional("GITSEC_WORKER_HOST_QUEUE"),
 		MaxConcurrentBackups: r.positiveInt("GITSEC_MAX_CONCURRENT_BACKUPS"),
 		MirrorMaxBytes:       r.nonNegativeInt64("GITSEC_MIRROR_MAX_BYTES"),

@@ -61,6 +61,12 @@ const (
 // EmulatorConsumerKey is the OAuth consumer `gitsec dev` registers in the emulator.
 const EmulatorConsumerKey = "gitsec-dev"
 
+// EmulatorRestoreConsumerKey is the Restore App's consumer `gitsec dev` registers beside it.
+const EmulatorRestoreConsumerKey = "gitsec-dev-restore"
+
+// RestoreAppScopes are the scopes the Restore App's consumer has ticked.
+var RestoreAppScopes = []string{"account", "repository", "repository:write", "repository:admin", "pullrequest", "pullrequest:write"}
+
 // Stack is the running set of dependencies.
 type Stack struct {
 	Dir      string
@@ -142,6 +148,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.Env["GITSEC_STORAGE_URL"] = "file://" + filepath.ToSlash(filepath.Join(dir, "storage")) + "?create_dir=true"
 	s.Env["GITSEC_SECRETS_KEY_URL"] = keyURL
 	s.Env["GITSEC_MIRROR_DIR"] = filepath.Join(dir, "mirrors")
+	s.Env["GITSEC_RESTORE_DIR"] = filepath.Join(dir, "restores")
 	s.Env["GITSEC_HTTP_ADDR"] = o.HTTPAddr
 	s.Env["GITSEC_PUBLIC_URL"] = "http://" + o.HTTPAddr
 
@@ -174,6 +181,10 @@ func (s *Stack) startEmulator(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	restoreSecret, err := persistentRandom(filepath.Join(s.Dir, "emulator-restore-consumer-secret"))
+	if err != nil {
+		return err
+	}
 	publicURL := "http://" + o.HTTPAddr
 	o.Logger.Info("starting bitbucket emulator", "addr", o.EmulatorAddr, "data", filepath.Join(s.Dir, "emulator"))
 	emu, err := emulator.Start(ctx, emulator.Options{
@@ -183,6 +194,9 @@ func (s *Stack) startEmulator(ctx context.Context, o Options) error {
 		Consumers: []emulator.Consumer{{
 			Key: EmulatorConsumerKey, Secret: secret, Name: "GitSec (make dev)",
 			CallbackURL: publicURL + "/oauth/bitbucket/callback",
+		}, {
+			Key: EmulatorRestoreConsumerKey, Secret: restoreSecret, Name: "GitSec Restore App (make dev)",
+			CallbackURL: publicURL + "/oauth/bitbucket/restore/callback", Scopes: RestoreAppScopes,
 		}},
 		Logger: o.Logger,
 	})
@@ -196,6 +210,8 @@ func (s *Stack) startEmulator(ctx context.Context, o Options) error {
 	s.Env["GITSEC_BITBUCKET_GIT_URL"] = emu.URL()
 	s.Env["GITSEC_BITBUCKET_CLIENT_ID"] = EmulatorConsumerKey
 	s.Env["GITSEC_BITBUCKET_CLIENT_SECRET"] = secret
+	s.Env["GITSEC_BITBUCKET_RESTORE_CLIENT_ID"] = EmulatorRestoreConsumerKey
+	s.Env["GITSEC_BITBUCKET_RESTORE_CLIENT_SECRET"] = restoreSecret
 	if os.Getenv("GITSEC_BITBUCKET_REST_PER_HOUR") == "" {
 		// The emulator enforces no budget; Bitbucket's 1,000 calls an hour would make the demo's
 		// first pull request exports take many runs. A budget set by the caller still wins.

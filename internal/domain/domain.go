@@ -155,3 +155,67 @@ const (
 	// that passes).
 	AlertDrillFailed = "drill_failed"
 )
+
+// App says which of GitSec's two Bitbucket apps a grant belongs to: the read-only backup app
+// every installation has, or the Restore App, installed only to restore (write access).
+type App string
+
+const (
+	AppBackup  App = "backup"
+	AppRestore App = "restore"
+)
+
+// Restore statuses (restores.status).
+const (
+	RestoreQueued    = "queued"
+	RestoreRunning   = "running"
+	RestoreOK        = "ok"
+	RestorePartial   = "partial"
+	RestoreFailed    = "failed"
+	RestoreCancelled = "cancelled"
+)
+
+// RestoreFinished reports whether a restore status is final.
+func RestoreFinished(status string) bool {
+	switch status {
+	case RestoreOK, RestorePartial, RestoreFailed, RestoreCancelled:
+		return true
+	}
+	return false
+}
+
+// Restore target modes and conflict policies (the API's target.mode and target.on_conflict).
+const (
+	RestoreTargetNew      = "new"
+	RestoreTargetExisting = "existing"
+	OnConflictFail        = "fail"
+	OnConflictForce       = "force"
+)
+
+// The steps of a Restore workflow, in order (the progress query's step).
+const (
+	RestoreStepCheckGrant   = "check_grant"
+	RestoreStepCreateTarget = "create_target"
+	RestoreStepPush         = "push"
+	RestoreStepMetadata     = "metadata"
+	RestoreStepPullRequests = "pull_requests"
+	RestoreStepVerify       = "verify"
+	RestoreStepRecord       = "record"
+	RestoreStepDone         = "done"
+)
+
+// Error types of restores.
+const (
+	// ErrTypeRestoreGrantMissing: the installation has no Restore App grant (or it was dropped).
+	ErrTypeRestoreGrantMissing = "RestoreGrantMissing"
+	// ErrTypeRestoreTargetConflict: mode new, and a repository this restore did not create has
+	// the slug.
+	ErrTypeRestoreTargetConflict = "RestoreTargetConflict"
+	// ErrTypeRestoreTargetMissing: the target repository does not exist (mode existing) or was
+	// deleted while the restore ran.
+	ErrTypeRestoreTargetMissing = "RestoreTargetMissing"
+	// ErrTypeRestoreRefConflict: on_conflict=fail and the push would rewind target refs.
+	ErrTypeRestoreRefConflict = "RestoreRefConflict"
+	// ErrTypeSnapshotCorrupt: a pack or export of the snapshot fails its checksum.
+	ErrTypeSnapshotCorrupt = "SnapshotCorrupt"
+)

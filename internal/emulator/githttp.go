@@ -103,6 +103,7 @@ func (s *Server) serveGit(w http.ResponseWriter, r *http.Request, backend *cgi.H
 	}
 	fullName := repo.fullName()
 	repoUUID := repo.UUID
+	rules := pushRules(repo, username)
 	dir := s.gitDir(repo.Workspace, repo.Slug)
 	s.mu.Unlock()
 
@@ -129,6 +130,12 @@ func (s *Server) serveGit(w http.ResponseWriter, r *http.Request, backend *cgi.H
 		lock.Unlock()
 		s.log.Error("read refs before push", "repository", fullName, "err", err)
 		gitDenied(w, http.StatusInternalServerError, "Could not read repository")
+		return
+	}
+	if err := installPushRules(dir, rules); err != nil {
+		lock.Unlock()
+		s.log.Error("write push rules", "repository", fullName, "err", err)
+		gitDenied(w, http.StatusInternalServerError, "Could not prepare the push")
 		return
 	}
 	backend.ServeHTTP(w, r2)

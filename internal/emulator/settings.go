@@ -257,6 +257,7 @@ func (st *state) applySettings(repo *repoRec, rs RepositorySettings, replaceRest
 func (s *Server) registerSettings(mux *http.ServeMux) {
 	base := "/2.0/repositories/{workspace}/{repo}"
 	s.handle(mux, "GET "+base+"/branch-restrictions", s.listBranchRestrictions)
+	s.handle(mux, "POST "+base+"/branch-restrictions", s.createBranchRestriction)
 	s.handle(mux, "GET "+base+"/branch-restrictions/{id}", s.getBranchRestriction)
 	s.handle(mux, "GET "+base+"/branching-model/settings", s.getBranchingModelSettings)
 	s.handle(mux, "GET "+base+"/default-reviewers", s.listDefaultReviewers)

@@ -158,7 +158,7 @@ func (m *Mirror) cliFetch(ctx context.Context, remoteURL string, auth transport.
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return fmt.Errorf("git fetch %s: %w", redactURL(remoteURL), ctxErr)
 		}
-		return classifyCLIError(remoteURL, stderr.tail(secrets), runErr)
+		return classifyCLIError("fetch", remoteURL, stderr.tail(secrets), runErr)
 	}
 	packsAfter, err := m.Packs()
 	if err != nil {
@@ -209,7 +209,7 @@ var httpStatus = regexp.MustCompile(`returned error: (\d{3})`)
 
 // classifyCLIError maps git's messages onto the errors go-git returns for the
 // same failures, which callers classify.
-func classifyCLIError(remoteURL, tail string, runErr error) error {
+func classifyCLIError(op, remoteURL, tail string, runErr error) error {
 	var sentinel error
 	status := 0
 	if m := httpStatus.FindStringSubmatch(tail); m != nil {
@@ -226,9 +226,9 @@ func classifyCLIError(remoteURL, tail string, runErr error) error {
 		sentinel = transport.ErrAuthorizationFailed
 	}
 	if sentinel != nil {
-		return fmt.Errorf("git fetch %s: %w: %s", redactURL(remoteURL), sentinel, tail)
+		return fmt.Errorf("git %s %s: %w: %s", op, redactURL(remoteURL), sentinel, tail)
 	}
-	return fmt.Errorf("git fetch %s: %w: %s", redactURL(remoteURL), runErr, tail)
+	return fmt.Errorf("git %s %s: %w: %s", op, redactURL(remoteURL), runErr, tail)
 }
 
 // stderrTail feeds git's progress to the reporter and keeps its last message

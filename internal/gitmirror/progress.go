@@ -36,8 +36,9 @@ var (
 	countLine = regexp.MustCompile(`^([A-Z][A-Za-z ]+):\s+(\d+)(?:,|$)`)
 	// "Total 20 (delta 3), reused 0 (delta 0), pack-reused 0"
 	totalLine = regexp.MustCompile(`^Total (\d+)`)
-	// The git CLI's "Receiving objects:  45% (9/20), 1.20 MiB | 2.00 MiB/s".
-	receivedBytes = regexp.MustCompile(`^Receiving objects:.*?, ([\d.]+) (bytes|KiB|MiB|GiB)`)
+	// The git CLI's "Receiving objects:  45% (9/20), 1.20 MiB | 2.00 MiB/s" (a fetch) and
+	// "Writing objects: ..." (a push).
+	receivedBytes = regexp.MustCompile(`^(?:Receiving|Writing) objects:.*?, ([\d.]+) (bytes|KiB|MiB|GiB)`)
 )
 
 var byteUnits = map[string]float64{"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}

@@ -17,7 +17,7 @@ import (
 	"github.com/gitsec/gitsec/internal/bitbucket"
 )
 
-// PullRequestCreator opens a pull request; *bitbucket.Client implements it with the restore
+// PullRequestCreator opens a pull request; *bitbucket.Writer implements it with the restore
 // app's credentials.
 type PullRequestCreator interface {
 	CreatePullRequest(ctx context.Context, workspace, slug string, req bitbucket.CreatePullRequestRequest) (*bitbucket.PullRequest, error)

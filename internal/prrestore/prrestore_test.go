@@ -140,8 +140,8 @@ func TestRecreateOpenPullRequestsIntoANewRepository(t *testing.T) {
 	w := startEmulator(t)
 	ctx := context.Background()
 	restoreToken := w.token(t, "alice", "account", "repository:admin", "repository:write", "pullrequest:write")
-	restorer := w.client(restoreToken)
-	prs := records(t, restorer, "acme", "api")
+	restorer := &bitbucket.Writer{Client: w.client(restoreToken)}
+	prs := records(t, restorer.Client, "acme", "api")
 	if len(prs) != 8 {
 		t.Fatalf("%d pull requests in the source, want 8", len(prs))
 	}
@@ -267,8 +267,8 @@ func TestRecreateOpenPullRequestsIntoANewRepository(t *testing.T) {
 	if r := rep.Results[0]; r.Restored || r.Reason != prrestore.ReasonDestinationBranchMissing || !strings.Contains(r.Detail, "release/9") {
 		t.Errorf("missing destination: %+v", r)
 	}
-	// The backup app's credentials cannot open pull requests: reported, not fatal.
-	reader := w.client(w.token(t, "alice", "account", "repository", "pullrequest"))
+	// A grant with only the backup app's scopes cannot open pull requests: reported, not fatal.
+	reader := &bitbucket.Writer{Client: w.client(w.token(t, "alice", "account", "repository", "pullrequest"))}
 	rep = prrestore.RecreateOpenPullRequests(ctx, reader, prrestore.Target{Workspace: "acme", Slug: "restored"},
 		[]archive.PullRequestRecord{*fourth}, prrestore.Options{})
 	if r := rep.Results[0]; r.Restored || r.Reason != prrestore.ReasonAPIError || !strings.Contains(r.Detail, "403") {

@@ -30,6 +30,8 @@ type Options struct {
 	Refs []string
 	// OnConflict is OnConflictFail (default) or OnConflictForce.
 	OnConflict string
+	// Progress, if set, sees the push's progress (bytes written so far).
+	Progress func(gitmirror.Progress)
 }
 
 // Conflict is a target ref the push would rewind: the target's commit is not in the
@@ -42,28 +44,35 @@ type Conflict struct {
 
 // Result tells what a push did.
 type Result struct {
-	// Pushed are the refs sent; Skipped the snapshot's refs left out, with why.
+	// Wanted are the snapshot's refs chosen for the restore, whatever happened to them.
+	Wanted []string `json:"wanted"`
+	// Pushed are the refs the target accepted; Skipped the snapshot's refs left out or
+	// already in place, with why.
 	Pushed  []string          `json:"pushed"`
 	Skipped map[string]string `json:"skipped,omitempty"`
-	// Conflicts are set when OnConflictFail refused the push (nothing was pushed).
+	// Rejected are refs the target refused (a branch restriction), with its reason.
+	Rejected map[string]string `json:"rejected,omitempty"`
+	// Conflicts are set when OnConflictFail refused the push (nothing was pushed), or list
+	// the refs a forced push rewound.
 	Conflicts []Conflict `json:"conflicts,omitempty"`
-	// Mismatches are refs whose target commit differs from the snapshot after the push
-	// (verification by ls-remote); empty when the restore verified.
-	Mismatches []string `json:"mismatches,omitempty"`
 }
 
 // ErrConflict: the push was refused because it would rewind target refs.
 var ErrConflict = fmt.Errorf("the target has refs the snapshot would rewind")
 
-// Push sends the chosen refs of the snapshot m, hydrated in mirror, to remoteURL and verifies
-// the result with ls-remote. Only branches and tags are pushed: provider namespaces
-// (refs/pull-requests/*) are refused by Bitbucket and GitSec's pins are never pushed.
+// Push sends the chosen refs of the snapshot m, hydrated in mirror, to remoteURL. Refs the
+// target already has at the snapshot's commit are not sent again, so a retried push only sends
+// what is missing. Only branches and tags are pushed: provider namespaces
+// (refs/pull-requests/*) are refused by Bitbucket and GitSec's pins are never pushed. A ref the
+// target refuses is reported in Result.Rejected and the others still land; check the outcome
+// with Verify.
 func Push(ctx context.Context, mirror *gitmirror.Mirror, m *archive.Manifest, remoteURL string, auth transport.AuthMethod, opts Options) (Result, error) {
-	res := Result{Skipped: map[string]string{}}
+	res := Result{Skipped: map[string]string{}, Rejected: map[string]string{}}
 	want, err := chooseRefs(m, opts.Refs, res.Skipped)
 	if err != nil {
 		return res, err
 	}
+	res.Wanted = want
 	target, _, err := gitmirror.LsRemote(ctx, remoteURL, auth)
 	if err != nil {
 		return res, fmt.Errorf("list target refs: %w", err)
@@ -84,20 +93,41 @@ func Push(ctx context.Context, mirror *gitmirror.Mirror, m *archive.Manifest, re
 	if len(res.Conflicts) > 0 && !force {
 		return res, fmt.Errorf("%w: %s (restore with on_conflict=force to rewind them)", ErrConflict, conflictNames(res.Conflicts))
 	}
-	if err := mirror.Push(ctx, remoteURL, auth, send, force); err != nil {
+	updates, err := mirror.PushRefs(ctx, remoteURL, auth, send, force, opts.Progress)
+	if err != nil {
 		return res, err
 	}
-	res.Pushed = send
-	after, _, err := gitmirror.LsRemote(ctx, remoteURL, auth)
-	if err != nil {
-		return res, fmt.Errorf("verify target refs: %w", err)
-	}
-	for _, name := range want {
-		if after[name] != m.Refs[name] {
-			res.Mismatches = append(res.Mismatches, name)
+	for _, u := range updates {
+		if u.OK {
+			res.Pushed = append(res.Pushed, u.Ref)
+		} else {
+			res.Rejected[u.Ref] = u.Reason
 		}
 	}
 	return res, nil
+}
+
+// Verify lists the target's refs and returns the chosen ones whose commit differs from the
+// snapshot's (missing ones included), sorted; empty means the target equals the snapshot.
+func Verify(ctx context.Context, m *archive.Manifest, refs []string, remoteURL string, auth transport.AuthMethod) ([]string, error) {
+	after, _, err := gitmirror.LsRemote(ctx, remoteURL, auth)
+	if err != nil {
+		return nil, fmt.Errorf("verify target refs: %w", err)
+	}
+	var mismatches []string
+	for _, name := range refs {
+		if after[name] != m.Refs[name] {
+			mismatches = append(mismatches, name)
+		}
+	}
+	sort.Strings(mismatches)
+	return mismatches, nil
+}
+
+// ChooseRefs resolves requested names (branch or tag names, or full ref names; none: every
+// branch and tag) against the snapshot's refs, so a request can be checked before it runs.
+func ChooseRefs(m *archive.Manifest, names []string) ([]string, error) {
+	return chooseRefs(m, names, map[string]string{})
 }
 
 // chooseRefs resolves the requested names against the snapshot's refs.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
@@ -101,8 +102,11 @@ func TestPushRestoresBranchesAndTagsAndVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Mismatches) != 0 || len(res.Conflicts) != 0 {
+	if len(res.Rejected) != 0 || len(res.Conflicts) != 0 || len(res.Pushed) != len(res.Wanted) {
 		t.Fatalf("push into an empty repository: %+v", res)
+	}
+	if mm, err := restore.Verify(context.Background(), m, res.Wanted, target, write); err != nil || len(mm) != 0 {
+		t.Fatalf("verify after the push: %v %v", mm, err)
 	}
 	got, _, err := gitmirror.LsRemote(context.Background(), target, write)
 	if err != nil {
@@ -128,8 +132,11 @@ func TestPushRestoresBranchesAndTagsAndVerifies(t *testing.T) {
 		t.Fatalf("push over a newer main: %v, want ErrConflict", err)
 	}
 	res, err = restore.Push(context.Background(), mirror, m, target, write, restore.Options{Refs: []string{"main"}, OnConflict: restore.OnConflictForce})
-	if err != nil || len(res.Mismatches) != 0 || len(res.Conflicts) != 1 || res.Conflicts[0].Ref != "refs/heads/main" {
+	if err != nil || len(res.Pushed) != 1 || len(res.Conflicts) != 1 || res.Conflicts[0].Ref != "refs/heads/main" {
 		t.Fatalf("forced push: %+v %v", res, err)
+	}
+	if mm, err := restore.Verify(context.Background(), m, res.Wanted, target, write); err != nil || len(mm) != 0 {
+		t.Fatalf("verify after the forced push: %v %v", mm, err)
 	}
 	if _, err := restore.Push(context.Background(), mirror, m, target, write, restore.Options{Refs: []string{"no-such-branch"}}); err == nil {
 		t.Fatal("an unknown branch must be refused")
@@ -142,6 +149,48 @@ func TestPushRestoresBranchesAndTagsAndVerifies(t *testing.T) {
 		restore.Options{Refs: []string{"main"}, OnConflict: restore.OnConflictForce}); err == nil {
 		t.Fatal("a push with a read-only token succeeded")
 	}
+}
+
+// A branch restriction refuses one ref: it is reported with the server's reason and every
+// other ref still lands.
+func TestPushReportsRefusedRefsAndPushesTheRest(t *testing.T) {
+	w := start(t)
+	m, mirror := w.snapshot()
+	target := w.emu.URL() + "/acme/target.git"
+	write := w.auth("repository:write")
+	resp, err := http.DefaultClient.Do(mustRequest(t, http.MethodPut, w.emu.URL()+"/_emulator/repositories/acme/target/settings",
+		`{"branch_restrictions":[{"kind":"push","pattern":"main"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("set restriction: %s", resp.Status)
+	}
+	res, err := restore.Push(context.Background(), mirror, m, target, write, restore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason := res.Rejected["refs/heads/main"]; len(res.Rejected) != 1 || reason == "" {
+		t.Fatalf("rejected = %v, want main refused with a reason", res.Rejected)
+	}
+	if len(res.Pushed) != len(res.Wanted)-1 {
+		t.Fatalf("pushed %d of %d refs, want all but main", len(res.Pushed), len(res.Wanted))
+	}
+	mm, err := restore.Verify(context.Background(), m, res.Wanted, target, write)
+	if err != nil || len(mm) != 1 || mm[0] != "refs/heads/main" {
+		t.Fatalf("verify = %v %v, want only main to differ", mm, err)
+	}
+}
+
+func mustRequest(t *testing.T, method, url, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return req
 }
 
 func (w *world) emuPush(slug string) error {

@@ -25,6 +25,9 @@ import (
 // ErrAlreadyRunning reports a start refused because the same workflow is still running.
 var ErrAlreadyRunning = errors.New("workflow already running")
 
+// ErrNotRunning reports a cancel of a workflow that is not running (finished or unknown).
+var ErrNotRunning = errors.New("workflow not running")
+
 // Starter starts the API's workflows on one Temporal client.
 type Starter struct {
 	Temporal  client.Client
@@ -121,4 +124,29 @@ func (s *Starter) logger() *slog.Logger {
 func isNotFound(err error) bool {
 	var nf *serviceerror.NotFound
 	return errors.As(err, &nf)
+}
+
+// StartRestore starts the Restore workflow of a restore row; its ID is derived from the row, so
+// a retried request cannot start a second run.
+func (s *Starter) StartRestore(ctx context.Context, tenantID, instID uuid.UUID, in workflows.RestoreInput) (string, error) {
+	id := workflows.RestoreWorkflowID(in.RestoreID)
+	_, err := s.Temporal.ExecuteWorkflow(ctx, s.installationOptions(id, tenantID, instID, enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING),
+		workflows.RestoreWorkflowName, in)
+	if err != nil {
+		return id, fmt.Errorf("start restore %s: %w", in.RestoreID, err)
+	}
+	return id, nil
+}
+
+// CancelRestore asks a running restore to stop; it records itself as cancelled. A finished
+// one is ErrNotRunning.
+func (s *Starter) CancelRestore(ctx context.Context, restoreID string) error {
+	err := s.Temporal.CancelWorkflow(ctx, workflows.RestoreWorkflowID(restoreID), "")
+	if isNotFound(err) {
+		return ErrNotRunning
+	}
+	if err != nil {
+		return fmt.Errorf("cancel restore %s: %w", restoreID, err)
+	}
+	return nil
 }
