@@ -132,7 +132,7 @@ func TestResponseShapesArePinned(t *testing.T) {
 			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
 		// GET /api/v1/installations/{id} adds the webhook health.
 		installationDetail = "{account:{name:s,uuid:s},account_name:s,account_uuid:s,created_at:s,default_included:b,id:s,progress:{}," +
-			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},status:s,status_message:s,updated_at:s," +
+			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},restore_app:{connect_url:s,granted:b},status:s,status_message:s,updated_at:s," +
 			"webhooks:{deliveries_24h:n,last_delivery_at:null,rejected_24h:{},unprocessed:n}," +
 			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
 	)
