@@ -161,6 +161,45 @@ func TestRestoreFaultsAndOptions(t *testing.T) {
 		}
 	})
 
+	t.Run("the worker killed mid-push: the retried attempt completes", func(t *testing.T) {
+		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-killed.git/git-receive-pack","kind":"latency","latency":"3s","count":1}`, nil)
+		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
+		id := e.startRestore("acme-corp", fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-killed"}}`, w.snapID))
+		e.waitFor("the restore to reach its push", time.Minute, func() bool {
+			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
+			p, _ := r["progress"].(map[string]any)
+			return p["step"] == domain.RestoreStepPush
+		})
+		time.Sleep(time.Second)
+		e.stopWorker()
+		e.startWorker()
+		done := e.waitRestore("acme-corp", id)
+		if done["status"] != domain.RestoreOK {
+			t.Fatalf("restore after the worker was killed = %v", done)
+		}
+		wantRefs, _ := e.cloneFacts(reader, "acme/web")
+		if gotRefs, _ := e.cloneFacts(reader, "acme/web-killed"); gotRefs != wantRefs {
+			t.Fatalf("refs after the retried push:\n%s\nwant\n%s", gotRefs, wantRefs)
+		}
+	})
+
+	t.Run("the target deleted mid-restore fails saying so", func(t *testing.T) {
+		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-gone.git/git-receive-pack","kind":"latency","latency":"2s","count":1}`, nil)
+		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
+		id := e.startRestore("acme-corp", fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-gone"}}`, w.snapID))
+		e.waitFor("the restore to reach its push", time.Minute, func() bool {
+			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
+			p, _ := r["progress"].(map[string]any)
+			return p["step"] == domain.RestoreStepPush
+		})
+		e.emulatorAdmin("DELETE", "/_emulator/repositories/acme/web-gone", "", nil)
+		done := e.waitRestore("acme-corp", id)
+		msg, _ := done["message"].(string)
+		if done["status"] != domain.RestoreFailed || !strings.Contains(msg, "push") {
+			t.Fatalf("restore into a deleted target = %v", done)
+		}
+	})
+
 	t.Run("a revoked grant fails clearly", func(t *testing.T) {
 		e.emulatorAdmin("POST", "/_emulator/users/alice/revoke-tokens", "", nil)
 		// The API checks the grant before it starts anything...

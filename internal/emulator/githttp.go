@@ -1,10 +1,13 @@
 package emulator
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cgi"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -118,6 +121,18 @@ func (s *Server) serveGit(w http.ResponseWriter, r *http.Request, backend *cgi.H
 		r2.Header.Del("Authorization")
 		r2.Header.Set("X-Remote-User", username)
 	}
+	// git sends packs over http.postBuffer (1 MiB) chunked, which Go's CGI handler refuses
+	// (400); bitbucket.org takes them, so spool such a body and hand it over with a length.
+	if len(r2.TransferEncoding) > 0 || r2.ContentLength < 0 {
+		spooled, cleanup, err := spoolBody(r2)
+		if err != nil {
+			s.log.Error("spool git request body", "repository", fullName, "err", err)
+			gitDenied(w, http.StatusBadRequest, "Could not read the request body")
+			return
+		}
+		defer cleanup()
+		r2 = spooled
+	}
 	if !(push && r.Method == http.MethodPost) {
 		backend.ServeHTTP(w, r2)
 		return
@@ -150,4 +165,26 @@ func (s *Server) serveGit(w http.ResponseWriter, r *http.Request, backend *cgi.H
 	if repo := s.st.repoByUUID(repoUUID); repo != nil {
 		s.pushEventLocked(repo, user, before, after)
 	}
+}
+
+// spoolBody copies a request body of unknown length to a temporary file and returns the request
+// reading from it with its length set.
+func spoolBody(r *http.Request) (*http.Request, func(), error) {
+	f, err := os.CreateTemp("", "emulator-git-body-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { f.Close(); os.Remove(f.Name()) }
+	n, err := io.Copy(f, r.Body)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	out := r.Clone(r.Context())
+	out.Body, out.ContentLength, out.TransferEncoding = f, n, nil
+	out.Header.Set("Content-Length", strconv.FormatInt(n, 10))
+	return out, cleanup, nil
 }
