@@ -23,6 +23,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/schedules"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
@@ -43,6 +44,8 @@ type Drills struct {
 	TaskQueue string
 	Every     time.Duration
 	Logger    *slog.Logger
+	// Metrics counts finished drills; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // parseDrill reads the IDs of a drill's input.
@@ -297,12 +300,16 @@ func (a *Drills) FinishDrill(ctx context.Context, in workflows.FinishDrillInput)
 		steps = append(steps, store.DrillStep{Name: s.Name, Status: s.Status, DurationMS: s.DurationMS, Detail: s.Detail})
 	}
 	finished, err := a.Store.FinishDrill(ctx, tenantID, drillID, in.Status, in.Reason, steps, time.Now())
-	if err != nil || !finished || in.Status != domain.DrillFailed {
+	if err != nil || !finished {
 		return err
 	}
 	d, err := a.Store.GetDrill(ctx, tenantID, drillID)
 	if err != nil {
 		return err
+	}
+	a.Metrics.RestoreDrill(string(d.Trigger), in.Status, time.Duration(d.DurationMS())*time.Millisecond)
+	if in.Status != domain.DrillFailed {
+		return nil
 	}
 	details, _ := json.Marshal(map[string]any{"drill_id": in.DrillID, "snapshot_id": d.SnapshotID, "full_name": d.FullName, "reason": in.Reason})
 	if err := a.Store.RecordAudit(ctx, store.AuditEvent{TenantID: tenantID, Actor: "system:drill", Action: "repository.drill_failed",

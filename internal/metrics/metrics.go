@@ -58,6 +58,9 @@ type Metrics struct {
 	backupBytes    *prometheus.CounterVec
 	lastSnapshot   *prometheus.GaugeVec
 
+	drills        *prometheus.CounterVec
+	drillDuration *prometheus.HistogramVec
+
 	bitbucketRequests *prometheus.CounterVec
 	rateLimits        *rateLimitCollector
 
@@ -102,6 +105,15 @@ func New(version string) *Metrics {
 			Name: "gitsec_backup_runs_total",
 			Help: "Backup runs finished, by trigger (initial, schedule, webhook, manual, restore-drill) and result.",
 		}, []string{"trigger", "result"}),
+		drills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitsec_restore_drills_total",
+			Help: "Restore drills finished, by trigger (manual, schedule) and result (passed, failed).",
+		}, []string{"trigger", "result"}),
+		drillDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gitsec_restore_drill_duration_seconds",
+			Help:    "Duration of restore drills (download, verify, fsck, exports), by result.",
+			Buckets: backupDurationBuckets,
+		}, []string{"result"}),
 		backupDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "gitsec_backup_duration_seconds",
 			Help:    "Duration of backup runs, by trigger.",
@@ -134,7 +146,7 @@ func New(version string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		m.webhookDeliveries, m.webhookHandler, m.pushToSnapshot, m.webhookRedrives, m.webhookBacklog,
-		m.backupRuns, m.backupDuration, m.backupBytes, m.lastSnapshot,
+		m.backupRuns, m.backupDuration, m.backupBytes, m.lastSnapshot, m.drills, m.drillDuration,
 		m.bitbucketRequests, m.rateLimits,
 	)
 	return m
@@ -228,6 +240,16 @@ func (m *Metrics) BackupRun(trigger, result string, d time.Duration, bytesUpload
 		// Create the series so rate() sees a zero, not a missing series.
 		m.backupBytes.WithLabelValues(trigger)
 	}
+}
+
+// RestoreDrill records one finished restore drill: trigger is a domain.TriggerKind, result
+// domain.DrillPassed or domain.DrillFailed.
+func (m *Metrics) RestoreDrill(trigger, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.drills.WithLabelValues(trigger, result).Inc()
+	m.drillDuration.WithLabelValues(result).Observe(d.Seconds())
 }
 
 // SetLastSnapshot records the time of a repository's last successful snapshot. repository

@@ -100,6 +100,7 @@ func TestScrapeHasEveryGitSecMetric(t *testing.T) {
 	m.SetLastSnapshot("repo-2", at)
 	m.ForgetRepository("repo-2")
 	m.BitbucketRequest(bitbucket.RequestKindREST, bitbucket.RequestClass2xx)
+	m.RestoreDrill("schedule", "failed", 3*time.Second)
 	m.WatchRateLimits("rest", func() map[string]float64 { return map[string]float64{"inst-a": 12} })
 
 	fams := scrape(t, m)
@@ -124,6 +125,8 @@ func TestScrapeHasEveryGitSecMetric(t *testing.T) {
 		{"gitsec_backup_uploaded_bytes_total", dto.MetricType_COUNTER, map[string]string{"trigger": "schedule"}, counter, 0},
 		{"gitsec_repository_last_snapshot_timestamp_seconds", dto.MetricType_GAUGE, map[string]string{"repository": "repo-1"}, gauge, 1_760_000_000.5},
 		{"gitsec_bitbucket_requests_total", dto.MetricType_COUNTER, map[string]string{"kind": "rest", "class": "2xx"}, counter, 1},
+		{"gitsec_restore_drills_total", dto.MetricType_COUNTER, map[string]string{"trigger": "schedule", "result": "failed"}, counter, 1},
+		{"gitsec_restore_drill_duration_seconds", dto.MetricType_HISTOGRAM, map[string]string{"result": "failed"}, histSum, 3},
 		{"gitsec_bitbucket_ratelimit_remaining", dto.MetricType_GAUGE, map[string]string{"budget": "rest", "credential": "inst-a"}, gauge, 12},
 	}
 	for _, c := range checks {
@@ -210,6 +213,7 @@ func TestNilMetricsRecordsNothing(t *testing.T) {
 	m.WebhookRedrive("signalled")
 	m.SetWebhookBacklog(3)
 	m.BackupRun("webhook", "succeeded", time.Second, 10)
+	m.RestoreDrill("manual", "passed", time.Second)
 	m.SetLastSnapshot("r", time.Now())
 	m.ForgetRepository("r")
 	m.BitbucketRequest("rest", "2xx")
