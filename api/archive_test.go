@@ -364,3 +364,50 @@ func TestSnapshotArchiveThroughput(t *testing.T) {
 	}
 	t.Logf("restore drill of the same snapshot: %v end to end, %v ms recorded; steps %v", time.Since(start).Round(time.Millisecond), d["duration_ms"], d["steps"])
 }
+
+// An empty repository's snapshot has no pack: the bundle download holds only the instructions,
+// and restore.sh makes an empty bare repository; the tar download is an empty bare repository.
+func TestSnapshotArchiveOfAnEmptyRepository(t *testing.T) {
+	a := newArchiveFixture(t, "file://"+t.TempDir(), 0)
+	ctx := context.Background()
+	identity := archive.Repository{Provider: "bitbucket", UUID: "{22222222-3333-4444-8555-666666666666}", FullName: "acme/empty"}
+	repoID, _, err := a.store.UpsertRepository(ctx, store.Repository{TenantID: a.tenantID, InstallationID: a.instID, ProviderUUID: identity.UUID, FullName: identity.FullName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := archivetest.FirstSnapshot(t, a.deps.Archive, a.tenantID.String(), identity)
+	key, _ := archive.NewRepoKey(a.tenantID.String(), identity.UUID)
+	if err := a.store.RecordSnapshot(ctx, store.Snapshot{ID: m.ID, TenantID: a.tenantID, RepositoryID: repoID, ManifestKey: key.ManifestKey(m.ID),
+		Trigger: m.Trigger.Kind, StartedAt: m.Created, FinishedAt: m.Created}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	resp, tarPath, err := a.download(t, "/api/v1/snapshots/"+m.ID+"/archive?format=bundle", a.tokenA, dir)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("bundle download = %v, %v", resp, err)
+	}
+	untar(t, tarPath, dir)
+	base := filepath.Join(dir, "acme-empty-"+m.ID+"-bundles")
+	if bundles, _ := filepath.Glob(filepath.Join(base, "*.bundle")); len(bundles) != 0 {
+		t.Fatalf("bundles of an empty repository: %v", bundles)
+	}
+	target := filepath.Join(dir, "restored.git")
+	if out, err := exec.Command(filepath.Join(base, "restore.sh"), target).CombinedOutput(); err != nil {
+		t.Fatalf("restore.sh: %v\n%s", err, out)
+	}
+	if refs := refLines(t, target); len(refs) != 0 {
+		t.Fatalf("refs of the restored empty repository: %v", refs)
+	}
+
+	dir = t.TempDir()
+	resp, tarPath, err = a.download(t, "/api/v1/snapshots/"+m.ID+"/archive?format=tar", a.tokenA, dir)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("tar download = %v, %v", resp, err)
+	}
+	untar(t, tarPath, dir)
+	bare := filepath.Join(dir, "acme-empty-"+m.ID)
+	if refs := refLines(t, bare); len(refs) != 0 {
+		t.Fatalf("refs of the empty bare repository: %v", refs)
+	}
+	git(t, "-C", bare, "fsck", "--strict")
+}
