@@ -200,6 +200,27 @@ func TestRestoreFaultsAndOptions(t *testing.T) {
 		}
 	})
 
+	t.Run("cancel stops a running restore and records how far it got", func(t *testing.T) {
+		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-cancelled.git/git-receive-pack","kind":"latency","latency":"5s","count":1}`, nil)
+		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
+		id := e.startRestore("acme-corp", fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-cancelled"}}`, w.snapID))
+		e.waitFor("the restore to reach its push", time.Minute, func() bool {
+			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
+			p, _ := r["progress"].(map[string]any)
+			return p["step"] == domain.RestoreStepPush
+		})
+		if status, resp := e.call("POST", "/api/v1/restores/"+id+"/cancel", "other-corp", ""); status != http.StatusNotFound {
+			t.Fatalf("cancel by another tenant = %d %v, want 404", status, resp)
+		}
+		if status, resp := e.call("POST", "/api/v1/restores/"+id+"/cancel", "acme-corp", ""); status != http.StatusAccepted {
+			t.Fatalf("cancel = %d %v", status, resp)
+		}
+		done := e.waitRestore("acme-corp", id)
+		if msg, _ := done["message"].(string); done["status"] != domain.RestoreCancelled || !strings.Contains(msg, "step push") {
+			t.Fatalf("cancelled restore = %v", done)
+		}
+	})
+
 	t.Run("a revoked grant fails clearly", func(t *testing.T) {
 		e.emulatorAdmin("POST", "/_emulator/users/alice/revoke-tokens", "", nil)
 		// The API checks the grant before it starts anything...
