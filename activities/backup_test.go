@@ -164,6 +164,7 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*worker.Ac
 		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: log},
 		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
 		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: e.archive, Logger: log},
+		Drills:       &activities.Drills{Store: e.store, Archive: e.archive, Temporal: e.temporal, TaskQueue: tenv.TaskQueue, Logger: log},
 		Restores:     &activities.Restores{Store: e.store, Clients: clients, Archive: e.archive, ScratchDir: t.TempDir(), Logger: log},
 	}
 	if configure != nil {

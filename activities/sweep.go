@@ -3,12 +3,10 @@ package activities
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -299,13 +297,9 @@ func (a *Sweeps) DeleteSweepSchedule(ctx context.Context, ref workflows.Installa
 		return temporal.NewNonRetryableApplicationError("worker has no Temporal client for schedules", domain.ErrTypeMisconfigured, nil)
 	}
 	id := workflows.SweepScheduleID(ref.InstallationID)
-	err := a.Temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx)
-	var notFound *serviceerror.NotFound
-	if err != nil && !errors.As(err, &notFound) {
-		return fmt.Errorf("delete schedule %s: %w", id, err)
-	}
-	if err == nil {
+	deleted, err := schedules.Delete(ctx, a.Temporal, id)
+	if deleted {
 		a.Logger.Info("deleted sweep schedule", "schedule_id", id)
 	}
-	return nil
+	return err
 }

@@ -23,7 +23,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Main(m, testenv.Needs{Postgres: true, Temporal: true}))
+	os.Exit(testenv.Main(m, testenv.Needs{Postgres: true, Temporal: true, S3: true}))
 }
 
 // lockedBuffer collects log output written from handler goroutines.

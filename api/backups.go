@@ -85,6 +85,9 @@ func (h *handlers) listSnapshots(c *gin.Context) error {
 		return failed("could not list snapshots", err)
 	}
 	resp := Snapshots{Snapshots: views(snaps, snapshotView)}
+	if err := h.withSnapshotDrills(c.Request.Context(), r.TenantID, resp.Snapshots); err != nil {
+		return err
+	}
 	if len(snaps) == limit {
 		resp.NextCursor = snaps[len(snaps)-1].ID
 	}
@@ -97,9 +100,12 @@ func (h *handlers) getSnapshot(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	view := snapshotView(sn)
-	view.PullRequests = h.snapshotPullRequests(c, sn)
-	c.JSON(http.StatusOK, SnapshotDetail{Snapshot: view})
+	view := []Snapshot{snapshotView(sn)}
+	view[0].PullRequests = h.snapshotPullRequests(c, sn)
+	if err := h.withSnapshotDrills(c.Request.Context(), sn.TenantID, view); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, SnapshotDetail{Snapshot: view[0]})
 	return nil
 }
 

@@ -284,6 +284,7 @@ func (e *connectEnv) startWorker() {
 		Housekeeping: &activities.Housekeeping{Store: e.store, Logger: e.log},
 		Uninstall:    &activities.Uninstall{Store: e.store, Clients: clients},
 		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: arch, Logger: e.log},
+		Drills:       &activities.Drills{Store: e.store, Archive: arch, Temporal: e.temporal, TaskQueue: e.taskQueue, Logger: e.log},
 		Restores:     &activities.Restores{Store: e.store, Clients: clients, Archive: arch, ScratchDir: e.t.TempDir(), Logger: e.log},
 	}
 	var w sdkworker.Worker

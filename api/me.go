@@ -12,7 +12,11 @@ import (
 
 func (h *handlers) me(c *gin.Context) error {
 	t := tenantOf(c)
-	c.JSON(http.StatusOK, Me{Tenant: tenantView(t)})
+	alerts, err := h.alerts(c.Request.Context(), t.ID)
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, Me{Tenant: tenantView(t), OpenAlerts: len(alerts)})
 	return nil
 }
 

@@ -69,6 +69,11 @@ func recoverer(log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
 			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					// A handler that already sent its status cuts the connection on purpose
+					// (a download that went wrong midway); net/http does that quietly.
+					panic(r)
+				}
 				log.Error("panic in handler", "route", c.FullPath(), "request_id", c.GetString(ctxRequestID), "panic", r)
 				abortError(c, http.StatusInternalServerError, "internal", "internal error; request id "+c.GetString(ctxRequestID))
 			}

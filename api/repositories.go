@@ -43,6 +43,9 @@ func (h *handlers) listRepositories(c *gin.Context) error {
 		return failed("could not list repositories", err)
 	}
 	resp := Repositories{Repositories: views(repos, repositoryView), NextCursor: next}
+	if err := h.withRepositoryDrills(c.Request.Context(), tenantOf(c).ID, resp.Repositories); err != nil {
+		return err
+	}
 	c.JSON(http.StatusOK, resp)
 	return nil
 }
@@ -67,8 +70,7 @@ func (h *handlers) getRepository(c *gin.Context) error {
 	if err != nil {
 		return failed("could not read the repository", err)
 	}
-	c.JSON(http.StatusOK, RepositoryDetail{Repository: repositoryView(r)})
-	return nil
+	return h.respondRepository(c, r)
 }
 
 type patchRepositoryRequest struct {
@@ -111,7 +113,16 @@ func (h *handlers) patchRepository(c *gin.Context) error {
 		action = "repository.included"
 	}
 	h.audit(c, t.ID, action, "repository", id.String(), gin.H{"full_name": r.FullName})
-	c.JSON(http.StatusOK, RepositoryDetail{Repository: repositoryView(r)})
+	return h.respondRepository(c, r)
+}
+
+// respondRepository answers one repository with its last drill.
+func (h *handlers) respondRepository(c *gin.Context, r store.Repository) error {
+	views := []Repository{repositoryView(r)}
+	if err := h.withRepositoryDrills(c.Request.Context(), r.TenantID, views); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, RepositoryDetail{Repository: views[0]})
 	return nil
 }
 

@@ -45,6 +45,9 @@ type Tenant struct {
 // Me is GET /api/v1/me.
 type Me struct {
 	Tenant Tenant `json:"tenant"`
+	// OpenAlerts counts GET /api/v1/alerts (a failed restore drill, for one), so a client that
+	// only ever asks who it is still notices them.
+	OpenAlerts int `json:"open_alerts"`
 }
 
 // CreatedToken is POST /api/v1/tokens: the only response that ever holds the token.
@@ -214,6 +217,8 @@ type Repository struct {
 	Behind         bool       `json:"behind"`
 	CreatedAt      time.Time  `json:"created_at"`
 	UpdatedAt      time.Time  `json:"updated_at"`
+	// LastDrill is the repository's latest restore drill; null before the first.
+	LastDrill *DrillStatus `json:"last_drill"`
 }
 
 // Repositories is GET /api/v1/repositories.
@@ -274,6 +279,73 @@ type Snapshot struct {
 	// PullRequests summarises the snapshot's pull request export (GET /api/v1/snapshots/{id}
 	// only, and only when the snapshot has one).
 	PullRequests *ExportStatus `json:"pull_requests,omitempty"`
+	// LastDrill is the snapshot's latest restore drill; null when it was never drilled.
+	LastDrill *DrillStatus `json:"last_drill"`
+}
+
+// DrillStatus says how a restore drill went (docs/restore.md#restore-drills): status running,
+// passed or failed, and why it failed.
+type DrillStatus struct {
+	ID         uuid.UUID  `json:"id"`
+	SnapshotID string     `json:"snapshot_id"`
+	Status     string     `json:"status"`
+	Trigger    string     `json:"trigger"`
+	Reason     string     `json:"reason"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	DurationMS int64      `json:"duration_ms"`
+}
+
+// DrillStep is one step of a drill, in run order.
+type DrillStep struct {
+	Name       string `json:"name"`
+	Status     string `json:"status"`
+	DurationMS int64  `json:"duration_ms"`
+	Detail     string `json:"detail"`
+}
+
+// Drill is one restore drill with its steps.
+type Drill struct {
+	DrillStatus
+	RepositoryID uuid.UUID   `json:"repository_id"`
+	FullName     string      `json:"full_name"`
+	WorkflowID   string      `json:"workflow_id"`
+	Steps        []DrillStep `json:"steps"`
+}
+
+// Drills is GET /api/v1/repositories/{id}/drills, newest first.
+type Drills struct {
+	Drills []Drill `json:"drills"`
+}
+
+// DrillDetail wraps one drill.
+type DrillDetail struct {
+	Drill Drill `json:"drill"`
+}
+
+// DrillStarted answers POST /api/v1/repositories/{id}/drills.
+type DrillStarted struct {
+	DrillID      uuid.UUID `json:"drill_id"`
+	WorkflowID   string    `json:"workflow_id"`
+	RepositoryID uuid.UUID `json:"repository_id"`
+	SnapshotID   string    `json:"snapshot_id"`
+	Status       string    `json:"status"`
+}
+
+// Alert is a condition someone should look at, listed until it clears.
+type Alert struct {
+	Kind         string    `json:"kind"`
+	RepositoryID uuid.UUID `json:"repository_id"`
+	FullName     string    `json:"full_name"`
+	SnapshotID   string    `json:"snapshot_id"`
+	DrillID      uuid.UUID `json:"drill_id"`
+	Message      string    `json:"message"`
+	Since        time.Time `json:"since"`
+}
+
+// Alerts is GET /api/v1/alerts, newest first.
+type Alerts struct {
+	Alerts []Alert `json:"alerts"`
 }
 
 // Snapshots is GET /api/v1/repositories/{id}/snapshots, newest first.
@@ -528,6 +600,19 @@ func repositoryView(r store.Repository) Repository {
 		LastSnapshotID: r.LastSnapshotID, LastPushAt: r.LastPushAt, LastSnapshotAt: r.LastBackupAt, Behind: r.Included && r.Behind(),
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
+}
+
+func drillStatusView(d store.Drill) *DrillStatus {
+	return &DrillStatus{ID: d.ID, SnapshotID: d.SnapshotID, Status: d.Status, Trigger: string(d.Trigger), Reason: d.Reason,
+		StartedAt: d.StartedAt, FinishedAt: d.FinishedAt, DurationMS: d.DurationMS()}
+}
+
+func drillView(d store.Drill) Drill {
+	steps := make([]DrillStep, 0, len(d.Steps))
+	for _, s := range d.Steps {
+		steps = append(steps, DrillStep{Name: s.Name, Status: s.Status, DurationMS: s.DurationMS, Detail: s.Detail})
+	}
+	return Drill{DrillStatus: *drillStatusView(d), RepositoryID: d.RepositoryID, FullName: d.FullName, WorkflowID: d.WorkflowID, Steps: steps}
 }
 
 func snapshotView(s store.Snapshot) Snapshot {

@@ -65,6 +65,9 @@ type Deps struct {
 	// Archive is the backup storage that the snapshot routes read exports from; nil: those
 	// routes answer 503.
 	Archive *archive.Store
+	// ScratchDir is where snapshot downloads are prepared on disk before they are streamed
+	// (each in its own temporary directory, removed afterwards); "" is the system's temp dir.
+	ScratchDir string
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -132,10 +135,15 @@ func NewHandler(d Deps) http.Handler {
 	v1.POST("/repositories/:id/backups", h.handle(h.requestBackup))
 	v1.GET("/repositories/:id/snapshots", h.handle(h.listSnapshots))
 	v1.GET("/repositories/:id/backup-status", h.handle(h.backupStatus))
+	v1.POST("/repositories/:id/drills", h.handle(h.requestDrill))
+	v1.GET("/repositories/:id/drills", h.handle(h.listDrills))
+	v1.GET("/drills/:id", h.handle(h.getDrill))
+	v1.GET("/alerts", h.handle(h.listAlerts))
 	v1.GET("/snapshots/:id", h.handle(h.getSnapshot))
 	v1.GET("/snapshots/:id/pull-requests", h.handle(h.listPullRequests))
 	v1.GET("/snapshots/:id/pull-requests/:number", h.handle(h.getPullRequest))
 	v1.GET("/snapshots/:id/metadata", h.handle(h.getMetadata))
+	v1.GET("/snapshots/:id/archive", h.handle(h.downloadArchive))
 	return r
 }
 

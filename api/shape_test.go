@@ -100,16 +100,18 @@ func TestResponseShapesArePinned(t *testing.T) {
 
 	const (
 		repo = "{behind:b,created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
-			"last_checked_at:s,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
-		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
+			"last_checked_at:s,last_drill:null,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
+		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
 			"started_at:s,total_bytes:n,trigger:s}"
 		exportStatus = "{complete:b,reason:s,records:n,states:{DECLINED:n,MERGED:n,OPEN:n,SUPERSEDED:n}}"
 		// GET /api/v1/snapshots/{id} adds the pull request export's counts when it has one.
-		snapWithExport = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,manifest_key:s,packs:n,parent_id:null," +
+		snapWithExport = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,manifest_key:s,packs:n,parent_id:null," +
 			"pull_requests:" + exportStatus + ",pushed_at:null,refs:n,repository_id:s,started_at:s,total_bytes:n,trigger:s}"
-		person   = "{account_id:s,display_name:s,name:s,nickname:s,uuid:s}"
-		branch   = "{branch:s,commit:s,commit_resolved:b,repository:s}"
-		prFields = "approvals:[" + person + "],author:" + person + ",changes_requested:[" + person + "],comment_count:n,created_on:s," +
+		drillStatus = "{duration_ms:n,finished_at:null,id:s,reason:s,snapshot_id:s,started_at:s,status:s,trigger:s}"
+		drill       = "{duration_ms:n,finished_at:null,full_name:s,id:s,reason:s,repository_id:s,snapshot_id:s,started_at:s,status:s,steps:[],trigger:s,workflow_id:s}"
+		person      = "{account_id:s,display_name:s,name:s,nickname:s,uuid:s}"
+		branch      = "{branch:s,commit:s,commit_resolved:b,repository:s}"
+		prFields    = "approvals:[" + person + "],author:" + person + ",changes_requested:[" + person + "],comment_count:n,created_on:s," +
 			"deleted_upstream:b,destination:" + branch + ",draft:b,id:n,resolved_task_count:n,source:" + branch + ",state:s,task_count:n,title:s,updated_on:s"
 		prSummary = "{" + prFields + "}"
 		// The first comment of the sample has a reply, which has a reply.
@@ -130,14 +132,14 @@ func TestResponseShapesArePinned(t *testing.T) {
 			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
 		// GET /api/v1/installations/{id} adds the webhook health.
 		installationDetail = "{account:{name:s,uuid:s},account_name:s,account_uuid:s,created_at:s,default_included:b,id:s,progress:{}," +
-			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},status:s,status_message:s,updated_at:s," +
+			"provider:s,repositories:{deleted_upstream:n,included:n,total:n},restore_app:{connect_url:s,granted:b},status:s,status_message:s,updated_at:s," +
 			"webhooks:{deliveries_24h:n,last_delivery_at:null,rejected_24h:{},unprocessed:n}," +
 			"workspaces:[{admin:b,id:s,name:s,slug:s,status:s,updated_at:s,uuid:s,webhook_registered:b}]}"
 	)
 	cases := []struct{ method, path, body, want string }{
 		{"GET", "/healthz", "", "{status:s,version:s}"},
 		{"GET", "/readyz", "", "{checks:{postgres:{duration_ms:n,status:s}},status:s}"},
-		{"GET", "/api/v1/me", "", "{tenant:{created_at:s,id:s,name:s}}"},
+		{"GET", "/api/v1/me", "", "{open_alerts:n,tenant:{created_at:s,id:s,name:s}}"},
 		{"GET", "/api/v1/installations", "", "{installations:[" + installation + "]}"},
 		{"GET", "/api/v1/installations/" + instID.String(), "", "{installation:" + installationDetail + ",progress_source:s}"},
 		{"GET", "/api/v1/installations/" + instID.String() + "/webhook-deliveries", "", "{deliveries:[]}"},
@@ -155,6 +157,11 @@ func TestResponseShapesArePinned(t *testing.T) {
 		{"POST", "/api/v1/installations/" + instID.String() + "/repositories:bulk", `{"include":["acme/*"],"default_included":true}`,
 			"{changed_to_excluded:n,changed_to_included:n,default_included:b,matched_exclude:n,matched_include:n}"},
 		{"POST", "/api/v1/tokens", `{"name":"ci"}`, "{created_at:s,display_prefix:s,id:s,name:s,note:s,token:s}"},
+		{"GET", "/api/v1/alerts", "", "{alerts:[]}"},
+		// No worker runs here: the drill stays running, which is the shape a client sees first.
+		{"POST", "/api/v1/repositories/" + repoID.String() + "/drills", `{"snapshot_id":"` + snapID + `"}`, "{drill_id:s,repository_id:s,snapshot_id:s,status:s,workflow_id:s}"},
+		{"GET", "/api/v1/repositories/" + repoID.String() + "/drills", "", "{drills:[" + drill + "]}"},
+		{"GET", "/api/v1/repositories/" + repoID.String(), "", "{repository:" + strings.Replace(repo, "last_drill:null", "last_drill:"+drillStatus, 1) + "}"},
 	}
 	for _, c := range cases {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {

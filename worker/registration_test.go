@@ -131,6 +131,7 @@ func TestWorkflowsCallExactlyTheRegisteredNames(t *testing.T) {
 		Housekeeping: &activities.Housekeeping{},
 		Uninstall:    &activities.Uninstall{},
 		Exports:      &activities.Exports{},
+		Drills:       &activities.Drills{},
 		Restores:     &activities.Restores{},
 	})
 	// The host worker is a worker of its own: it may register names the shared one has too.

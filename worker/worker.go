@@ -47,6 +47,7 @@ type Activities struct {
 	Housekeeping *activities.Housekeeping
 	Uninstall    *activities.Uninstall
 	Exports      *activities.Exports
+	Drills       *activities.Drills
 	Restores     *activities.Restores
 }
 
@@ -78,7 +79,8 @@ func RegisterHost(w sdkworker.ActivityRegistry, b *activities.Backups) {
 // Register registers GitSec's workflows and activities on any worker (tests use it too).
 // Each struct's exported methods are registered under their names.
 func Register(w sdkworker.Registry, acts Activities) {
-	if acts.Onboarding == nil || acts.Backups == nil || acts.Sweeps == nil || acts.Housekeeping == nil || acts.Uninstall == nil || acts.Exports == nil || acts.Restores == nil {
+	if acts.Onboarding == nil || acts.Backups == nil || acts.Sweeps == nil || acts.Housekeeping == nil || acts.Uninstall == nil || acts.Exports == nil ||
+		acts.Drills == nil || acts.Restores == nil {
 		// Registering a nil struct would fail each of its activities at run time instead.
 		panic(fmt.Sprintf("worker.Register: every activity struct is needed, got %+v", acts))
 	}
@@ -89,6 +91,7 @@ func Register(w sdkworker.Registry, acts Activities) {
 	w.RegisterActivity(acts.Housekeeping)
 	w.RegisterActivity(acts.Uninstall)
 	w.RegisterActivity(acts.Exports)
+	w.RegisterActivity(acts.Drills)
 	w.RegisterActivity(acts.Restores)
 }
 
@@ -105,6 +108,8 @@ func registerWorkflows(r workflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.UninstallInstallation, workflow.RegisterOptions{Name: workflows.UninstallInstallationWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.BackupRepository, workflow.RegisterOptions{Name: workflows.BackupRepositoryWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.SweepInstallation, workflow.RegisterOptions{Name: workflows.SweepInstallationWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.DrillRestore, workflow.RegisterOptions{Name: workflows.DrillRestoreWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.DrillInstallation, workflow.RegisterOptions{Name: workflows.DrillInstallationWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.Restore, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
 }
 

@@ -59,6 +59,7 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
 			Uninstall:    &activities.Uninstall{},
 			Exports:      &activities.Exports{},
+			Drills:       &activities.Drills{},
 			Restores:     &activities.Restores{},
 		},
 		HousekeepingEvery:  time.Hour,

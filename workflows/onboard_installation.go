@@ -227,6 +227,10 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	if err := workflow.ExecuteActivity(TemporalActivity(ctx), EnsureSweepScheduleActivity, ref).Get(ctx, nil); err != nil {
 		return OnboardResult{}, err
 	}
+	// And the drill schedule proves, weekly by default, that the backups restore.
+	if err := ensureDrillSchedule(ctx, ref); err != nil {
+		return OnboardResult{}, err
+	}
 
 	res := OnboardResult{Status: domain.InstallationActive, Message: fmt.Sprintf("%d workspaces, %d repositories, %d webhooks", len(workspaces), p.RepositoriesFound, p.WebhooksRegistered)}
 	if len(p.WorkspaceReasons) > 0 {

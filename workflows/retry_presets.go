@@ -140,3 +140,20 @@ func ExportActivity(ctx workflow.Context) workflow.Context {
 		},
 	})
 }
+
+// DrillActivity suits the body of a restore drill: downloading a whole snapshot and running git
+// fsck can take long, so it heartbeats between steps; a check that fails is the drill's result,
+// not an error, so what is retried is trouble reaching storage, a few times.
+func DrillActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 6 * time.Hour,
+		HeartbeatTimeout:    5 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        10 * time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        5 * time.Minute,
+			MaximumAttempts:        3,
+			NonRetryableErrorTypes: []string{domain.ErrTypeInvalidInput, domain.ErrTypeMisconfigured, domain.ErrTypeSnapshotMissing},
+		},
+	})
+}

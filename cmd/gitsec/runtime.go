@@ -265,6 +265,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 			Housekeeping: &activities.Housekeeping{Store: st, Logger: log},
 			Uninstall:    &activities.Uninstall{Store: st, Clients: clients},
 			Exports:      &activities.Exports{Store: st, Clients: clients, Archive: arch, Settings: exportSettings(cfg), Logger: log},
+			Drills:       &activities.Drills{Store: st, Archive: arch, Temporal: tc, TaskQueue: cfg.TaskQueue, Every: cfg.DrillEvery, Logger: log},
 			Restores:     &activities.Restores{Store: st, Clients: clients, Archive: arch, ScratchDir: restoreDir, PublicURL: cfg.PublicURL, Logger: log},
 		},
 		HostQueue:            cfg.HostQueue,

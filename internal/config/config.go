@@ -54,6 +54,7 @@ var Variables = []Variable{
 	{Name: "GITSEC_BACKUP_QUIET_PERIOD", Default: "5s", Help: "After a backup request, wait this long for more before starting (a push burst becomes one backup)."},
 	{Name: "GITSEC_BACKUP_HOST_TIMEOUT", Default: "2m", Help: "How long a backup waits for the worker that keeps the repository's mirror before another worker takes over (and rebuilds the mirror from storage)."},
 	{Name: "GITSEC_BACKUP_MAX_WAIT", Default: "1m", Help: "Longest a backup request waits for the quiet period."},
+	{Name: "GITSEC_DRILL_EVERY", Default: "168h", Help: "How often each installation's restore drill schedule restores the latest snapshot of every included repository into a scratch repository on a worker and checks it (refs, git fsck --strict, exports); Go duration, applied when onboarding or a re-sync runs."},
 	{Name: "GITSEC_SWEEP_INTERVAL", Default: "24h", Help: "How often each installation's sweep schedule checks every included repository with ls-remote and backs up the changed ones (Go duration; applied when onboarding or a re-sync runs)."},
 	{Name: "GITSEC_SWEEP_CONCURRENCY", Default: "8", Help: "ls-remote checks one sweep runs at once (the account's git rate limit paces them further)."},
 	{Name: "GITSEC_EXPORT_FULL_EVERY", Default: "24", Help: "Every Nth pull request export re-lists every pull request (a reconciliation that reports drift and PRs deleted upstream); the others list only PRs updated since the previous export."},
@@ -95,6 +96,7 @@ type Config struct {
 	ExportOverlap        time.Duration
 	ExportMaxDuration    time.Duration
 	ExportCatchUpDelay   time.Duration
+	DrillEvery           time.Duration
 }
 
 // Bitbucket holds the Bitbucket Cloud endpoints and the backup app's OAuth consumer.
@@ -161,6 +163,7 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		ExportOverlap:        r.duration("GITSEC_EXPORT_OVERLAP"),
 		ExportMaxDuration:    r.duration("GITSEC_EXPORT_MAX_DURATION"),
 		ExportCatchUpDelay:   r.duration("GITSEC_EXPORT_CATCH_UP_DELAY"),
+		DrillEvery:           r.duration("GITSEC_DRILL_EVERY"),
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, err

@@ -127,6 +127,35 @@ const (
 	WebhookIgnored         = "ignored"
 )
 
+// Restore drill statuses (restore_drills.status): a drill restores a snapshot into a scratch
+// repository on a worker and checks it; nothing is written to Bitbucket.
+const (
+	DrillRunning = "running"
+	DrillPassed  = "passed"
+	DrillFailed  = "failed"
+)
+
+// The steps of a restore drill, in the order they run, and what each step ended as.
+const (
+	DrillStepRestore      = "restore"       // download and verify every pack, write the bare repository
+	DrillStepRefs         = "refs"          // git for-each-ref equals the manifest's refs and HEAD
+	DrillStepFsck         = "fsck"          // git fsck --strict
+	DrillStepPullRequests = "pull_requests" // the pull request export decodes, record by record
+	DrillStepMetadata     = "metadata"      // the metadata export decodes
+
+	DrillStepPassed  = "passed"
+	DrillStepFailed  = "failed"
+	DrillStepSkipped = "skipped"
+)
+
+// Alert kinds of GET /api/v1/alerts: conditions a person should look at, active until the
+// condition clears.
+const (
+	// AlertDrillFailed: the latest restore drill of a repository failed (cleared by a drill
+	// that passes).
+	AlertDrillFailed = "drill_failed"
+)
+
 // App says which of GitSec's two Bitbucket apps a grant belongs to: the read-only backup app
 // every installation has, or the Restore App, installed only to restore (write access).
 type App string

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 )
@@ -36,4 +37,18 @@ func Ensure(ctx context.Context, c client.Client, opts client.ScheduleOptions) (
 		return false, fmt.Errorf("update schedule %s: %w", opts.ID, err)
 	}
 	return false, nil
+}
+
+// Delete deletes the schedule with that ID; one that is already gone is fine (a repeated
+// uninstall, or an installation that never finished onboarding). deleted reports which.
+func Delete(ctx context.Context, c client.Client, id string) (deleted bool, err error) {
+	err = c.ScheduleClient().GetHandle(ctx, id).Delete(ctx)
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete schedule %s: %w", id, err)
+	}
+	return true, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -17,6 +18,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -71,6 +73,30 @@ func (s *Starter) StartUninstall(ctx context.Context, tenantID, instID uuid.UUID
 // RequestBackup wakes (or starts) the repository's backup workflow and returns its ID.
 func (s *Starter) RequestBackup(ctx context.Context, target workflows.BackupTarget, req workflows.BackupRequest) (string, error) {
 	return backupqueue.Request(ctx, s.Temporal, s.Backups, target, req)
+}
+
+// StartDrill starts a restore drill of one snapshot of the repository row target under a new
+// drill ID (the caller's), and returns the workflow ID.
+func (s *Starter) StartDrill(ctx context.Context, target workflows.BackupTarget, drillID uuid.UUID, snapshotID string, trigger domain.TriggerKind) (string, error) {
+	if err := target.Validate(); err != nil {
+		return "", err
+	}
+	id := workflows.DrillWorkflowID(target.RepositoryID, drillID.String())
+	_, err := s.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                s.TaskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowExecutionTimeout: 12 * time.Hour,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.SearchAttrTenant.ValueSet(target.TenantID),
+			workflows.SearchAttrInstallation.ValueSet(target.InstallationID),
+			workflows.SearchAttrRepository.ValueSet(target.ProviderUUID),
+		),
+	}, workflows.DrillRestoreWorkflowName, workflows.DrillInput{Target: target, DrillID: drillID.String(), SnapshotID: snapshotID, Trigger: trigger})
+	if err != nil {
+		return id, fmt.Errorf("start drill of snapshot %s: %w", snapshotID, err)
+	}
+	return id, nil
 }
 
 // installationOptions start a per-installation workflow: a finished one may run again under

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gocloud.dev/blob"
+
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/domain"
 )
@@ -206,3 +208,23 @@ func SampleMetadata() *archive.RepositoryMetadata {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// FlipStoredByte damages one byte in the middle of a stored object (a pack, an export) through
+// the storage API, as bit rot or tampering would, for the tests of what notices it.
+func FlipStoredByte(t testing.TB, storageURL, key string) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := blob.OpenBucket(ctx, storageURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	data, err := b.ReadAll(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := b.WriteAll(ctx, key, data, nil); err != nil {
+		t.Fatal(err)
+	}
+}
