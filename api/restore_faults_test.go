@@ -221,6 +221,25 @@ func TestRestoreFaultsAndOptions(t *testing.T) {
 		}
 	})
 
+	t.Run("a restore terminated from the Temporal UI is settled as failed", func(t *testing.T) {
+		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-terminated.git/git-receive-pack","kind":"latency","latency":"5s","count":1}`, nil)
+		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
+		body := fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-terminated"}}`, w.snapID)
+		id := e.startRestore("acme-corp", body)
+		e.waitFor("the restore to reach its push", time.Minute, func() bool {
+			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
+			p, _ := r["progress"].(map[string]any)
+			return p["step"] == domain.RestoreStepPush
+		})
+		if err := e.temporal.TerminateWorkflow(context.Background(), workflows.RestoreWorkflowID(id), "", "operator"); err != nil {
+			t.Fatal(err)
+		}
+		done := e.waitRestore("acme-corp", id)
+		if msg, _ := done["message"].(string); done["status"] != domain.RestoreFailed || !strings.Contains(msg, "Terminated") {
+			t.Fatalf("terminated restore = %v", done)
+		}
+	})
+
 	t.Run("a revoked grant fails clearly", func(t *testing.T) {
 		e.emulatorAdmin("POST", "/_emulator/users/alice/revoke-tokens", "", nil)
 		// The API checks the grant before it starts anything...
