@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -238,6 +239,35 @@ func TestRestoreFaultsAndOptions(t *testing.T) {
 		if msg, _ := done["message"].(string); done["status"] != domain.RestoreFailed || !strings.Contains(msg, "Terminated") {
 			t.Fatalf("terminated restore = %v", done)
 		}
+	})
+
+	t.Run("an expired restore token is refreshed", func(t *testing.T) {
+		ctx := context.Background()
+		tenantID, inst := e.tenantID("acme-corp"), uuid.MustParse(w.instID)
+		enc, err := e.store.AppCredentials(ctx, tenantID, inst, domain.AppRestore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := providerclient.OpenToken(ctx, e.box, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok.Expiry = time.Now().Add(-time.Hour)
+		sealed, err := providerclient.SealToken(ctx, e.box, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.UpdateAppCredentials(ctx, tenantID, inst, domain.AppRestore, sealed); err != nil {
+			t.Fatal(err)
+		}
+		if done := w.restoreNew("web-refreshed", ""); done["status"] != domain.RestoreOK {
+			t.Fatalf("restore with an expired token = %v", done)
+		}
+		enc, _ = e.store.AppCredentials(ctx, tenantID, inst, domain.AppRestore)
+		if now, err := providerclient.OpenToken(ctx, e.box, enc); err != nil || now.AccessToken == tok.AccessToken || !now.Expiry.After(time.Now()) {
+			t.Fatalf("stored restore token after the restore: %v (same access token: %v)", err, now != nil && now.AccessToken == tok.AccessToken)
+		}
+		e.assertNoSecretLeaks(append(e.secretsOf(w.instID), e.restoreSecrets(w.instID)...))
 	})
 
 	t.Run("a revoked grant fails clearly", func(t *testing.T) {
