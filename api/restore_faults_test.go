@@ -205,10 +205,13 @@ func TestRestoreFaultsAndOptions(t *testing.T) {
 		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-cancelled.git/git-receive-pack","kind":"latency","latency":"5s","count":1}`, nil)
 		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
 		id := e.startRestore("acme-corp", fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-cancelled"}}`, w.snapID))
-		e.waitFor("the restore to reach its push", time.Minute, func() bool {
+		// While it pushes, the progress shows the sub-step of the step's latest heartbeat (Temporal
+		// passes heartbeats on at most once a minute after the first: hydrate or push).
+		e.waitFor("the restore's progress to show its push step's heartbeat", time.Minute, func() bool {
 			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
 			p, _ := r["progress"].(map[string]any)
-			return p["step"] == domain.RestoreStepPush
+			d, _ := p["detail"].(string)
+			return p["step"] == domain.RestoreStepPush && (strings.HasPrefix(d, "hydrate") || strings.HasPrefix(d, "push"))
 		})
 		if status, resp := e.call("POST", "/api/v1/restores/"+id+"/cancel", "other-corp", ""); status != http.StatusNotFound {
 			t.Fatalf("cancel by another tenant = %d %v, want 404", status, resp)

@@ -321,6 +321,7 @@ func (h *handlers) getRestore(c *gin.Context) error {
 		cancel()
 		var p workflows.RestoreProgress
 		if err == nil && resp.Get(&p) == nil {
+			h.liveTransfer(c.Request.Context(), r, &p)
 			v.Progress = &p
 		}
 	}
@@ -396,4 +397,47 @@ func (h *handlers) settleAbandoned(ctx context.Context, r store.Restore) bool {
 		return false
 	}
 	return done
+}
+
+// restoreHeartbeat is what the push step heartbeats (activities.BackupProgress): the hydration's
+// download, then the push's progress.
+type restoreHeartbeat struct {
+	Step  string `json:"step"`
+	Fetch *struct {
+		Phase string
+		Bytes int64
+	} `json:"fetch"`
+	Transfer *struct {
+		Name  string `json:"name"`
+		Size  int64  `json:"size"`
+		Bytes int64  `json:"bytes"`
+	} `json:"transfer"`
+}
+
+// liveTransfer fills the bytes moved so far and the sub-step from the running step's latest
+// heartbeat, which the workflow itself only learns when the step ends.
+func (h *handlers) liveTransfer(ctx context.Context, r store.Restore, p *workflows.RestoreProgress) {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	desc, err := h.deps.Temporal.DescribeWorkflowExecution(dctx, workflows.RestoreWorkflowID(r.ID.String()), "")
+	if err != nil {
+		return
+	}
+	for _, pa := range desc.PendingActivities {
+		if pa.GetHeartbeatDetails() == nil || len(pa.GetHeartbeatDetails().Payloads) == 0 {
+			continue
+		}
+		var hb restoreHeartbeat
+		if json.Unmarshal(pa.GetHeartbeatDetails().Payloads[0].GetData(), &hb) != nil {
+			continue
+		}
+		switch {
+		case hb.Fetch != nil:
+			p.Detail, p.Bytes = hb.Step+": "+hb.Fetch.Phase, hb.Fetch.Bytes
+		case hb.Transfer != nil:
+			p.Detail, p.Bytes = hb.Step+": "+hb.Transfer.Name, hb.Transfer.Bytes
+		case hb.Step != "":
+			p.Detail = hb.Step
+		}
+	}
 }
