@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/workflows"
 )
@@ -198,6 +199,78 @@ func TestRestoreFaultsAndOptions(t *testing.T) {
 		if done["status"] != domain.RestoreFailed || !strings.Contains(msg, "push") {
 			t.Fatalf("restore into a deleted target = %v", done)
 		}
+	})
+
+	t.Run("cancel stops a running restore and records how far it got", func(t *testing.T) {
+		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-cancelled.git/git-receive-pack","kind":"latency","latency":"5s","count":1}`, nil)
+		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
+		id := e.startRestore("acme-corp", fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-cancelled"}}`, w.snapID))
+		// While it pushes, the progress shows the sub-step of the step's latest heartbeat (Temporal
+		// passes heartbeats on at most once a minute after the first: hydrate or push).
+		e.waitFor("the restore's progress to show its push step's heartbeat", time.Minute, func() bool {
+			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
+			p, _ := r["progress"].(map[string]any)
+			d, _ := p["detail"].(string)
+			return p["step"] == domain.RestoreStepPush && (strings.HasPrefix(d, "hydrate") || strings.HasPrefix(d, "push"))
+		})
+		if status, resp := e.call("POST", "/api/v1/restores/"+id+"/cancel", "other-corp", ""); status != http.StatusNotFound {
+			t.Fatalf("cancel by another tenant = %d %v, want 404", status, resp)
+		}
+		if status, resp := e.call("POST", "/api/v1/restores/"+id+"/cancel", "acme-corp", ""); status != http.StatusAccepted {
+			t.Fatalf("cancel = %d %v", status, resp)
+		}
+		done := e.waitRestore("acme-corp", id)
+		if msg, _ := done["message"].(string); done["status"] != domain.RestoreCancelled || !strings.Contains(msg, "step push") {
+			t.Fatalf("cancelled restore = %v", done)
+		}
+	})
+
+	t.Run("a restore terminated from the Temporal UI is settled as failed", func(t *testing.T) {
+		e.emulatorAdmin("POST", "/_emulator/faults", `{"path":"/acme/web-terminated.git/git-receive-pack","kind":"latency","latency":"5s","count":1}`, nil)
+		defer e.emulatorAdmin("DELETE", "/_emulator/faults", "", nil)
+		body := fmt.Sprintf(`{"snapshot_id":%q,"target":{"mode":"new","workspace":"acme","slug":"web-terminated"}}`, w.snapID)
+		id := e.startRestore("acme-corp", body)
+		e.waitFor("the restore to reach its push", time.Minute, func() bool {
+			_, r := e.call("GET", "/api/v1/restores/"+id, "acme-corp", "")
+			p, _ := r["progress"].(map[string]any)
+			return p["step"] == domain.RestoreStepPush
+		})
+		if err := e.temporal.TerminateWorkflow(context.Background(), workflows.RestoreWorkflowID(id), "", "operator"); err != nil {
+			t.Fatal(err)
+		}
+		done := e.waitRestore("acme-corp", id)
+		if msg, _ := done["message"].(string); done["status"] != domain.RestoreFailed || !strings.Contains(msg, "Terminated") {
+			t.Fatalf("terminated restore = %v", done)
+		}
+	})
+
+	t.Run("an expired restore token is refreshed", func(t *testing.T) {
+		ctx := context.Background()
+		tenantID, inst := e.tenantID("acme-corp"), uuid.MustParse(w.instID)
+		enc, err := e.store.AppCredentials(ctx, tenantID, inst, domain.AppRestore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := providerclient.OpenToken(ctx, e.box, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok.Expiry = time.Now().Add(-time.Hour)
+		sealed, err := providerclient.SealToken(ctx, e.box, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.UpdateAppCredentials(ctx, tenantID, inst, domain.AppRestore, sealed); err != nil {
+			t.Fatal(err)
+		}
+		if done := w.restoreNew("web-refreshed", ""); done["status"] != domain.RestoreOK {
+			t.Fatalf("restore with an expired token = %v", done)
+		}
+		enc, _ = e.store.AppCredentials(ctx, tenantID, inst, domain.AppRestore)
+		if now, err := providerclient.OpenToken(ctx, e.box, enc); err != nil || now.AccessToken == tok.AccessToken || !now.Expiry.After(time.Now()) {
+			t.Fatalf("stored restore token after the restore: %v (same access token: %v)", err, now != nil && now.AccessToken == tok.AccessToken)
+		}
+		e.assertNoSecretLeaks(append(e.secretsOf(w.instID), e.restoreSecrets(w.instID)...))
 	})
 
 	t.Run("a revoked grant fails clearly", func(t *testing.T) {

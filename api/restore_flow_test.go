@@ -138,6 +138,17 @@ func TestRestoreDeletedRepositoryIntoANewOne(t *testing.T) {
 		!strings.Contains(errObj["message"].(string), "/api/v1/installations/"+instID+"/restore-app/connect") {
 		t.Fatalf("restore without the Restore App = %d %v", status, resp)
 	}
+	// A grant by somebody who is neither the installation's account nor an admin of its
+	// workspaces is refused and stores nothing.
+	for _, who := range []string{"carol", "bob"} {
+		status, resp := e.connectRestoreApp("acme-corp", instID, who)
+		if errObj, _ := resp["error"].(map[string]any); status != http.StatusForbidden || errObj["code"] != "restore_account_mismatch" {
+			t.Fatalf("restore app granted by %s = %d %v, want 403 restore_account_mismatch", who, status, resp)
+		}
+	}
+	if _, ra := e.call("GET", "/api/v1/installations/"+instID+"/restore-app", "acme-corp", ""); ra["granted"] != false {
+		t.Fatalf("restore app after refused grants = %v", ra)
+	}
 	if status, resp := e.connectRestoreApp("acme-corp", instID, "alice"); status != http.StatusOK || resp["granted"] != true {
 		t.Fatalf("restore app callback = %d %v", status, resp)
 	}

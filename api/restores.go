@@ -144,6 +144,13 @@ func (h *handlers) createRestore(c *gin.Context) error {
 	row, err := h.deps.Store.CreateRestore(ctx, store.Restore{ID: rid, TenantID: t.ID, InstallationID: &instID, RepositoryID: &repo.ID, SnapshotID: sn.ID,
 		Target: target.FullName(), TargetMode: target.Mode, Request: raw, WorkflowID: workflows.RestoreWorkflowID(rid.String())})
 	if errors.Is(err, store.ErrRestoreActive) {
+		// A workflow terminated from outside never recorded its end; settle it and try again.
+		if active, aerr := h.deps.Store.ActiveRestore(ctx, t.ID, target.FullName()); aerr == nil && h.settleAbandoned(ctx, active) {
+			row, err = h.deps.Store.CreateRestore(ctx, store.Restore{ID: rid, TenantID: t.ID, InstallationID: &instID, RepositoryID: &repo.ID, SnapshotID: sn.ID,
+				Target: target.FullName(), TargetMode: target.Mode, Request: raw, WorkflowID: workflows.RestoreWorkflowID(rid.String())})
+		}
+	}
+	if errors.Is(err, store.ErrRestoreActive) {
 		active, _ := h.deps.Store.ActiveRestore(ctx, t.ID, target.FullName())
 		return errConflict("restore_in_progress", "restore "+active.ID.String()+" into "+target.FullName()+" is "+active.Status+
 			"; wait for it (GET /api/v1/restores/"+active.ID.String()+") or cancel it before starting another")
@@ -302,6 +309,11 @@ func (h *handlers) getRestore(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	if !domain.RestoreFinished(r.Status) && h.settleAbandoned(c.Request.Context(), r) {
+		if r, err = h.restoreParam(c); err != nil {
+			return err
+		}
+	}
 	v := restoreView(r)
 	if !domain.RestoreFinished(r.Status) && h.deps.Temporal != nil {
 		qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
@@ -309,6 +321,7 @@ func (h *handlers) getRestore(c *gin.Context) error {
 		cancel()
 		var p workflows.RestoreProgress
 		if err == nil && resp.Get(&p) == nil {
+			h.liveTransfer(c.Request.Context(), r, &p)
 			v.Progress = &p
 		}
 	}
@@ -359,4 +372,72 @@ func (h *handlers) cancelRestore(c *gin.Context) error {
 	h.audit(c, r.TenantID, "restore.cancel_requested", "restore", r.ID.String(), gin.H{"target": r.Target})
 	c.JSON(http.StatusAccepted, restoreView(r))
 	return nil
+}
+
+// settleAbandoned records as failed an unfinished restore whose workflow is closed without
+// having recorded its outcome (terminated from the Temporal UI, or its record step failed for
+// good), so it stops blocking its target. It reports whether it did.
+func (h *handlers) settleAbandoned(ctx context.Context, r store.Restore) bool {
+	// The workflow records its outcome before it closes, so closed and unrecorded means
+	// abandoned; one not started yet is not found and left alone.
+	if h.deps.Temporal == nil {
+		return false
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	desc, err := h.deps.Temporal.DescribeWorkflowExecution(dctx, workflows.RestoreWorkflowID(r.ID.String()), "")
+	if err != nil || desc.WorkflowExecutionInfo == nil || desc.WorkflowExecutionInfo.CloseTime == nil {
+		return false
+	}
+	status := desc.WorkflowExecutionInfo.Status.String()
+	done, err := h.deps.Store.FinishRestore(context.WithoutCancel(ctx), r.TenantID, r.ID, domain.RestoreFailed,
+		"the restore workflow ended ("+status+") at step "+r.Step+" without recording its outcome; check the target and restore again", nil)
+	if err != nil {
+		h.deps.Logger.WarnContext(ctx, "settle an abandoned restore", "restore_id", r.ID, "error", err)
+		return false
+	}
+	return done
+}
+
+// restoreHeartbeat is what the push step heartbeats (activities.BackupProgress): the hydration's
+// download, then the push's progress.
+type restoreHeartbeat struct {
+	Step  string `json:"step"`
+	Fetch *struct {
+		Phase string
+		Bytes int64
+	} `json:"fetch"`
+	Transfer *struct {
+		Name  string `json:"name"`
+		Size  int64  `json:"size"`
+		Bytes int64  `json:"bytes"`
+	} `json:"transfer"`
+}
+
+// liveTransfer fills the bytes moved so far and the sub-step from the running step's latest
+// heartbeat, which the workflow itself only learns when the step ends.
+func (h *handlers) liveTransfer(ctx context.Context, r store.Restore, p *workflows.RestoreProgress) {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	desc, err := h.deps.Temporal.DescribeWorkflowExecution(dctx, workflows.RestoreWorkflowID(r.ID.String()), "")
+	if err != nil {
+		return
+	}
+	for _, pa := range desc.PendingActivities {
+		if pa.GetHeartbeatDetails() == nil || len(pa.GetHeartbeatDetails().Payloads) == 0 {
+			continue
+		}
+		var hb restoreHeartbeat
+		if json.Unmarshal(pa.GetHeartbeatDetails().Payloads[0].GetData(), &hb) != nil {
+			continue
+		}
+		switch {
+		case hb.Fetch != nil:
+			p.Detail, p.Bytes = hb.Step+": "+hb.Fetch.Phase, hb.Fetch.Bytes
+		case hb.Transfer != nil:
+			p.Detail, p.Bytes = hb.Step+": "+hb.Transfer.Name, hb.Transfer.Bytes
+		case hb.Step != "":
+			p.Detail = hb.Step
+		}
+	}
 }

@@ -45,11 +45,22 @@ temporal schedule trigger --schedule-id gitsec-housekeeping >/dev/null
 wait_for "sweep" "temporal workflow list --query 'WorkflowType=\"SweepInstallation\" AND ExecutionStatus=\"Completed\"' | grep -q Sweep"
 wait_for "housekeeping" "temporal workflow list --query 'WorkflowType=\"Housekeeping\" AND ExecutionStatus=\"Completed\"' | grep -q House"
 sleep 8 # the manual backup's quiet period and run
+# A restore through the Restore App into a new repository, a drill and a drill round.
+url=$(api -c "$work/jar" -X POST "http://$http/api/v1/installations/$inst/restore-app/connect" | json 'd["authorize_url"]')
+callback=$(curl -s -o /dev/null -w '%{redirect_url}' -X POST "$url" --data 'user=alice&decision=grant')
+curl -sf -c "$work/jar" -b "$work/jar" "$callback" >/dev/null
+snap=$(api "http://$http/api/v1/repositories/$repo/snapshots?limit=1" | json 'd["snapshots"][0]["id"]')
+api -X POST "http://$http/api/v1/restores" -d '{"snapshot_id":"'"$snap"'","target":{"mode":"new","workspace":"acme","slug":"golden-restore"},"options":{"restore_metadata":true,"restore_open_pull_requests":true}}' >/dev/null
+api -X POST "http://$http/api/v1/repositories/$repo/drills" >/dev/null
+temporal schedule trigger --schedule-id "drills-$inst" >/dev/null
+wait_for "restore" "temporal workflow list --query 'WorkflowType=\"Restore\" AND ExecutionStatus=\"Completed\"' | grep -q Restore"
+wait_for "drill round" "temporal workflow list --query 'WorkflowType=\"DrillInstallation\" AND ExecutionStatus=\"Completed\"' | grep -q Drill"
+wait_for "drill" "temporal workflow list --query 'WorkflowType=\"DrillRestore\" AND ExecutionStatus=\"Completed\"' | grep -q Drill"
 api -X DELETE "http://$http/api/v1/installations/$inst" >/dev/null
 wait_for "uninstall" "temporal workflow list --query 'WorkflowType=\"UninstallInstallation\" AND ExecutionStatus=\"Completed\"' | grep -q Uninstall"
 
 mkdir -p "$out"
-for wf in Housekeeping OnboardInstallation SweepInstallation UninstallInstallation BackupRepository; do
+for wf in ${CAPTURE_WORKFLOWS:-Housekeeping OnboardInstallation SweepInstallation UninstallInstallation BackupRepository Restore DrillRestore DrillInstallation}; do
   # The execution with the longest history of each type exercises the most code.
   best= bestlen=0
   for id in $(temporal workflow list --query "WorkflowType=\"$wf\"" --output json | json '"\n".join(e["execution"]["workflowId"]+" "+e["execution"]["runId"] for e in d)' | tr ' ' ','); do

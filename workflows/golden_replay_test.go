@@ -38,7 +38,8 @@ func TestGoldenHistoriesReplay(t *testing.T) {
 	want := []string{
 		workflows.HousekeepingWorkflowName, workflows.OnboardInstallationWorkflowName,
 		workflows.BackupRepositoryWorkflowName, workflows.SweepInstallationWorkflowName,
-		workflows.UninstallInstallationWorkflowName,
+		workflows.UninstallInstallationWorkflowName, workflows.RestoreWorkflowName,
+		workflows.DrillRestoreWorkflowName, workflows.DrillInstallationWorkflowName,
 	}
 	var missing []string
 	for _, w := range want {

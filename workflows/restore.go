@@ -137,7 +137,10 @@ type RestoreStepInput struct {
 
 // RestoreProgress is the progress query's answer.
 type RestoreProgress struct {
-	Step       string `json:"step"`
+	Step string `json:"step"`
+	// Detail is the running step's sub-step ("hydrate: pack-....pack", "push: Writing objects"),
+	// filled by the API from the step's heartbeat.
+	Detail     string `json:"detail,omitempty"`
 	RefsTotal  int    `json:"refs_total"`
 	RefsPushed int    `json:"refs_pushed"`
 	Bytes      int64  `json:"bytes"`
