@@ -95,6 +95,12 @@ func (h *handlers) downloadArchive(c *gin.Context) error {
 	c.Header("Content-Length", strconv.FormatInt(size, 10))
 	c.Header("Cache-Control", "no-store")
 	c.Status(http.StatusOK)
+	// The server's write timeout (a minute) suits JSON answers, not a repository: give the
+	// stream time for its size at a slow 256 KiB/s, plus a margin, and still an end.
+	deadline := time.Now().Add(5*time.Minute + time.Duration(size/(256<<10))*time.Second)
+	if err := http.NewResponseController(c.Writer).SetWriteDeadline(deadline); err != nil {
+		h.deps.Logger.WarnContext(c.Request.Context(), "cannot extend the write deadline of a download", "error", err.Error())
+	}
 	start := time.Now()
 	if err := streamArchive(c.Writer, entries); err != nil {
 		// The status line is sent: the only honest answer left is a cut connection.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -410,4 +411,27 @@ func TestSnapshotArchiveOfAnEmptyRepository(t *testing.T) {
 		t.Fatalf("refs of the empty bare repository: %v", refs)
 	}
 	git(t, "-C", bare, "fsck", "--strict")
+}
+
+// The API server's write timeout (a minute in `gitsec api`) suits JSON answers; a download of a
+// big repository takes longer, so the route extends its own deadline. Here the server's timeout
+// is shorter than the time before the first byte: the download must still arrive whole.
+func TestSnapshotArchiveOutlastsTheServerWriteTimeout(t *testing.T) {
+	a := newArchiveFixture(t, "file://"+t.TempDir(), 0)
+	slow := httptest.NewUnstartedServer(a.srv.Config.Handler)
+	slow.Config.WriteTimeout = 300 * time.Millisecond
+	slow.Start()
+	t.Cleanup(slow.Close)
+	t.Cleanup(api.SetBeforeArchiveStream(func(string) { time.Sleep(600 * time.Millisecond) }))
+	req, _ := http.NewRequest("GET", slow.URL+"/api/v1/snapshots/"+a.latest.ID+"/archive?format=tar", nil)
+	req.Header.Set("Authorization", "Bearer "+a.tokenA)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("download past the server's write timeout: %v", err)
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || n != resp.ContentLength {
+		t.Fatalf("download past the server's write timeout: status %d, %d of %d bytes, %v", resp.StatusCode, n, resp.ContentLength, err)
+	}
 }
