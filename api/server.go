@@ -102,6 +102,7 @@ func NewHandler(d Deps) http.Handler {
 		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
 	}
 
+	r.GET("/api/v1/openapi.json", serveOpenAPI)
 	v1 := r.Group("/api/v1", h.authenticate)
 	v1.GET("/me", h.handle(h.me))
 	v1.GET("/audit-events", h.handle(h.listAuditEvents))
