@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
+	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/bitbucket"
@@ -145,7 +146,7 @@ func (h *handlers) createRestore(c *gin.Context) error {
 		Target: target.FullName(), TargetMode: target.Mode, Request: raw, WorkflowID: workflows.RestoreWorkflowID(rid.String())})
 	if errors.Is(err, store.ErrRestoreActive) {
 		// A workflow terminated from outside never recorded its end; settle it and try again.
-		if active, aerr := h.deps.Store.ActiveRestore(ctx, t.ID, target.FullName()); aerr == nil && h.settleAbandoned(ctx, active) {
+		if active, aerr := h.deps.Store.ActiveRestore(ctx, t.ID, target.FullName()); aerr == nil && h.settleAbandoned(ctx, active, h.describeRestore(ctx, active)) {
 			row, err = h.deps.Store.CreateRestore(ctx, store.Restore{ID: rid, TenantID: t.ID, InstallationID: &instID, RepositoryID: &repo.ID, SnapshotID: sn.ID,
 				Target: target.FullName(), TargetMode: target.Mode, Request: raw, WorkflowID: workflows.RestoreWorkflowID(rid.String())})
 		}
@@ -309,19 +310,27 @@ func (h *handlers) getRestore(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if !domain.RestoreFinished(r.Status) && h.settleAbandoned(c.Request.Context(), r) {
+	if domain.RestoreFinished(r.Status) || h.deps.Temporal == nil {
+		c.JSON(http.StatusOK, restoreView(r))
+		return nil
+	}
+	ctx := c.Request.Context()
+	// One describe serves both questions: did the workflow end without recording, and what
+	// does the running step's heartbeat say.
+	desc := h.describeRestore(ctx, r)
+	if h.settleAbandoned(ctx, r, desc) {
 		if r, err = h.restoreParam(c); err != nil {
 			return err
 		}
 	}
 	v := restoreView(r)
-	if !domain.RestoreFinished(r.Status) && h.deps.Temporal != nil {
-		qctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	if !domain.RestoreFinished(r.Status) {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := h.deps.Temporal.QueryWorkflow(qctx, workflows.RestoreWorkflowID(r.ID.String()), "", workflows.RestoreProgressQuery)
 		cancel()
 		var p workflows.RestoreProgress
 		if err == nil && resp.Get(&p) == nil {
-			h.liveTransfer(c.Request.Context(), r, &p)
+			liveTransfer(desc, &p)
 			v.Progress = &p
 		}
 	}
@@ -374,19 +383,27 @@ func (h *handlers) cancelRestore(c *gin.Context) error {
 	return nil
 }
 
-// settleAbandoned records as failed an unfinished restore whose workflow is closed without
-// having recorded its outcome (terminated from the Temporal UI, or its record step failed for
-// good), so it stops blocking its target. It reports whether it did.
-func (h *handlers) settleAbandoned(ctx context.Context, r store.Restore) bool {
-	// The workflow records its outcome before it closes, so closed and unrecorded means
-	// abandoned; one not started yet is not found and left alone.
+// describeRestore asks Temporal about a restore's workflow; nil when it cannot say (not started
+// yet, or Temporal unreachable).
+func (h *handlers) describeRestore(ctx context.Context, r store.Restore) *workflowservice.DescribeWorkflowExecutionResponse {
 	if h.deps.Temporal == nil {
-		return false
+		return nil
 	}
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	desc, err := h.deps.Temporal.DescribeWorkflowExecution(dctx, workflows.RestoreWorkflowID(r.ID.String()), "")
-	if err != nil || desc.WorkflowExecutionInfo == nil || desc.WorkflowExecutionInfo.CloseTime == nil {
+	if err != nil {
+		return nil
+	}
+	return desc
+}
+
+// settleAbandoned records as failed an unfinished restore whose workflow is closed without
+// having recorded its outcome (terminated from the Temporal UI, or its record step failed for
+// good), so it stops blocking its target. It reports whether it did. The workflow records its
+// outcome before it closes, so closed and unrecorded means abandoned.
+func (h *handlers) settleAbandoned(ctx context.Context, r store.Restore, desc *workflowservice.DescribeWorkflowExecutionResponse) bool {
+	if desc == nil || desc.WorkflowExecutionInfo == nil || desc.WorkflowExecutionInfo.CloseTime == nil {
 		return false
 	}
 	status := desc.WorkflowExecutionInfo.Status.String()
@@ -416,11 +433,8 @@ type restoreHeartbeat struct {
 
 // liveTransfer fills the bytes moved so far and the sub-step from the running step's latest
 // heartbeat, which the workflow itself only learns when the step ends.
-func (h *handlers) liveTransfer(ctx context.Context, r store.Restore, p *workflows.RestoreProgress) {
-	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	desc, err := h.deps.Temporal.DescribeWorkflowExecution(dctx, workflows.RestoreWorkflowID(r.ID.String()), "")
-	if err != nil {
+func liveTransfer(desc *workflowservice.DescribeWorkflowExecutionResponse, p *workflows.RestoreProgress) {
+	if desc == nil {
 		return
 	}
 	for _, pa := range desc.PendingActivities {
