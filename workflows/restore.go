@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -253,33 +252,6 @@ func Restore(ctx workflow.Context, in RestoreInput) (RestoreOutcome, error) {
 		return out, runErr
 	}
 	return out, nil
-}
-
-// RestorePushActivity suits hydrating and pushing a whole repository: long, heartbeating, and
-// retried (a retried push sends only what the target still lacks).
-func RestorePushActivity(ctx workflow.Context) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 6 * time.Hour,
-		HeartbeatTimeout:    2 * time.Minute,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    10 * time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    5 * time.Minute,
-			MaximumAttempts:    5,
-			NonRetryableErrorTypes: append([]string{domain.ErrTypeSnapshotCorrupt, domain.ErrTypeRestoreTargetMissing,
-				domain.ErrTypeRestoreGrantMissing, domain.ErrTypeInvalidInput}, NonRetryableProviderErrors...),
-		},
-	})
-}
-
-// RestorePullRequestActivity runs once: opening pull requests is not idempotent (Bitbucket
-// has no import), so a retry could open them twice. A failed attempt is reported, not repeated.
-func RestorePullRequestActivity(ctx workflow.Context) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Minute,
-		HeartbeatTimeout:    2 * time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
-	})
 }
 
 func refusedMessage(cs []RefConflict) string {
