@@ -14,10 +14,7 @@ import (
 // audit records a change; failures are logged, never shown to the caller as a failed change.
 func (h *handlers) audit(c *gin.Context, tenantID uuid.UUID, action, targetType, targetID string, details any) {
 	raw, _ := json.Marshal(details)
-	actor := "api_token:" + tokenPrefixOf(c)
-	if tokenPrefixOf(c) == "" {
-		actor = "oauth_callback"
-	}
+	actor := actorOf(c)
 	if err := h.deps.Store.RecordAudit(c.Request.Context(), store.AuditEvent{
 		TenantID: tenantID, Actor: actor, Action: action, TargetType: targetType, TargetID: targetID, Details: raw,
 	}); err != nil {

@@ -53,7 +53,7 @@ func (h *handlers) createToken(c *gin.Context) error {
 		return failed("could not create the token", err)
 	}
 	details, _ := json.Marshal(map[string]string{"token_id": rec.ID.String(), "name": rec.Name, "display_prefix": rec.DisplayPrefix})
-	if err := h.deps.Store.RecordAudit(ctx, store.AuditEvent{TenantID: t.ID, Actor: "api_token:" + tokenPrefixOf(c), Action: "api_token.created", TargetType: "api_token", TargetID: rec.ID.String(), Details: details}); err != nil {
+	if err := h.deps.Store.RecordAudit(ctx, store.AuditEvent{TenantID: t.ID, Actor: actorOf(c), Action: "api_token.created", TargetType: "api_token", TargetID: rec.ID.String(), Details: details}); err != nil {
 		h.deps.Logger.Error("record audit event", "action", "api_token.created", "error", err)
 	}
 	c.JSON(http.StatusCreated, CreatedToken{

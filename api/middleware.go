@@ -12,12 +12,15 @@ import (
 
 	"github.com/gitsec/gitsec/internal/apitoken"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/websession"
 )
 
 const (
 	ctxRequestID   = "request_id"
 	ctxTenant      = "tenant"
 	ctxTokenPrefix = "token_prefix"
+	// ctxActor names a caller that is not an API token (a dashboard session) in audit events.
+	ctxActor = "actor"
 	// ctxErrorCode is the code of an error answer, for the request's log line.
 	ctxErrorCode = "error_code"
 )
@@ -82,8 +85,15 @@ func recoverer(log *slog.Logger) gin.HandlerFunc {
 	}
 }
 
-// authenticate resolves "Authorization: Bearer gsk_..." to a tenant.
+// authenticate resolves "Authorization: Bearer gsk_..." to a tenant; a request without one but
+// with a dashboard session cookie is a browser's (authenticateSession).
 func (h *handlers) authenticate(c *gin.Context) {
+	if c.GetHeader("Authorization") == "" {
+		if ck, err := c.Request.Cookie(websession.CookieName); err == nil && ck.Value != "" {
+			h.authenticateSession(c)
+			return
+		}
+	}
 	scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		abortError(c, http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer gsk_...")
@@ -110,6 +120,18 @@ func (h *handlers) authenticate(c *gin.Context) {
 
 func tenantOf(c *gin.Context) store.Tenant {
 	return c.MustGet(ctxTenant).(store.Tenant)
+}
+
+// actorOf names the caller in audit events: its token's display prefix, its dashboard session,
+// or the OAuth callback (which carries neither).
+func actorOf(c *gin.Context) string {
+	if a := c.GetString(ctxActor); a != "" {
+		return a
+	}
+	if p := tokenPrefixOf(c); p != "" {
+		return "api_token:" + p
+	}
+	return "oauth_callback"
 }
 
 // tokenPrefixOf names the calling token in audit events without revealing it.

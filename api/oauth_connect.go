@@ -17,6 +17,7 @@ import (
 	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/websession"
 )
 
 // The OAuth connect flow: POST .../bitbucket/connect issues a signed, single-use state and the
@@ -44,7 +45,27 @@ var errNotBound = &apiError{status: http.StatusForbidden, code: "not_bound", mes
 	"If you asked for it from a script or shell, finish there: POST this page's address as {\"callback_url\": \"...\"} to /api/v1/installations/bitbucket/complete with your tenant's API token; " +
 	"otherwise ask for a new link from this browser. If someone sent you this link, stop here: finishing it would give their GitSec tenant read access to your Bitbucket repositories"}
 
+// connectRequest is the optional body of POST .../bitbucket/connect.
+type connectRequest struct {
+	// ReturnTo is a dashboard path the callback sends the browser back to (with ?connected=ID)
+	// instead of showing its own page; relative paths only.
+	ReturnTo string `json:"return_to,omitempty"`
+}
+
 func (h *handlers) connectBitbucket(c *gin.Context) error {
+	var req connectRequest
+	if c.Request.ContentLength != 0 {
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	returnTo := ""
+	if req.ReturnTo != "" {
+		var err error
+		if returnTo, err = websession.CheckNext(req.ReturnTo); err != nil {
+			return errInvalid("invalid_field", "field \"return_to\": "+err.Error())
+		}
+	}
 	if h.deps.BitbucketOAuth == nil || h.deps.BitbucketOAuth.ClientID == "" {
 		return errNotConfigured("no Bitbucket OAuth consumer is configured (GITSEC_BITBUCKET_CLIENT_ID)")
 	}
@@ -55,7 +76,7 @@ func (h *handlers) connectBitbucket(c *gin.Context) error {
 		return failed("could not create the connect link", fmt.Errorf("issue oauth state: %w", err))
 	}
 	expires := time.Now().Add(h.deps.OAuthStateTTL)
-	if err := h.deps.Store.CreateOAuthState(ctx, t.ID, st.Nonce, providerBitbucket, expires); err != nil {
+	if err := h.deps.Store.CreateOAuthStateReturning(ctx, t.ID, st.Nonce, providerBitbucket, expires, returnTo); err != nil {
 		return failed("could not create the connect link", err)
 	}
 	h.setBindingCookie(c, st)
@@ -79,7 +100,7 @@ func errNotConfigured(message string) error {
 func callbackError(c *gin.Context, status int, code, message string) {
 	if wantsHTML(c) {
 		c.Set(ctxErrorCode, code)
-		c.Data(status, htmlContentType, callbackPage("Connecting Bitbucket failed", message))
+		c.Data(status, htmlContentType, callbackPage("Connecting Bitbucket failed", message, c.GetString(ctxReturnTo)))
 		c.Abort()
 		return
 	}
@@ -94,6 +115,7 @@ func (h *handlers) bitbucketCallback(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	c.Set(ctxReturnTo, h.deps.Store.OAuthStateReturnTo(c.Request.Context(), st.Nonce))
 	cookie, err := c.Request.Cookie(bindingCookieName(st.Nonce))
 	if err != nil || !st.boundTo(cookie.Value) {
 		h.deps.Logger.WarnContext(c.Request.Context(), "oauth callback without the binding of the client that asked",
@@ -217,8 +239,16 @@ func (h *handlers) finishConnect(c *gin.Context, st verifiedState, q url.Values)
 		created = http.StatusOK
 	}
 	if wantsHTML(c) {
+		if back := c.GetString(ctxReturnTo); back != "" {
+			sep := "?"
+			if strings.Contains(back, "?") {
+				sep = "&"
+			}
+			c.Redirect(http.StatusSeeOther, back+sep+"connected="+instID.String())
+			return nil
+		}
 		c.Data(created, htmlContentType, callbackPage("Bitbucket connected",
-			"Installation "+instID.String()+" is discovering workspaces and repositories."))
+			"Installation "+instID.String()+" is discovering workspaces and repositories.", ""))
 		return nil
 	}
 	c.JSON(created, Connected{InstallationID: instID, Status: domain.InstallationPending, WorkflowID: wfID, Reconnected: reconnected})
@@ -232,8 +262,16 @@ func wantsHTML(c *gin.Context) bool {
 	return strings.Contains(c.GetHeader("Accept"), "text/html")
 }
 
-// callbackPage is the minimal page a browser sees at the end of the connect flow.
-func callbackPage(heading, message string) []byte {
-	return []byte("<!doctype html><title>GitSec</title><h1>" + html.EscapeString(heading) + "</h1><p>" +
-		html.EscapeString(message) + "</p>")
+// ctxReturnTo is the dashboard path of a connect started there ("" otherwise).
+const ctxReturnTo = "return_to"
+
+// callbackPage is the minimal page a browser sees at the end of the connect flow; back, when
+// set, links to the dashboard page the connect started from.
+func callbackPage(heading, message, back string) []byte {
+	page := "<!doctype html><title>GitSec</title><h1>" + html.EscapeString(heading) + "</h1><p>" +
+		html.EscapeString(message) + "</p>"
+	if back != "" {
+		page += `<p><a href="` + html.EscapeString(back) + `">Back to GitSec</a></p>`
+	}
+	return []byte(page)
 }

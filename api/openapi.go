@@ -54,7 +54,7 @@ var apiOperations = []apiOperation{
 	{method: "GET", path: "/api/v1/tokens", summary: "The tenant's API tokens (never the secrets)", responses: map[int]any{200: tokenList{}}},
 	{method: "DELETE", path: "/api/v1/tokens/{id}", summary: "Revoke an API token (not the last one)", responses: map[int]any{200: tokenView{}}},
 
-	{method: "POST", path: "/api/v1/installations/bitbucket/connect", summary: "A connect link for the read-only backup app (sets the binding cookie)", responses: map[int]any{200: ConnectLink{}}},
+	{method: "POST", path: "/api/v1/installations/bitbucket/connect", summary: "A connect link for the read-only backup app (sets the binding cookie); the optional body's return_to sends the browser back to a dashboard page", body: connectRequest{}, responses: map[int]any{200: ConnectLink{}}},
 	{method: "POST", path: "/api/v1/installations/bitbucket/complete", summary: "Finish a connect whose callback landed in another browser", body: completeConnectRequest{}, responses: map[int]any{200: Connected{}, 201: Connected{}}},
 	{method: "GET", path: "/api/v1/installations", summary: "The tenant's installations", responses: map[int]any{200: Installations{}}},
 	{method: "GET", path: "/api/v1/installations/{id}", summary: "One installation: workspaces, progress, webhook health, Restore App", responses: map[int]any{200: InstallationDetail{}}},

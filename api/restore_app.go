@@ -163,7 +163,7 @@ func (h *handlers) restoreCallback(c *gin.Context) error {
 	h.audit(c, tenantID, "restore_app.connected", "installation", instID.String(), gin.H{"account": acct.Name})
 	if wantsHTML(c) {
 		c.Data(http.StatusOK, htmlContentType, callbackPage("Restore App installed",
-			"Installation "+instID.String()+" can now restore backups into Bitbucket as "+acct.Name+"."))
+			"Installation "+instID.String()+" can now restore backups into Bitbucket as "+acct.Name+".", ""))
 		return nil
 	}
 	at := g.GrantedAt.UTC()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/backupqueue"
+	"github.com/gitsec/gitsec/internal/dashboard"
 	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/providerclient"
 	"github.com/gitsec/gitsec/internal/secretbox"
@@ -65,6 +66,9 @@ type Deps struct {
 	// Archive is the backup storage that the snapshot routes read exports from; nil: those
 	// routes answer 503.
 	Archive *archive.Store
+	// PublicURL is where browsers reach GitSec (GITSEC_PUBLIC_URL); an https:// one makes the
+	// dashboard's cookies Secure.
+	PublicURL string
 	// ScratchDir is where snapshot downloads are prepared on disk before they are streamed
 	// (each in its own temporary directory, removed afterwards); "" is the system's temp dir.
 	ScratchDir string
@@ -80,7 +84,13 @@ func NewHandler(d Deps) http.Handler {
 	if d.OAuthStateTTL == 0 {
 		d.OAuthStateTTL = 15 * time.Minute
 	}
+	site, err := dashboard.New()
+	if err != nil {
+		// The assets are embedded at build time: a failure is a broken build, not bad input.
+		panic(err)
+	}
 	h := &handlers{
+		site:   site,
 		deps:   d,
 		states: &stateSigner{store: d.Store, box: d.Box},
 		starts: &workflowstarts.Starter{Temporal: d.Temporal, TaskQueue: d.TaskQueue, Backups: d.Backups, Logger: d.Logger},
@@ -102,6 +112,7 @@ func NewHandler(d Deps) http.Handler {
 		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
 	}
 
+	h.routeDashboard(r)
 	r.GET("/api/v1/openapi.json", serveOpenAPI)
 	v1 := r.Group("/api/v1", h.authenticate)
 	v1.GET("/me", h.handle(h.me))
@@ -149,6 +160,7 @@ func NewHandler(d Deps) http.Handler {
 }
 
 type handlers struct {
+	site   *dashboard.Site
 	deps   Deps
 	states *stateSigner
 	starts *workflowstarts.Starter

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 	"github.com/gitsec/gitsec/internal/apitoken"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/websession"
 )
 
 var tenantNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -92,6 +94,7 @@ func newAdminCmd() *cobra.Command {
 	_ = createToken.MarkFlagRequired("tenant")
 	cmd.AddCommand(createToken)
 	cmd.AddCommand(newRevokeTokenCmd())
+	cmd.AddCommand(newLoginLinkCmd())
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "new-secrets-key",
@@ -202,4 +205,51 @@ func pickToken(active []store.APIToken, ref, tenant string) (store.APIToken, err
 		}
 		return store.APIToken{}, fmt.Errorf("prefix %s matches %d active tokens of tenant %q (%s); pass the ID instead", ref, len(matches), tenant, strings.Join(ids, ", "))
 	}
+}
+
+// newLoginLinkCmd prints a dashboard sign-in link: the operator's way in for a browser, since
+// the dashboard never asks for a password.
+func newLoginLinkCmd() *cobra.Command {
+	var tenant, next string
+	cmd := &cobra.Command{
+		Use:   "login-link --tenant NAME [--next PATH]",
+		Short: "Print a single-use dashboard sign-in link on GITSEC_PUBLIC_URL, valid for 10 minutes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkTenantName(tenant); err != nil {
+				return err
+			}
+			if _, err := websession.CheckNext(next); err != nil {
+				return fmt.Errorf("--next: %w", err)
+			}
+			ctx := cmd.Context()
+			cfg, _, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			st, err := store.Open(ctx, cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			t, err := st.TenantByName(ctx, tenant)
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("tenant %q does not exist; create it with `gitsec admin create-tenant %s`", tenant, tenant)
+			}
+			if err != nil {
+				return err
+			}
+			link, expires, err := websession.IssueLoginLink(ctx, st, t.ID, cfg.PublicURL, next, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "sign-in link for tenant %s; it works once, until %s\n", t.Name, expires.UTC().Format(time.RFC3339))
+			fmt.Fprintln(cmd.OutOrStdout(), link)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant name (required)")
+	cmd.Flags().StringVar(&next, "next", websession.Home, "dashboard path to open after signing in (a relative path)")
+	_ = cmd.MarkFlagRequired("tenant")
+	return cmd
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/gitsec/gitsec/internal/metrics"
 	"github.com/gitsec/gitsec/internal/secretbox"
 	"github.com/gitsec/gitsec/internal/store"
+	"github.com/gitsec/gitsec/internal/websession"
 )
 
 func newDevCmd() *cobra.Command {
@@ -93,8 +94,14 @@ func runDev(ctx context.Context, o devstack.Options) error {
 	g.Go(func() error { return serveAPI(gctx, cfg, log, st, box, m) })
 	g.Go(func() error { return runWorker(gctx, cfg, log, st, box, m) })
 
+	loginLink, linkErr := devLoginLink(ctx, st, cfg.PublicURL)
+	dashboardLine := "(no link: " + linkErr + ")"
+	if loginLink != "" {
+		dashboardLine = loginLink + "   (signs in once, for 10 minutes; another: gitsec admin login-link --tenant " + devstack.DemoTenant + ")"
+	}
 	fmt.Printf(`
 GitSec dev stack is up (%s)
+  Dashboard    %s
   API          http://%s   (try: curl http://%s/readyz)
   Metrics      http://%s/metrics   (API and worker, Prometheus text format)
   Temporal UI  %s
@@ -106,7 +113,7 @@ GitSec dev stack is up (%s)
   Try:         curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/me
   Bitbucket    %s
 Press Ctrl-C to stop everything.
-`, time.Since(started).Round(100*time.Millisecond), cfg.HTTPAddr, cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
+`, time.Since(started).Round(100*time.Millisecond), dashboardLine, cfg.HTTPAddr, cfg.HTTPAddr, cfg.HTTPAddr, stack.Temporal.UIURL(), cfg.TemporalAddress, cfg.TemporalNamespace,
 		postgresLine(stack), cfg.StorageURL, envPath, envPath, stack.Token, filepath.Join(stack.Dir, "dev-token"),
 		filepath.Join(stack.Dir, "dev-token"), cfg.HTTPAddr, bitbucketLine(stack, cfg.Bitbucket.APIURL))
 
@@ -138,4 +145,17 @@ func bitbucketLine(s *devstack.Stack, apiURL string) string {
 		return apiURL + " (real Bitbucket: GITSEC_BITBUCKET_CLIENT_ID is set)"
 	}
 	return s.Emulator.URL() + " (emulator, demo seed; connect the demo account as shown in README \"Connect Bitbucket\")"
+}
+
+// devLoginLink signs the person who ran `make dev` into the demo tenant's dashboard; a failure
+// is printed in the banner rather than stopping the stack.
+func devLoginLink(ctx context.Context, st *store.Store, publicURL string) (link, problem string) {
+	t, err := st.TenantByName(ctx, devstack.DemoTenant)
+	if err == nil {
+		link, _, err = websession.IssueLoginLink(ctx, st, t.ID, publicURL, websession.Home, time.Now())
+	}
+	if err != nil {
+		return "", err.Error()
+	}
+	return link, ""
 }

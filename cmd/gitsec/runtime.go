@@ -144,6 +144,7 @@ func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, st *stor
 		Checks:         readinessChecks(st, tc, bucket),
 		Logger:         log,
 		Version:        version,
+		PublicURL:      cfg.PublicURL,
 		Temporal:       tc,
 		TaskQueue:      cfg.TaskQueue,
 		Box:            box,

@@ -10,9 +10,15 @@ import (
 
 // CreateOAuthState stores a single-use OAuth state nonce bound to the tenant.
 func (s *Store) CreateOAuthState(ctx context.Context, tenantID uuid.UUID, nonce, provider string, expiresAt time.Time) error {
+	return s.CreateOAuthStateReturning(ctx, tenantID, nonce, provider, expiresAt, "")
+}
+
+// CreateOAuthStateReturning is CreateOAuthState for a connect started from the dashboard:
+// returnTo is the dashboard path the callback sends the browser back to.
+func (s *Store) CreateOAuthStateReturning(ctx context.Context, tenantID uuid.UUID, nonce, provider string, expiresAt time.Time, returnTo string) error {
 	_, err := s.pool.Exec(ctx,
-		`INSERT INTO oauth_states (nonce, tenant_id, provider, expires_at) VALUES ($1, $2, $3, $4)`,
-		nonce, tenantID, provider, expiresAt)
+		`INSERT INTO oauth_states (nonce, tenant_id, provider, expires_at, return_to) VALUES ($1, $2, $3, $4, $5)`,
+		nonce, tenantID, provider, expiresAt, returnTo)
 	if err != nil {
 		return fmt.Errorf("create oauth state: %w", err)
 	}
@@ -32,6 +38,15 @@ func (s *Store) ConsumeOAuthState(ctx context.Context, nonce, provider string, n
 		return uuid.Nil, fmt.Errorf("consume oauth state: %w", notFound(err))
 	}
 	return tenantID, nil
+}
+
+// OAuthStateReturnTo is where the browser of a connect link goes back to ("" when none or
+// unknown); it is read before the state is consumed, so that a failed callback can still offer
+// the way back.
+func (s *Store) OAuthStateReturnTo(ctx context.Context, nonce string) string {
+	var to string
+	_ = s.pool.QueryRow(ctx, `SELECT return_to FROM oauth_states WHERE nonce = $1`, nonce).Scan(&to)
+	return to
 }
 
 // CreateInstallation inserts a pending installation for the tenant.
