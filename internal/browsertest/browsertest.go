@@ -65,7 +65,7 @@ func New(t testing.TB, o Options) context.Context {
 		chromedp.Flag("password-store", "basic"),
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	ctx, cancel := chromedp.NewContext(allocCtx)
 	// Starting the browser here makes a broken installation fail at once, with its reason. The
 	// first call must not carry a timeout: its context is the browser's lifetime.
 	if err := chromedp.Do(ctx); err != nil {

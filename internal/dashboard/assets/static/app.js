@@ -218,6 +218,7 @@
       view.append(e.status === 404 ? emptyState(e.message) : errorBox(e));
     }
     if (gen !== generation) return;
+    if (!view.querySelector('h1')) view.prepend(pageHeader('Could not show this page'));
     main.replaceChildren(view);
     const title = view.querySelector('h1');
     document.title = (title ? title.textContent + ' · ' : '') + 'GitSec';
@@ -411,8 +412,10 @@
       filters.cursor ? h('button', { type: 'button', class: 'secondary', onclick: () => history.back() }, 'Previous page') : null,
       page.next_cursor ? h('button', { type: 'button', class: 'secondary', id: 'next-page', onclick: () => setFilters({ cursor: page.next_cursor }) }, 'Next page') : null);
     view.append(filterForm,
-      h('div', { class: 'toolbar' }, h('span', { class: 'count', id: 'repo-count' }, count), includeSel, excludeSel,
-        h('span', { class: 'sep' }), instSelect, pattern, incPat, excPat),
+      h('div', { class: 'toolbar' }, h('span', { class: 'count', id: 'repo-count' }, count), includeSel, excludeSel),
+      h('div', { class: 'toolbar' },
+        h('label', { for: 'bulk-pattern' }, 'Include or exclude by pattern (glob over workspace/slug)', pattern),
+        live.length > 1 ? h('label', { for: 'bulk-installation' }, 'Installation', instSelect) : null, incPat, excPat),
       defaults, messages,
       rows.length
         ? table([all, 'Repository', 'Workspace', 'Project', 'Visibility', 'Included', 'Last backup', 'Snapshots', 'Freshness', ''], rows, 'Repositories')
@@ -497,9 +500,8 @@
     async function loadStatus() {
       const st = await api('GET', '/repositories/' + id + '/backup-status');
       const running = st.state && st.state !== 'idle';
-      status.replaceChildren(running
-        ? h('p', { class: 'notice', id: 'backup-live' }, 'Backup ' + st.state + (st.live && st.live.step ? ': ' + st.live.step : '') + '…')
-        : null);
+      if (running) status.replaceChildren(h('p', { class: 'notice', id: 'backup-live' }, 'Backup ' + st.state + (st.live && st.live.step ? ': ' + st.live.step : '') + '…'));
+      else status.replaceChildren();
       return running;
     }
     backupNow.addEventListener('click', busy(backupNow, async () => {
@@ -700,7 +702,7 @@
         if (body) sec.append(h('h3', {}, 'Request body'), schemaTable(body.schema));
         for (const [code, r] of Object.entries(op.responses || {})) {
           const c = r.content && r.content['application/json'];
-          sec.append(h('h3', {}, 'Response ' + code), h('p', {}, r.description || ''), c ? schemaTable(c.schema) : null);
+          append(sec, [h('h3', {}, 'Response ' + code), h('p', {}, r.description || ''), c ? schemaTable(c.schema) : null]);
         }
         sections.push(sec);
       }
