@@ -47,7 +47,7 @@ func (p *page) waitFor(what, predicate string, timeout time.Duration) {
 	var lastErr error
 	for {
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("!!(" + predicate + ")"))
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("!!("+predicate+")"))
 		cancel()
 		if err == nil && ok {
 			return
