@@ -127,6 +127,7 @@ func (f *fixture) send(t *testing.T, method, path, token, body, requestID string
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	checkOpenAPI(t, method, req.URL.Path, resp.StatusCode, resp.Header.Get("Content-Type"), raw)
 	var out map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("%s %s: response is not a JSON object: %q", method, path, raw)

@@ -375,6 +375,7 @@ func (e *connectEnv) roundTrip(c *http.Client, req *http.Request) (int, map[stri
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	e.bodies.Write(raw)
+	checkOpenAPI(e.t, req.Method, req.URL.Path, resp.StatusCode, resp.Header.Get("Content-Type"), raw)
 	var out map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil {
 		e.t.Fatalf("%s %s: not JSON: %q", req.Method, req.URL.Path, raw)

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"path"
 	"reflect"
 	"regexp"
 	"sort"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
+
+	"github.com/gitsec/gitsec/internal/websession"
 )
 
 // The OpenAPI 3.1 document of /api/v1 is built from the same Go types the handlers answer with,
@@ -35,8 +38,10 @@ func queryInt(name, description string) apiParam {
 type apiOperation struct {
 	method, path, summary string
 	params                []apiParam
-	// body is a value of the request body's type (nil: none).
-	body any
+	// body is a value of the request body's type (nil: none); bodyOptional marks one that may
+	// be left out.
+	body         any
+	bodyOptional bool
 	// responses maps statuses to a value of the body's type (nil: no body).
 	responses map[int]any
 }
@@ -54,7 +59,7 @@ var apiOperations = []apiOperation{
 	{method: "GET", path: "/api/v1/tokens", summary: "The tenant's API tokens (never the secrets)", responses: map[int]any{200: tokenList{}}},
 	{method: "DELETE", path: "/api/v1/tokens/{id}", summary: "Revoke an API token (not the last one)", responses: map[int]any{200: tokenView{}}},
 
-	{method: "POST", path: "/api/v1/installations/bitbucket/connect", summary: "A connect link for the read-only backup app (sets the binding cookie); the optional body's return_to sends the browser back to a dashboard page", body: connectRequest{}, responses: map[int]any{200: ConnectLink{}}},
+	{method: "POST", path: "/api/v1/installations/bitbucket/connect", summary: "A connect link for the read-only backup app (sets the binding cookie); the optional body's return_to sends the browser back to a dashboard page", body: connectRequest{}, bodyOptional: true, responses: map[int]any{200: ConnectLink{}}},
 	{method: "POST", path: "/api/v1/installations/bitbucket/complete", summary: "Finish a connect whose callback landed in another browser", body: completeConnectRequest{}, responses: map[int]any{200: Connected{}, 201: Connected{}}},
 	{method: "GET", path: "/api/v1/installations", summary: "The tenant's installations", responses: map[int]any{200: Installations{}}},
 	{method: "GET", path: "/api/v1/installations/{id}", summary: "One installation: workspaces, progress, webhook health, Restore App", responses: map[int]any{200: InstallationDetail{}}},
@@ -151,11 +156,11 @@ func OpenAPIDocument() map[string]any {
 			o["parameters"] = params
 		}
 		if op.body != nil {
-			o["requestBody"] = map[string]any{"required": true,
+			o["requestBody"] = map[string]any{"required": !op.bodyOptional,
 				"content": map[string]any{"application/json": map[string]any{"schema": r.schema(reflect.TypeOf(op.body))}}}
 		}
 		if op.path != "/api/v1/openapi.json" {
-			o["security"] = []any{map[string]any{"bearer": []any{}}}
+			o["security"] = []any{map[string]any{"bearer": []any{}}, map[string]any{"session": []any{}}}
 		}
 		item[strings.ToLower(op.method)] = o
 	}
@@ -165,8 +170,12 @@ func OpenAPIDocument() map[string]any {
 			"description": "Backups of Bitbucket Cloud accounts. Errors are {\"error\":{\"code\",\"message\"}}; another tenant's IDs answer 404."},
 		"paths": paths,
 		"components": map[string]any{
-			"schemas":         r.components,
-			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "an API token, gsk_..."}},
+			"schemas": r.components,
+			"securitySchemes": map[string]any{
+				"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "an API token, gsk_..."},
+				"session": map[string]any{"type": "apiKey", "in": "cookie", "name": websession.CookieName,
+					"description": "the dashboard's session (sign in at /signin); requests other than GET, HEAD and OPTIONS must also send the page's CSRF token in X-CSRF-Token"},
+			},
 		},
 	}
 }
@@ -189,6 +198,23 @@ func operationID(op apiOperation) string {
 // as components.
 type schemaReflector struct {
 	components map[string]any
+	// owners is the Go type behind each component name: two packages may both have a
+	// BackupStatus, and each must keep its own schema.
+	owners map[string]reflect.Type
+}
+
+// componentName is t's name, qualified by its package when another type took the name first.
+func (r *schemaReflector) componentName(t reflect.Type) string {
+	name := typeName(t)
+	if r.owners == nil {
+		r.owners = map[string]reflect.Type{}
+	}
+	if owner, ok := r.owners[name]; ok && owner != t {
+		pkg := path.Base(t.PkgPath())
+		name = strings.ToUpper(pkg[:1]) + pkg[1:] + name
+	}
+	r.owners[name] = t
+	return name
 }
 
 var (
@@ -235,6 +261,7 @@ func (r *schemaReflector) schema(t reflect.Type) map[string]any {
 	case reflect.Struct:
 		name := typeName(t)
 		if name != "" {
+			name = r.componentName(t)
 			if _, seen := r.components[name]; !seen {
 				r.components[name] = map[string]any{} // recursion guard
 				r.components[name] = r.object(t)

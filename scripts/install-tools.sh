@@ -37,6 +37,10 @@ command -v git >/dev/null 2>&1 || need_apt+=(git)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)
 fi
+# The dashboard's browser tests drive Debian's Chromium headless; `make dev` does not need it.
+if [ "${1:-}" != "--dev-only" ] && ! command -v chromium >/dev/null 2>&1 && [ -z "${GITSEC_CHROMIUM:-}" ]; then
+  need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "install-tools: apt-get install ${need_apt[*]}"
