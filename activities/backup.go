@@ -284,7 +284,11 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 		// followed, instead of being taken for deleted until the next sync.
 		renamed, rerr := client.GetRepository(ctx, workspace, providerUUID)
 		if rerr == nil && renamed.FullName != "" && renamed.FullName != fullName {
-			if uerr := st.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName); uerr != nil {
+			var project store.Project
+			if renamed.Project != nil {
+				project = store.Project{Key: renamed.Project.Key, Name: renamed.Project.Name}
+			}
+			if uerr := st.RenameRepository(ctx, tenantID, providerUUID, renamed.FullName, project); uerr != nil {
 				return c, classify("record rename", uerr)
 			}
 			activity.GetLogger(ctx).Info("repository renamed upstream", "from", fullName, "to", renamed.FullName)

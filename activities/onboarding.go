@@ -203,9 +203,14 @@ func (a *Onboarding) SyncWorkspaceRepositories(ctx context.Context, in workflows
 		if r.MainBranch != nil {
 			main = r.MainBranch.Name
 		}
+		var projectKey, projectName string
+		if r.Project != nil {
+			projectKey, projectName = r.Project.Key, r.Project.Name
+		}
 		_, created, err := a.Store.UpsertRepository(ctx, store.Repository{
 			TenantID: tenantID, InstallationID: instID, WorkspaceID: &wsID, ProviderUUID: r.UUID,
 			FullName: r.FullName, MainBranch: main, SizeBytes: r.Size, IsPrivate: r.IsPrivate,
+			ProjectKey: projectKey, ProjectName: projectName,
 		})
 		if err != nil {
 			return err

@@ -93,12 +93,13 @@ type connectOptions struct {
 }
 
 // defaultConnectSeed: alice administers acme and acme-labs, bob is a member of acme, carol has
-// no workspace.
+// no workspace. acme's repositories are in project CORE (WEB is there to move one to);
+// acme-labs has the emulator's default project.
 func defaultConnectSeed() *emulator.Seed {
 	return &emulator.Seed{
 		Users: []emulator.SeedUser{{Username: "alice"}, {Username: "bob"}, {Username: "carol"}},
 		Workspaces: []emulator.SeedWorkspace{
-			{Slug: "acme", Admins: []string{"alice"}, Members: []string{"bob"}, Repositories: []emulator.SeedRepository{
+			{Slug: "acme", Admins: []string{"alice"}, Members: []string{"bob"}, Projects: []emulator.SeedProject{{Key: "CORE", Name: "Core"}, {Key: "WEB", Name: "Web"}}, Repositories: []emulator.SeedRepository{
 				{Slug: "api", Generate: &emulator.Generate{Commits: 3}},
 				{Slug: "web", Generate: &emulator.Generate{Commits: 2, Branches: 1}},
 				{Slug: "empty"},
@@ -556,6 +557,15 @@ func TestConnectBitbucketEndToEnd(t *testing.T) {
 	apiRepo := repos[0].(map[string]any)
 	if st := apiRepo["last_backup_status"]; (st != "pending_backup" && st != "succeeded") || apiRepo["included"] != true || !strings.HasPrefix(apiRepo["uuid"].(string), "{") {
 		t.Fatalf("repository = %v", apiRepo)
+	}
+	// Discovery records each repository's project as Bitbucket lists it.
+	if p, _ := apiRepo["project"].(map[string]any); p["key"] != "CORE" || p["name"] != "Core" {
+		t.Fatalf("acme/api project = %v, want CORE/Core", apiRepo["project"])
+	}
+	_, labs := e.call("GET", "/api/v1/repositories?workspace=acme-labs&q=lab-1", "acme-corp", "")
+	upstream := e.emulatorGET("alice", "/2.0/repositories/acme-labs/lab-1")["project"].(map[string]any)
+	if p := labs["repositories"].([]any)[0].(map[string]any)["project"].(map[string]any); p["key"] != upstream["key"] || p["name"] != upstream["name"] || p["key"] == "" {
+		t.Fatalf("acme-labs/lab-1 project = %v, upstream %v", p, upstream)
 	}
 	repoID := apiRepo["id"].(string)
 	if status, body := e.call("PATCH", "/api/v1/repositories/"+repoID, "acme-corp", `{"included":false}`); status != 200 || body["repository"].(map[string]any)["included"] != false {

@@ -78,7 +78,11 @@ var apiOperations = []apiOperation{
 
 	{method: "GET", path: "/api/v1/repositories", summary: "The tenant's repositories, paged", params: []apiParam{
 		query("installation", "installation ID"), query("workspace", "workspace slug"), query("included", "true or false"),
-		query("q", "substring of workspace/slug"), cursorParam, limitParam}, responses: map[int]any{200: Repositories{}}},
+		query("q", "substring of workspace/slug"),
+		query("status", "last backup state, one or more of never, queued (waiting for the first backup), succeeded "+
+			"(including a run that found nothing to back up) and failed, comma-separated; \"running\" is not a filter, "+
+			"only GET /api/v1/repositories/{id}/backup-status knows a run is under way"),
+		cursorParam, queryInt("limit", "page size, 1 to 500 (default 50)")}, responses: map[int]any{200: Repositories{}}},
 	{method: "GET", path: "/api/v1/repositories/{id}", summary: "One repository", responses: map[int]any{200: RepositoryDetail{}}},
 	{method: "PATCH", path: "/api/v1/repositories/{id}", summary: "Include or exclude one repository", body: patchRepositoryRequest{}, responses: map[int]any{200: RepositoryDetail{}}},
 	{method: "POST", path: "/api/v1/repositories/{id}/backups", summary: "Queue a backup", responses: map[int]any{202: BackupQueued{}}},
@@ -88,6 +92,9 @@ var apiOperations = []apiOperation{
 	{method: "GET", path: "/api/v1/repositories/{id}/drills", summary: "The repository's recent drills", params: []apiParam{limitParam}, responses: map[int]any{200: Drills{}}},
 	{method: "GET", path: "/api/v1/drills/{id}", summary: "One drill with its step timings", responses: map[int]any{200: DrillDetail{}}},
 	{method: "GET", path: "/api/v1/alerts", summary: "Open alerts (failed drills)", responses: map[int]any{200: Alerts{}}},
+	{method: "GET", path: "/api/v1/activity", summary: "Recent backups across repositories, failing repositories first", params: []apiParam{
+		queryInt("limit", "recent snapshots per page, 1 to 200 (default 50); the failing list is not paged (at most 100)"),
+		query("cursor", "the next_cursor of the previous page (pages recent only)")}, responses: map[int]any{200: RecentActivity{}}},
 
 	{method: "GET", path: "/api/v1/snapshots/{id}", summary: "One snapshot", responses: map[int]any{200: SnapshotDetail{}}},
 	{method: "GET", path: "/api/v1/snapshots/{id}/pull-requests", summary: "The snapshot's pull requests", params: []apiParam{

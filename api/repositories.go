@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"path"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/gitsec/gitsec/internal/domain"
 	"github.com/gitsec/gitsec/internal/store"
 )
 
@@ -30,24 +32,66 @@ func (h *handlers) listRepositories(c *gin.Context) error {
 		}
 		f.Included = &b
 	}
+	if raw := c.Query("status"); raw != "" {
+		statuses, err := backupStatusFilter(raw)
+		if err != nil {
+			return err
+		}
+		f.BackupStatuses = statuses
+	}
 	limit, err := intQuery(c, "limit", 50, 1, 500)
 	if err != nil {
 		return err
 	}
 	f.Limit = limit
-	repos, next, err := h.deps.Store.ListRepositories(c.Request.Context(), tenantOf(c).ID, f)
+	page, err := h.deps.Store.ListRepositories(c.Request.Context(), tenantOf(c).ID, f)
 	if errors.Is(err, store.ErrBadCursor) {
 		return errInvalid("invalid_parameter", "query parameter cursor is not a cursor this API returned")
 	}
 	if err != nil {
 		return failed("could not list repositories", err)
 	}
-	resp := Repositories{Repositories: views(repos, repositoryView), NextCursor: next}
+	resp := Repositories{Repositories: views(page.Repositories, repositoryView), Total: page.Total, NextCursor: page.NextCursor}
 	if err := h.withRepositoryDrills(c.Request.Context(), tenantOf(c).ID, resp.Repositories); err != nil {
 		return err
 	}
 	c.JSON(http.StatusOK, resp)
 	return nil
+}
+
+// backupStatusFilters map the values of GET /repositories?status= to the last_backup_status
+// values they select. "queued" is an included repository waiting for its first backup
+// (pending_backup); "succeeded" includes a run that found nothing to back up ("unchanged",
+// stored only while the repository has no snapshot, such as an empty one). "running" is not
+// among them: only the backup workflow knows a run is under way (GET
+// /repositories/{id}/backup-status asks it), the row never says so.
+var backupStatusFilters = map[string][]string{
+	"never":     {domain.BackupNever},
+	"queued":    {domain.BackupPending},
+	"succeeded": {domain.BackupSucceeded, domain.BackupUnchanged},
+	"failed":    {domain.BackupFailed},
+}
+
+// backupStatusFilterNames lists backupStatusFilters' keys in the order the messages and the
+// OpenAPI document name them.
+var backupStatusFilterNames = []string{"never", "queued", "succeeded", "failed"}
+
+// backupStatusFilter parses status=a,b into the row values it selects.
+func backupStatusFilter(raw string) ([]string, error) {
+	var out []string
+	for _, v := range strings.Split(raw, ",") {
+		statuses, ok := backupStatusFilters[strings.TrimSpace(v)]
+		if !ok {
+			msg := "query parameter status=" + strconv.Quote(raw) + ": " + strconv.Quote(v) + " is not a backup status; use one or more (comma-separated) of " +
+				strings.Join(backupStatusFilterNames, ", ")
+			if v == "running" {
+				msg += " (a running backup is only known live: GET /api/v1/repositories/{id}/backup-status)"
+			}
+			return nil, errInvalid("invalid_parameter", msg)
+		}
+		out = append(out, statuses...)
+	}
+	return out, nil
 }
 
 func (h *handlers) repositoryParam(c *gin.Context) (uuid.UUID, error) {

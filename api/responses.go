@@ -197,12 +197,18 @@ type Repository struct {
 	Workspace        string    `json:"workspace"`
 	UUID             string    `json:"uuid"`
 	FullName         string    `json:"full_name"`
+	Project          Project   `json:"project"`
 	MainBranch       string    `json:"main_branch"`
 	SizeBytes        int64     `json:"size_bytes"`
 	IsPrivate        bool      `json:"is_private"`
 	Included         bool      `json:"included"`
 	Status           string    `json:"status"`
 	LastBackupStatus string    `json:"last_backup_status"`
+	// SnapshotCount counts the repository's recorded snapshots. StoredBytes is what its backups
+	// cost in object storage: the sum of its snapshots' bytes_uploaded (each snapshot uploads
+	// only the packs its fetch wrote), not the repository's size on Bitbucket (size_bytes).
+	SnapshotCount int   `json:"snapshot_count"`
+	StoredBytes   int64 `json:"stored_bytes"`
 	// LastBackupError is why the last backup failed ("" after a good one).
 	LastBackupError string     `json:"last_backup_error"`
 	LastBackupAt    *time.Time `json:"last_backup_at"`
@@ -221,10 +227,18 @@ type Repository struct {
 	LastDrill *DrillStatus `json:"last_drill"`
 }
 
+// Project is the Bitbucket project a repository is in; both fields are "" while unknown.
+type Project struct {
+	Key  string `json:"key"`
+	Name string `json:"name"`
+}
+
 // Repositories is GET /api/v1/repositories.
 type Repositories struct {
 	Repositories []Repository `json:"repositories"`
-	NextCursor   string       `json:"next_cursor,omitempty"`
+	// Total counts the repositories matching the filters on every page (the cursor aside).
+	Total      int64  `json:"total"`
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 // RepositoryDetail wraps one repository.
@@ -346,6 +360,42 @@ type Alert struct {
 // Alerts is GET /api/v1/alerts, newest first.
 type Alerts struct {
 	Alerts []Alert `json:"alerts"`
+}
+
+// RecentActivity is GET /api/v1/activity: what needs attention, then what happened.
+type RecentActivity struct {
+	// Failing lists the backed-up repositories (included, active, installation not removed)
+	// whose last backup failed, newest failure first, at most 100; FailingTotal counts them all.
+	Failing      []FailingRepository `json:"failing"`
+	FailingTotal int64               `json:"failing_total"`
+	// Recent lists the snapshots of every repository, newest finished first, one page of them.
+	Recent     []RecentBackup `json:"recent"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+// FailingRepository is a repository whose last backup failed: Error is the stored reason,
+// FailedAt when it failed, LastBackupAt the last successful backup (null: never).
+type FailingRepository struct {
+	RepositoryID uuid.UUID  `json:"repository_id"`
+	FullName     string     `json:"full_name"`
+	Workspace    string     `json:"workspace"`
+	LastBackupAt *time.Time `json:"last_backup_at"`
+	FailedAt     *time.Time `json:"failed_at"`
+	Error        string     `json:"error"`
+}
+
+// RecentBackup is one recorded snapshot in the activity feed.
+type RecentBackup struct {
+	SnapshotID    string    `json:"snapshot_id"`
+	RepositoryID  uuid.UUID `json:"repository_id"`
+	FullName      string    `json:"full_name"`
+	Trigger       string    `json:"trigger"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
+	DurationMS    int64     `json:"duration_ms"`
+	RefsCount     int       `json:"refs_count"`
+	BytesUploaded int64     `json:"bytes_uploaded"`
+	TotalBytes    int64     `json:"total_bytes"`
 }
 
 // Snapshots is GET /api/v1/repositories/{id}/snapshots, newest first.
@@ -595,6 +645,7 @@ func installationView(inst store.Installation, wss []store.Workspace) Installati
 func repositoryView(r store.Repository) Repository {
 	return Repository{
 		ID: r.ID, InstallationID: r.InstallationID, Workspace: r.Workspace, UUID: r.ProviderUUID, FullName: r.FullName,
+		Project: Project{Key: r.ProjectKey, Name: r.ProjectName}, SnapshotCount: r.SnapshotCount, StoredBytes: r.StoredBytes,
 		MainBranch: r.MainBranch, SizeBytes: r.SizeBytes, IsPrivate: r.IsPrivate, Included: r.Included, Status: r.Status,
 		LastBackupStatus: r.LastBackupStatus, LastBackupError: r.LastBackupError, LastBackupAt: r.LastBackupAt, LastCheckedAt: r.LastCheckedAt,
 		LastSnapshotID: r.LastSnapshotID, LastPushAt: r.LastPushAt, LastSnapshotAt: r.LastBackupAt, Behind: r.Included && r.Behind(),
@@ -620,6 +671,19 @@ func snapshotView(s store.Snapshot) Snapshot {
 		ID: s.ID, RepositoryID: s.RepositoryID, ManifestKey: s.ManifestKey, Trigger: string(s.Trigger), ParentID: s.ParentID,
 		Refs: s.RefsCount, Packs: s.PacksCount, BytesUploaded: s.BytesUploaded, TotalBytes: s.TotalBytes,
 		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS, PushedAt: s.PushedAt,
+	}
+}
+
+func failingView(f store.FailingRepository) FailingRepository {
+	return FailingRepository{RepositoryID: f.RepositoryID, FullName: f.FullName, Workspace: f.Workspace,
+		LastBackupAt: f.LastBackupAt, FailedAt: f.FailedAt, Error: f.Error}
+}
+
+func recentBackupView(s store.RecentSnapshot) RecentBackup {
+	return RecentBackup{
+		SnapshotID: s.ID, RepositoryID: s.RepositoryID, FullName: s.FullName, Trigger: string(s.Trigger),
+		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS,
+		RefsCount: s.RefsCount, BytesUploaded: s.BytesUploaded, TotalBytes: s.TotalBytes,
 	}
 }
 

@@ -151,6 +151,7 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/repositories/:id/drills", h.handle(h.listDrills))
 	v1.GET("/drills/:id", h.handle(h.getDrill))
 	v1.GET("/alerts", h.handle(h.listAlerts))
+	v1.GET("/activity", h.handle(h.activity))
 	v1.GET("/snapshots/:id", h.handle(h.getSnapshot))
 	v1.GET("/snapshots/:id/pull-requests", h.handle(h.listPullRequests))
 	v1.GET("/snapshots/:id/pull-requests/:number", h.handle(h.getPullRequest))

@@ -100,7 +100,8 @@ func TestResponseShapesArePinned(t *testing.T) {
 
 	const (
 		repo = "{behind:b,created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
-			"last_checked_at:s,last_drill:null,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,size_bytes:n,status:s,updated_at:s,uuid:s,workspace:s}"
+			"last_checked_at:s,last_drill:null,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,project:{key:s,name:s},size_bytes:n," +
+			"snapshot_count:n,status:s,stored_bytes:n,updated_at:s,uuid:s,workspace:s}"
 		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
 			"started_at:s,total_bytes:n,trigger:s}"
 		exportStatus = "{complete:b,reason:s,records:n,states:{DECLINED:n,MERGED:n,OPEN:n,SUPERSEDED:n}}"
@@ -143,7 +144,9 @@ func TestResponseShapesArePinned(t *testing.T) {
 		{"GET", "/api/v1/installations", "", "{installations:[" + installation + "]}"},
 		{"GET", "/api/v1/installations/" + instID.String(), "", "{installation:" + installationDetail + ",progress_source:s}"},
 		{"GET", "/api/v1/installations/" + instID.String() + "/webhook-deliveries", "", "{deliveries:[]}"},
-		{"GET", "/api/v1/repositories?limit=1", "", "{repositories:[" + repo + "]}"},
+		{"GET", "/api/v1/repositories?limit=1", "", "{repositories:[" + repo + "],total:n}"},
+		{"GET", "/api/v1/activity?limit=1", "", "{failing:[],failing_total:n,next_cursor:s,recent:[{bytes_uploaded:n,duration_ms:n,finished_at:s," +
+			"full_name:s,refs_count:n,repository_id:s,snapshot_id:s,started_at:s,total_bytes:n,trigger:s}]}"},
 		{"GET", "/api/v1/repositories/" + repoID.String(), "", "{repository:" + repo + "}"},
 		{"GET", "/api/v1/repositories/" + repoID.String() + "/snapshots?limit=1", "", "{next_cursor:s,snapshots:[" + snap + "]}"},
 		{"GET", "/api/v1/snapshots/" + snapID, "", "{snapshot:" + snap + "}"},
@@ -173,5 +176,14 @@ func TestResponseShapesArePinned(t *testing.T) {
 				t.Fatalf("%s %s shape changed:\n got %s\nwant %s\nbody %s", c.method, c.path, got, c.want, raw)
 			}
 		})
+	}
+
+	// A failed backup puts the repository at the top of the activity feed.
+	if err := f.store.RecordBackupFailure(ctx, inst.TenantID, repoID, "Bitbucket answered 403", now); err != nil {
+		t.Fatal(err)
+	}
+	const failing = "{error:s,failed_at:s,full_name:s,last_backup_at:s,repository_id:s,workspace:s}"
+	if _, raw, body := f.send(t, "GET", "/api/v1/activity?limit=1", f.tokenA, "", ""); !strings.HasPrefix(shape(body), "{failing:["+failing+"],failing_total:n,") {
+		t.Fatalf("GET /api/v1/activity shape changed:\n got %s\nwant failing:[%s]\nbody %s", shape(body), failing, raw)
 	}
 }

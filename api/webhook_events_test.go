@@ -40,6 +40,14 @@ func TestRepositoryEventsFollowUpstream(t *testing.T) {
 		t.Fatalf("renamed repository has %d snapshots, want its 1 kept", n)
 	}
 
+	// A move to another project (the name unchanged) reaches the row too.
+	e.emulatorREST("alice", "PUT", "/2.0/repositories/acme/web-renamed", `{"project":{"key":"WEB"}}`)
+	e.waitFor("the project move to reach the row", time.Minute, func() bool {
+		_, body := e.call("GET", "/api/v1/repositories/"+web["id"].(string), "acme-corp", "")
+		p := body["repository"].(map[string]any)["project"].(map[string]any)
+		return p["key"] == "WEB" && p["name"] == "Web"
+	})
+
 	// Deletion: marked deleted upstream, every backup kept.
 	lab := e.repository("acme-corp", instID, "acme-labs/lab-2")
 	e.emulatorREST("alice", "DELETE", "/2.0/repositories/acme-labs/lab-2", "")
@@ -82,7 +90,7 @@ func TestRepositoryEventsFollowUpstream(t *testing.T) {
 			actions[ev["action"].(string)] = true
 		}
 	}
-	for _, want := range []string{"repository.renamed", "repository.deleted_upstream", "repository.added"} {
+	for _, want := range []string{"repository.renamed", "repository.project_changed", "repository.deleted_upstream", "repository.added"} {
 		if !actions[want] {
 			t.Errorf("audit log lacks %s from the webhooks: %v", want, actions)
 		}

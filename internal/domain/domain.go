@@ -121,10 +121,12 @@ const (
 	WebhookCoalesced       = "coalesced"
 	WebhookRepositoryAdded = "repository_added"
 	WebhookRenamed         = "renamed"
-	WebhookMoved           = "moved"
-	WebhookMarkedDeleted   = "marked_deleted_upstream"
-	WebhookRecorded        = "recorded"
-	WebhookIgnored         = "ignored"
+	// WebhookProjectChanged: the repository kept its name and moved to another project.
+	WebhookProjectChanged = "project_changed"
+	WebhookMoved          = "moved"
+	WebhookMarkedDeleted  = "marked_deleted_upstream"
+	WebhookRecorded       = "recorded"
+	WebhookIgnored        = "ignored"
 )
 
 // Restore drill statuses (restore_drills.status): a drill restores a snapshot into a scratch

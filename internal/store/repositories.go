@@ -14,14 +14,18 @@ import (
 
 // Repository is one upstream repository known through an installation.
 type Repository struct {
-	ID               uuid.UUID
-	TenantID         uuid.UUID
-	InstallationID   uuid.UUID
-	WorkspaceID      *uuid.UUID
-	Workspace        string
-	ProviderUUID     string
-	FullName         string
-	MainBranch       string
+	ID             uuid.UUID
+	TenantID       uuid.UUID
+	InstallationID uuid.UUID
+	WorkspaceID    *uuid.UUID
+	Workspace      string
+	ProviderUUID   string
+	FullName       string
+	MainBranch     string
+	// ProjectKey and ProjectName are the Bitbucket project the repository is in ("" until
+	// discovery or a webhook said).
+	ProjectKey       string
+	ProjectName      string
 	SizeBytes        int64
 	IsPrivate        bool
 	Included         bool
@@ -42,20 +46,28 @@ type Repository struct {
 	BackedUpThrough *time.Time
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+	// SnapshotCount and StoredBytes are filled by ListRepositories, GetRepository and
+	// SetRepositoryIncluded only (the dashboard's reads): see repositoryStats.
+	SnapshotCount int
+	StoredBytes   int64
 }
 
 // UpsertRepository records a repository by provider UUID: a rename keeps its row, its inclusion
 // and its backups. New rows take the installation's default inclusion. created reports an insert.
+// The project is updated as setProject says.
 func (s *Store) UpsertRepository(ctx context.Context, r Repository) (id uuid.UUID, created bool, err error) {
 	err = s.pool.QueryRow(ctx,
-		`INSERT INTO repositories (tenant_id, installation_id, workspace_id, provider_uuid, full_name, main_branch, size_bytes, is_private, included)
-		 SELECT $1, $2, $3, $4, $5, $6, $7, $8, i.default_included FROM installations i WHERE i.tenant_id = $1 AND i.id = $2
+		`INSERT INTO repositories (tenant_id, installation_id, workspace_id, provider_uuid, full_name, main_branch, size_bytes, is_private, included,
+		                           project_key, project_name)
+		 SELECT $1, $2, $3, $4, $5, $6, $7, $8, i.default_included, $9, $10 FROM installations i WHERE i.tenant_id = $1 AND i.id = $2
 		 ON CONFLICT (installation_id, provider_uuid) DO UPDATE
 		   SET workspace_id = excluded.workspace_id, full_name = excluded.full_name, main_branch = excluded.main_branch,
-		       size_bytes = excluded.size_bytes, is_private = excluded.is_private, status = 'active', updated_at = now()
+		       size_bytes = excluded.size_bytes, is_private = excluded.is_private, status = 'active', updated_at = now(),
+		       `+setProject("repositories.", "excluded.project_key", "excluded.project_name")+`
 		 WHERE repositories.tenant_id = excluded.tenant_id
 		 RETURNING id, (xmax = 0)`,
 		r.TenantID, r.InstallationID, r.WorkspaceID, r.ProviderUUID, r.FullName, r.MainBranch, r.SizeBytes, r.IsPrivate,
+		r.ProjectKey, r.ProjectName,
 	).Scan(&id, &created)
 	if err != nil {
 		return uuid.Nil, false, fmt.Errorf("upsert repository %s: %w", r.FullName, notFound(err))
@@ -95,8 +107,20 @@ type RepositoryFilter struct {
 	Workspace      string
 	Included       *bool
 	Query          string
+	// BackupStatuses keeps the repositories whose last_backup_status is one of these (the
+	// domain.Backup* values); empty keeps every one.
+	BackupStatuses []string
 	Cursor         string
 	Limit          int
+}
+
+// RepositoryPage is one page of ListRepositories.
+type RepositoryPage struct {
+	Repositories []Repository
+	// NextCursor continues after the page; "" on the last page.
+	NextCursor string
+	// Total counts every repository the filter matches, on all pages.
+	Total int64
 }
 
 // ErrBadCursor means the cursor was not produced by ListRepositories.
@@ -106,20 +130,51 @@ const repositoryColumns = `r.id, r.tenant_id, r.installation_id, r.workspace_id,
 	r.full_name, r.main_branch, r.size_bytes, r.is_private, r.included, r.status, r.last_backup_status,
 	r.last_backup_at, r.last_checked_at, r.last_snapshot_id, r.created_at, r.updated_at, r.mirror_host,
 	r.last_backup_error, (SELECT i.status FROM installations i WHERE i.id = r.installation_id),
-	r.last_push_at, r.backed_up_through`
+	r.last_push_at, r.backed_up_through, r.project_key, r.project_name`
 
-func scanRepository(row pgx.Row) (Repository, error) {
+// repositoryStats adds a repository's snapshot count and stored bytes to a query over
+// "repositories r" (select st.snapshots, st.stored_bytes). It reads the snapshots_repository
+// index once per repository row it is joined to, so a page query joins it after its LIMIT
+// (never to every row of the tenant). Stored bytes sum bytes_uploaded: each snapshot uploads
+// only the packs its fetch wrote, so the sum is what the repository occupies in object storage,
+// where total_bytes would count the shared packs of every snapshot again.
+const repositoryStats = ` LEFT JOIN LATERAL (
+	SELECT count(*) AS snapshots, coalesce(sum(s.bytes_uploaded), 0)::bigint AS stored_bytes
+	  FROM snapshots s WHERE s.tenant_id = r.tenant_id AND s.repository_id = r.id) st ON true`
+
+func scanRepository(row pgx.Row, extra ...any) (Repository, error) {
 	var r Repository
-	err := row.Scan(&r.ID, &r.TenantID, &r.InstallationID, &r.WorkspaceID, &r.Workspace, &r.ProviderUUID, &r.FullName,
+	dest := []any{&r.ID, &r.TenantID, &r.InstallationID, &r.WorkspaceID, &r.Workspace, &r.ProviderUUID, &r.FullName,
 		&r.MainBranch, &r.SizeBytes, &r.IsPrivate, &r.Included, &r.Status, &r.LastBackupStatus, &r.LastBackupAt,
 		&r.LastCheckedAt, &r.LastSnapshotID, &r.CreatedAt, &r.UpdatedAt, &r.MirrorHost,
-		&r.LastBackupError, &r.InstallationStatus, &r.LastPushAt, &r.BackedUpThrough)
+		&r.LastBackupError, &r.InstallationStatus, &r.LastPushAt, &r.BackedUpThrough, &r.ProjectKey, &r.ProjectName}
+	err := row.Scan(append(dest, extra...)...)
 	return r, err
 }
 
+// scanRepositoryStats scans repositoryColumns followed by st.snapshots, st.stored_bytes.
+func scanRepositoryStats(row pgx.Row) (Repository, error) {
+	var n int
+	var bytes int64
+	r, err := scanRepository(row, &n, &bytes)
+	r.SnapshotCount, r.StoredBytes = n, bytes
+	return r, err
+}
+
+// repositoryFilterSQL is the WHERE clause of RepositoryFilter over "repositories r", on the
+// parameters $1 (tenant) to $6, shared by the page and its total so that both always agree.
+const repositoryFilterSQL = `r.tenant_id = $1
+	    AND ($2::uuid IS NULL OR r.installation_id = $2)
+	    AND ($3 = '' OR split_part(r.full_name, '/', 1) = $3)
+	    AND ($4::boolean IS NULL OR r.included = $4)
+	    AND ($5 = '' OR r.full_name ILIKE '%' || $5 || '%')
+	    AND (coalesce(cardinality($6::text[]), 0) = 0 OR r.last_backup_status = ANY($6::text[]))`
+
 // ListRepositories pages the tenant's repositories in (full_name, id) order, which stays stable
-// while rows are added. It returns the cursor of the next page, or "" on the last page.
-func (s *Store) ListRepositories(ctx context.Context, tenantID uuid.UUID, f RepositoryFilter) ([]Repository, string, error) {
+// while rows are added, with each one's snapshot count and stored bytes and the number of
+// repositories the filter matches. The page is one query and the total another: two index
+// scans over the tenant's rows, whatever the page size (no query per repository).
+func (s *Store) ListRepositories(ctx context.Context, tenantID uuid.UUID, f RepositoryFilter) (RepositoryPage, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
@@ -128,57 +183,61 @@ func (s *Store) ListRepositories(ctx context.Context, tenantID uuid.UUID, f Repo
 	if f.Cursor != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(f.Cursor)
 		if err != nil {
-			return nil, "", ErrBadCursor
+			return RepositoryPage{}, ErrBadCursor
 		}
 		name, id, ok := strings.Cut(string(raw), "\x00")
 		if afterID, err = uuid.Parse(id); !ok || err != nil {
-			return nil, "", ErrBadCursor
+			return RepositoryPage{}, ErrBadCursor
 		}
 		afterName = name
 	}
+	args := []any{tenantID, f.InstallationID, f.Workspace, f.Included, escapeLike(f.Query), f.BackupStatuses}
+	var page RepositoryPage
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM repositories r WHERE `+repositoryFilterSQL, args...).Scan(&page.Total); err != nil {
+		return RepositoryPage{}, fmt.Errorf("count repositories: %w", err)
+	}
+	// The inner query picks the page by the (tenant_id, full_name, id) index; the snapshot
+	// statistics are joined to its rows only.
 	rows, err := s.pool.Query(ctx,
-		`SELECT `+repositoryColumns+` FROM repositories r
-		  WHERE r.tenant_id = $1
-		    AND ($2::uuid IS NULL OR r.installation_id = $2)
-		    AND ($3 = '' OR split_part(r.full_name, '/', 1) = $3)
-		    AND ($4::boolean IS NULL OR r.included = $4)
-		    AND ($5 = '' OR r.full_name ILIKE '%' || $5 || '%')
-		    AND ($6 = '' OR (r.full_name, r.id) > ($6, $7::uuid))
-		  ORDER BY r.full_name, r.id
-		  LIMIT $8`,
-		tenantID, f.InstallationID, f.Workspace, f.Included, escapeLike(f.Query), afterName, afterID, f.Limit+1)
+		`SELECT `+repositoryColumns+`, st.snapshots, st.stored_bytes
+		   FROM (SELECT * FROM repositories r
+		          WHERE `+repositoryFilterSQL+`
+		            AND ($7 = '' OR (r.full_name, r.id) > ($7, $8::uuid))
+		          ORDER BY r.full_name, r.id
+		          LIMIT $9) r`+repositoryStats+`
+		  ORDER BY r.full_name, r.id`,
+		append(args, afterName, afterID, f.Limit+1)...)
 	if err != nil {
-		return nil, "", fmt.Errorf("list repositories: %w", err)
+		return RepositoryPage{}, fmt.Errorf("list repositories: %w", err)
 	}
 	defer rows.Close()
-	var out []Repository
 	for rows.Next() {
-		r, err := scanRepository(rows)
+		r, err := scanRepositoryStats(rows)
 		if err != nil {
-			return nil, "", fmt.Errorf("scan repository: %w", err)
+			return RepositoryPage{}, fmt.Errorf("scan repository: %w", err)
 		}
-		out = append(out, r)
+		page.Repositories = append(page.Repositories, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", err
+		return RepositoryPage{}, fmt.Errorf("list repositories: %w", err)
 	}
-	next := ""
-	if len(out) > f.Limit {
-		out = out[:f.Limit]
-		last := out[len(out)-1]
-		next = base64.RawURLEncoding.EncodeToString([]byte(last.FullName + "\x00" + last.ID.String()))
+	if len(page.Repositories) > f.Limit {
+		page.Repositories = page.Repositories[:f.Limit]
+		last := page.Repositories[len(page.Repositories)-1]
+		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(last.FullName + "\x00" + last.ID.String()))
 	}
-	return out, next, nil
+	return page, nil
 }
 
 func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
-// GetRepository returns one repository of the tenant.
+// GetRepository returns one repository of the tenant with its snapshot statistics.
 func (s *Store) GetRepository(ctx context.Context, tenantID, id uuid.UUID) (Repository, error) {
-	r, err := scanRepository(s.pool.QueryRow(ctx,
-		`SELECT `+repositoryColumns+` FROM repositories r WHERE r.tenant_id = $1 AND r.id = $2`, tenantID, id))
+	r, err := scanRepositoryStats(s.pool.QueryRow(ctx,
+		`SELECT `+repositoryColumns+`, st.snapshots, st.stored_bytes FROM repositories r`+repositoryStats+`
+		  WHERE r.tenant_id = $1 AND r.id = $2`, tenantID, id))
 	if err != nil {
 		return Repository{}, fmt.Errorf("repository %s: %w", id, notFound(err))
 	}
@@ -187,9 +246,9 @@ func (s *Store) GetRepository(ctx context.Context, tenantID, id uuid.UUID) (Repo
 
 // SetRepositoryIncluded includes or excludes one repository; existing snapshots are untouched.
 func (s *Store) SetRepositoryIncluded(ctx context.Context, tenantID, id uuid.UUID, included bool) (Repository, error) {
-	r, err := scanRepository(s.pool.QueryRow(ctx,
-		`UPDATE repositories r SET included = $3, updated_at = now() WHERE r.tenant_id = $1 AND r.id = $2
-		 RETURNING `+repositoryColumns, tenantID, id, included))
+	r, err := scanRepositoryStats(s.pool.QueryRow(ctx,
+		`WITH r AS (UPDATE repositories r SET included = $3, updated_at = now() WHERE r.tenant_id = $1 AND r.id = $2 RETURNING r.*)
+		 SELECT `+repositoryColumns+`, st.snapshots, st.stored_bytes FROM r`+repositoryStats, tenantID, id, included))
 	if err != nil {
 		return Repository{}, fmt.Errorf("repository %s: %w", id, notFound(err))
 	}
@@ -224,11 +283,30 @@ func (s *Store) RepositoryNames(ctx context.Context, tenantID, installationID uu
 	return names, nil
 }
 
-// RenameRepository records a repository's new workspace/slug, found by its provider UUID.
-func (s *Store) RenameRepository(ctx context.Context, tenantID uuid.UUID, providerUUID, fullName string) error {
+// Project is the Bitbucket project a repository is in; a zero Project means "not told" and
+// keeps what is stored.
+type Project struct {
+	Key, Name string
+}
+
+// setProject is the SET clause that records a project told as key and name (SQL expressions)
+// over the row's columns (prefix: "" or the table's name and a dot). An empty key was not told
+// (webhook payloads may carry no project) and keeps the stored project; an empty name with a
+// key (Atlassian's documented repo:updated has none) keeps the stored name while the key is
+// the same, and clears it when the key changed, since it names the old project.
+func setProject(prefix, key, name string) string {
+	return `project_key = CASE WHEN ` + key + ` <> '' THEN ` + key + ` ELSE ` + prefix + `project_key END,
+		project_name = CASE WHEN ` + key + ` = '' THEN ` + prefix + `project_name WHEN ` + name + ` <> '' THEN ` + name + `
+		                    WHEN ` + key + ` = ` + prefix + `project_key THEN ` + prefix + `project_name ELSE '' END`
+}
+
+// RenameRepository records a repository's new workspace/slug (and project), found by its
+// provider UUID.
+func (s *Store) RenameRepository(ctx context.Context, tenantID uuid.UUID, providerUUID, fullName string, project Project) error {
 	return s.execOne(ctx, "rename repository",
-		`UPDATE repositories SET full_name = $3, status = 'active', updated_at = now()
-		  WHERE tenant_id = $1 AND provider_uuid = $2`, tenantID, providerUUID, fullName)
+		`UPDATE repositories SET full_name = $3, status = 'active', updated_at = now(),
+		        `+setProject("", "$4", "$5")+`
+		  WHERE tenant_id = $1 AND provider_uuid = $2`, tenantID, providerUUID, fullName, project.Key, project.Name)
 }
 
 // Behind reports a push received after the start of the last successful backup run: that push
@@ -265,13 +343,15 @@ func (s *Store) RecordBackedUpThrough(ctx context.Context, tenantID, repositoryI
 		tenantID, repositoryID, at)
 }
 
-// MoveRepository records a repository's new name and workspace (a rename or a transfer between
-// two of the installation's workspaces); the row, its inclusion and its backups stay.
-func (s *Store) MoveRepository(ctx context.Context, tenantID, repositoryID uuid.UUID, fullName string, workspaceID *uuid.UUID) error {
+// MoveRepository records a repository's new name, workspace and project (a rename, a move to
+// another project, or a transfer between two of the installation's workspaces); the row, its
+// inclusion and its backups stay. A nil workspaceID or a zero project keeps the stored one.
+func (s *Store) MoveRepository(ctx context.Context, tenantID, repositoryID uuid.UUID, fullName string, workspaceID *uuid.UUID, project Project) error {
 	return s.execOne(ctx, "move repository",
-		`UPDATE repositories SET full_name = $3, workspace_id = coalesce($4, workspace_id), status = 'active', updated_at = now()
+		`UPDATE repositories SET full_name = $3, workspace_id = coalesce($4, workspace_id), status = 'active', updated_at = now(),
+		        `+setProject("", "$5", "$6")+`
 		  WHERE tenant_id = $1 AND id = $2`,
-		tenantID, repositoryID, fullName, workspaceID)
+		tenantID, repositoryID, fullName, workspaceID, project.Key, project.Name)
 }
 
 // WorkspaceByProvider finds an installation's workspace by the provider's UUID or, when that is

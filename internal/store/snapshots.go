@@ -101,10 +101,11 @@ func (s *Store) MarkRepositoryDeletedUpstream(ctx context.Context, tenantID, rep
 const snapshotColumns = `id, tenant_id, repository_id, manifest_key, trigger, parent_id, refs_count, packs_count,
 	bytes_uploaded, total_bytes, started_at, finished_at, pushed_at`
 
-func scanSnapshot(row pgx.Row) (Snapshot, error) {
+// scanSnapshot scans snapshotColumns and then extra, the columns a query adds after them.
+func scanSnapshot(row pgx.Row, extra ...any) (Snapshot, error) {
 	var sn Snapshot
-	err := row.Scan(&sn.ID, &sn.TenantID, &sn.RepositoryID, &sn.ManifestKey, &sn.Trigger, &sn.ParentID, &sn.RefsCount,
-		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt, &sn.PushedAt)
+	err := row.Scan(append([]any{&sn.ID, &sn.TenantID, &sn.RepositoryID, &sn.ManifestKey, &sn.Trigger, &sn.ParentID, &sn.RefsCount,
+		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt, &sn.PushedAt}, extra...)...)
 	sn.DurationMS = sn.FinishedAt.Sub(sn.StartedAt).Milliseconds()
 	return sn, err
 }

@@ -22,8 +22,17 @@ func TestMain(m *testing.M) {
 // openMigrated returns a store on a fresh database with every migration applied.
 func openMigrated(t *testing.T) *store.Store {
 	t.Helper()
+	st, _ := openMigratedURL(t)
+	return st
+}
+
+// openMigratedURL is openMigrated that also returns the database's URL, for a test that seeds
+// rows in bulk with SQL.
+func openMigratedURL(t *testing.T) (*store.Store, string) {
+	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, testenv.Postgres(t))
+	dbURL := testenv.Postgres(t)
+	st, err := store.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +40,7 @@ func openMigrated(t *testing.T) *store.Store {
 	if _, err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return st, dbURL
 }
 
 func TestMigrationsFromEmptyAndRerun(t *testing.T) {

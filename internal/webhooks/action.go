@@ -46,6 +46,10 @@ type RepositoryRef struct {
 	IsPrivate     bool   `json:"is_private,omitempty"`
 	WorkspaceUUID string `json:"workspace_uuid,omitempty"`
 	WorkspaceSlug string `json:"workspace_slug,omitempty"`
+	// ProjectKey and ProjectName are the payload's project; empty when it carried none (and
+	// in actions stored before they were recorded), which keeps the stored project.
+	ProjectKey  string `json:"project_key,omitempty"`
+	ProjectName string `json:"project_name,omitempty"`
 }
 
 // maxPushedRefs bounds the hint carried into Temporal payloads; a bigger push is "something
@@ -131,6 +135,9 @@ func repositoryRef(r bitbucket.Repository) RepositoryRef {
 	ref := RepositoryRef{UUID: r.UUID, FullName: r.FullName, Name: r.Name, IsPrivate: r.IsPrivate}
 	if r.Workspace != nil {
 		ref.WorkspaceUUID, ref.WorkspaceSlug = r.Workspace.UUID, r.Workspace.Slug
+	}
+	if r.Project != nil {
+		ref.ProjectKey, ref.ProjectName = r.Project.Key, r.Project.Name
 	}
 	if ref.WorkspaceSlug == "" {
 		ref.WorkspaceSlug, _, _ = strings.Cut(r.FullName, "/")

@@ -133,3 +133,23 @@ func TestRenameCarriesBothNames(t *testing.T) {
 		t.Fatalf("rename = %+v, want %q -> %q", a, want.Old, want.New)
 	}
 }
+
+// The payload's project travels with the action (a repo:updated after a move to another
+// project names the new one); a payload without one leaves it empty, which keeps the row's.
+func TestActionsCarryTheProject(t *testing.T) {
+	for _, c := range []struct{ file, event, key, name string }{
+		{"signed/repo_push_signed.json", "repo:push", "PUB", "public"},
+		{"repo_push_multiple_changes.json", "repo:push", "DUB", "dublin"},
+		// Atlassian's documented example names the key but puts the name elsewhere.
+		{"repo_updated.json", "repo:updated", "proj", ""},
+		{"repo_push.json", "repo:push", "", ""},
+	} {
+		a, err := Parse(c.event, readFixture(t, c.file))
+		if err != nil {
+			t.Fatalf("%s: %v", c.file, err)
+		}
+		if a.Repository.ProjectKey != c.key || a.Repository.ProjectName != c.name {
+			t.Errorf("%s: project %q/%q, want %q/%q", c.file, a.Repository.ProjectKey, a.Repository.ProjectName, c.key, c.name)
+		}
+	}
+}

@@ -375,11 +375,20 @@ func (d *Dispatcher) actOn(ctx context.Context, del work) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if a.Repository.FullName == repo.FullName {
+		project := projectOf(a.Repository)
+		// A payload without a project (or a project's name) says nothing about it.
+		projectMoved := project.Key != "" && (project.Key != repo.ProjectKey || (project.Name != "" && project.Name != repo.ProjectName))
+		if a.Repository.FullName == repo.FullName && !projectMoved {
 			return domain.WebhookRecorded, nil
 		}
-		if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, nil); err != nil {
+		if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, nil, project); err != nil {
 			return "", err
+		}
+		if a.Repository.FullName == repo.FullName {
+			// Moved to another project (or the project renamed): the name is unchanged.
+			d.audit(ctx, del, "repository.project_changed", repo.ID, map[string]any{"full_name": repo.FullName,
+				"from": repo.ProjectKey, "to": project.Key})
+			return domain.WebhookProjectChanged, nil
 		}
 		d.audit(ctx, del, "repository.renamed", repo.ID, map[string]any{"from": repo.FullName, "to": a.Repository.FullName})
 		return domain.WebhookRenamed, nil
@@ -419,7 +428,7 @@ func (d *Dispatcher) wakeBackup(ctx context.Context, del work, a Action, canBack
 		}
 		if repo.Status == domain.RepositoryDeletedUpstream {
 			// A push proves the repository exists (restored upstream, or a listing missed it).
-			if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, nil); err != nil {
+			if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, nil, projectOf(a.Repository)); err != nil {
 				return "", err
 			}
 		}
@@ -504,6 +513,7 @@ func (d *Dispatcher) addRepository(ctx context.Context, del work, a Action, work
 	id, _, err := d.Store.UpsertRepository(ctx, store.Repository{
 		TenantID: del.TenantID, InstallationID: del.InstallationID, WorkspaceID: &workspaceID,
 		ProviderUUID: a.Repository.UUID, FullName: a.Repository.FullName, IsPrivate: a.Repository.IsPrivate,
+		ProjectKey: a.Repository.ProjectKey, ProjectName: a.Repository.ProjectName,
 	})
 	if err != nil {
 		return store.Repository{}, err
@@ -537,7 +547,7 @@ func (d *Dispatcher) transfer(ctx context.Context, del work, a Action, canBackup
 	case err != nil:
 		return "", errIgnored{"repository moved between workspaces the installation does not watch"}
 	case known:
-		if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, &ws.ID); err != nil {
+		if err := d.Store.MoveRepository(ctx, del.TenantID, repo.ID, a.Repository.FullName, &ws.ID, projectOf(a.Repository)); err != nil {
 			return "", err
 		}
 		d.audit(ctx, del, "repository.transferred", repo.ID, map[string]any{"from": repo.FullName, "to": a.Repository.FullName})
@@ -564,4 +574,10 @@ func (d *Dispatcher) audit(ctx context.Context, del work, action string, repoID 
 	}); err != nil {
 		d.Logger.Warn("audit webhook change", "action", action, "error", err)
 	}
+}
+
+// projectOf is the project a payload says the repository is in; zero (keep the stored one)
+// when it said none.
+func projectOf(r RepositoryRef) store.Project {
+	return store.Project{Key: r.ProjectKey, Name: r.ProjectName}
 }
