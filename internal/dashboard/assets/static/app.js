@@ -347,7 +347,7 @@
       h('label', { for: 'filter-name' }, 'Name', nameInput),
       select('filter-workspace', 'Workspace', filters.workspace, [['', 'All workspaces'], ...workspaces.map((w) => [w, w])]),
       select('filter-included', 'Included', filters.included, [['', 'All'], ['true', 'Included'], ['false', 'Excluded']]),
-      select('filter-status', 'Last backup', filters.status, [['', 'Any status'], ['never', 'Never'], ['queued', 'Queued'], ['running', 'Running'], ['succeeded', 'Succeeded'], ['failed', 'Failed']]),
+      select('filter-status', 'Last backup', filters.status, [['', 'Any status'], ['never', 'Never'], ['queued', 'Queued'], ['succeeded', 'Succeeded'], ['failed', 'Failed']]),
       h('button', { type: 'submit', class: 'secondary' }, 'Filter'));
     const page = await api('GET', '/repositories' + q({ q: filters.q, workspace: filters.workspace, included: filters.included, status: filters.status, cursor: filters.cursor, limit: REPO_PAGE_SIZE }));
     const messages = h('div', { 'aria-live': 'polite' });
@@ -563,17 +563,20 @@
     dlg.showModal();
   }
 
-  async function activity(view) {
-    const data = await api('GET', '/activity?limit=50');
+  async function activity(view, _m, params) {
+    const data = await api('GET', '/activity' + q({ limit: 50, cursor: params.get('cursor') || '' }));
     view.append(pageHeader('Activity'));
     const failing = data.failing || [];
     if (failing.length) {
-      view.append(h('h2', {}, 'Failing backups'), table(['Repository', 'Since', 'Reason'], failing.map((f) => h('tr', { class: 'failing' },
+      const more = data.failing_total > failing.length ? ' (' + failing.length + ' of ' + data.failing_total + ')' : '';
+      view.append(h('h2', {}, 'Failing backups' + more), table(['Repository', 'Failed', 'Last good backup', 'Reason'], failing.map((f) => h('tr', { class: 'failing' },
         h('td', {}, h('a', { href: '/repositories/bitbucket/' + f.repository_id }, f.full_name)),
+        h('td', {}, when(f.failed_at)),
         h('td', {}, when(f.last_backup_at)),
         h('td', { class: 'reason' }, f.error || f.last_backup_error || 'failed'))), 'Failing backups'));
     }
     const recent = data.recent || [];
+    const cursor = params.get('cursor') || '';
     view.append(h('h2', {}, 'Recent backups'), recent.length
       ? table(['Finished', 'Repository', 'Trigger', 'Refs', 'Uploaded', 'Duration'], recent.map((s) => h('tr', {},
         h('td', {}, when(s.finished_at)),
@@ -584,6 +587,9 @@
         h('td', { class: 'num' }, fmtDuration(s.duration_ms)))), 'Recent backups')
       : emptyState(failing.length ? 'No successful backup yet.' : 'No backup has run yet. Connect an account on Add Provider; the first backups start after discovery.',
         h('a', { href: '/repositories/add-provider' }, 'Add Provider')));
+    view.append(h('nav', { class: 'pager', 'aria-label': 'Pages' },
+      cursor ? h('a', { href: '/activity', class: 'button secondary' }, 'Newest') : null,
+      data.next_cursor ? h('a', { href: '/activity' + q({ cursor: data.next_cursor }), class: 'button secondary' }, 'Older') : null));
   }
 
   async function restores(view) {
