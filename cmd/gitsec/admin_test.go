@@ -5,10 +5,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gitsec/gitsec/internal/apitoken"
 	"github.com/gitsec/gitsec/internal/store"
 	"github.com/gitsec/gitsec/internal/testenv"
+	"github.com/gitsec/gitsec/internal/websession"
 )
 
 func TestMain(m *testing.M) {
@@ -144,5 +146,49 @@ func TestRevokeTokenCommandOnRealPostgres(t *testing.T) {
 	events, err := st.ListAuditEvents(ctx, acme.ID, 0, 10)
 	if err != nil || len(events) != 2 || events[0].Action != "api_token.revoked" || events[0].Actor != "admin_cli" {
 		t.Fatalf("audit events = %+v %v", events, err)
+	}
+}
+
+func TestAdminLoginLinkPrintsASingleUseLinkOnThePublicURL(t *testing.T) {
+	env := map[string]string{"GITSEC_DATABASE_URL": testenv.Postgres(t), "GITSEC_PUBLIC_URL": "https://gitsec.example.com"}
+	if out, err := runCLI(t, env, "migrate", "up"); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, env, "admin", "create-tenant", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, env, "admin", "login-link", "--tenant", "acme", "--next", "/repositories/bitbucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := lastLine(out)
+	if !strings.HasPrefix(link, "https://gitsec.example.com/signin/link?token=") {
+		t.Fatalf("login-link printed %q", out)
+	}
+	st, err := store.Open(context.Background(), env["GITSEC_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	secret := strings.TrimPrefix(link, "https://gitsec.example.com/signin/link?token=")
+	ten, next, err := st.ConsumeLoginLink(context.Background(), websession.Hash(secret), time.Now())
+	if err != nil || ten.Name != "acme" || next != "/repositories/bitbucket" {
+		t.Fatalf("the printed link resolves to %v %q %v; want acme, /repositories/bitbucket", ten.Name, next, err)
+	}
+	if _, _, err := st.ConsumeLoginLink(context.Background(), websession.Hash(secret), time.Now()); err == nil {
+		t.Error("the link worked twice")
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tenant", "acme", "--next", "https://evil.example/"}, `next path "https://evil.example/" must be a relative path`},
+		{[]string{"--tenant", "acme", "--next", "//evil.example"}, `next path "//evil.example"`},
+		{[]string{"--tenant", "nobody"}, `tenant "nobody" does not exist`},
+		{[]string{"--tenant", "Bad Name"}, `tenant name "Bad Name" is invalid`},
+	} {
+		if _, err := runCLI(t, env, append([]string{"admin", "login-link"}, tc.args...)...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("login-link %v: %v; want an error containing %q", tc.args, err, tc.want)
+		}
 	}
 }

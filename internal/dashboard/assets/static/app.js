@@ -407,7 +407,7 @@
     all.addEventListener('change', () => {
       view.querySelectorAll('input[data-select]').forEach((b) => { b.checked = all.checked; b.dispatchEvent(new Event('change')); });
     });
-    const count = page.total != null ? page.total + ' repositories' : page.repositories.length + ' shown';
+    const count = page.total != null ? page.total + (page.total === 1 ? ' repository' : ' repositories') : page.repositories.length + ' shown';
     const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' },
       filters.cursor ? h('button', { type: 'button', class: 'secondary', onclick: () => history.back() }, 'Previous page') : null,
       page.next_cursor ? h('button', { type: 'button', class: 'secondary', id: 'next-page', onclick: () => setFilters({ cursor: page.next_cursor }) }, 'Next page') : null);
