@@ -26,16 +26,25 @@ func browserClient() *http.Client {
 
 func fetch(t *testing.T, c *http.Client, method, u string, form url.Values, header map[string]string) (*http.Response, string) {
 	t.Helper()
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
+	if form == nil {
+		return sendBody(t, c, method, u, "", "", header)
 	}
-	req, err := http.NewRequest(method, u, body)
+	return sendBody(t, c, method, u, "application/x-www-form-urlencoded", form.Encode(), header)
+}
+
+// sendBody is fetch with a body of any type ("" for none).
+func sendBody(t *testing.T, c *http.Client, method, u, contentType, body string, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)
@@ -157,18 +166,7 @@ func TestSessionNeedsTheCSRFTokenToChangeAnything(t *testing.T) {
 		t.Fatalf("GET /api/v1/me with the session = %d %s", resp.StatusCode, body)
 	}
 	post := func(header map[string]string) (*http.Response, string) {
-		req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/tokens", strings.NewReader(`{"name":"from-browser"}`))
-		req.Header.Set("Content-Type", "application/json")
-		for k, v := range header {
-			req.Header.Set(k, v)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		return resp, string(raw)
+		return sendBody(t, c, "POST", f.srv.URL+"/api/v1/tokens", "application/json", `{"name":"from-browser"}`, header)
 	}
 	for name, h := range map[string]map[string]string{"none": nil, "wrong": {"X-CSRF-Token": "x" + token}} {
 		resp, body := post(h)

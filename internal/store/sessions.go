@@ -44,14 +44,9 @@ func (s *Store) ConsumeLoginLink(ctx context.Context, secretHash []byte, now tim
 	return t, next, nil
 }
 
-// CreateSession stores a new browser session by the hash of its cookie's secret. Expired
-// sessions and links are swept on the way, so neither table grows without bound.
+// CreateSession stores a new browser session by the hash of its cookie's secret. Ended
+// sessions and used links are removed by housekeeping (PurgeExpired).
 func (s *Store) CreateSession(ctx context.Context, tenantID uuid.UUID, secretHash []byte, via string, expiresAt time.Time) error {
-	if _, err := s.pool.Exec(ctx,
-		`WITH gone AS (DELETE FROM sessions WHERE expires_at < now() - interval '1 day')
-		 DELETE FROM login_links WHERE expires_at < now() - interval '1 day'`); err != nil {
-		return fmt.Errorf("sweep expired sessions: %w", err)
-	}
 	_, err := s.pool.Exec(ctx,
 		`INSERT INTO sessions (id_hash, tenant_id, via, expires_at) VALUES ($1, $2, $3, $4)`,
 		secretHash, tenantID, via, expiresAt)

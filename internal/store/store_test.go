@@ -194,6 +194,12 @@ func TestPurgeExpiredDeletesOnlyWhatIsDueAndAudits(t *testing.T) {
 	if _, err := st.ConsumeOAuthState(ctx, "used-b", "bitbucket", now); err != nil {
 		t.Fatal(err)
 	}
+	must(st.CreateSession(ctx, a.ID, []byte("expired-session"), "login_link", now.Add(-time.Minute)))
+	must(st.CreateSession(ctx, a.ID, []byte("live-session"), "login_link", now.Add(time.Hour)))
+	must(st.CreateSession(ctx, a.ID, []byte("signed-out"), "login_link", now.Add(time.Hour)))
+	must(st.RevokeSession(ctx, []byte("signed-out")))
+	must(st.CreateLoginLink(ctx, b.ID, []byte("expired-link"), "/", now.Add(-time.Minute)))
+	must(st.CreateLoginLink(ctx, b.ID, []byte("live-link"), "/", now.Add(time.Hour)))
 	instA, err := st.CreateInstallation(ctx, a.ID, "bitbucket")
 	must(err)
 	old := store.WebhookDelivery{TenantID: a.ID, InstallationID: instA, DeliveryUUID: uuid.New(), EventKey: "repo:push", ReceivedAt: now.Add(-100 * time.Hour)}
@@ -217,8 +223,14 @@ func TestPurgeExpiredDeletesOnlyWhatIsDueAndAudits(t *testing.T) {
 
 	res, err := st.PurgeExpired(ctx, now, now.Add(-72*time.Hour))
 	must(err)
-	if res.OAuthStates != 3 || res.WebhookDeliveries != 1 || res.TenantsAudited != 2 {
-		t.Fatalf("purge = %+v, want 3 states, 1 delivery (the unprocessed one is kept), 2 tenants audited", res)
+	if res.OAuthStates != 3 || res.WebhookDeliveries != 1 || res.Sessions != 2 || res.LoginLinks != 1 || res.TenantsAudited != 2 {
+		t.Fatalf("purge = %+v, want 3 states, 1 delivery (the unprocessed one is kept), 2 sessions (expired, signed out), 1 link, 2 tenants audited", res)
+	}
+	if _, err := st.SessionByHash(ctx, []byte("live-session"), now); err != nil {
+		t.Fatalf("live session was deleted: %v", err)
+	}
+	if _, _, err := st.ConsumeLoginLink(ctx, []byte("live-link"), now); err != nil {
+		t.Fatalf("live login link was deleted: %v", err)
 	}
 	if _, err := st.ConsumeOAuthState(ctx, "live-a", "bitbucket", now); err != nil {
 		t.Fatalf("live state was deleted: %v", err)
@@ -229,11 +241,11 @@ func TestPurgeExpiredDeletesOnlyWhatIsDueAndAudits(t *testing.T) {
 		!strings.Contains(string(evA[0].Details), `"oauth_states": 1`) || !strings.Contains(string(evA[0].Details), `"webhook_deliveries": 1`) {
 		t.Fatalf("tenant A audit = %+v", evA)
 	}
-	// live-a was just used, so it is due now; then nothing is left to purge.
+	// live-a and live-link were just used, so they are due now; then nothing is left to purge.
 	again, err := st.PurgeExpired(ctx, now, now.Add(-72*time.Hour))
 	must(err)
-	if again.OAuthStates != 1 || again.WebhookDeliveries != 0 || again.TenantsAudited != 1 {
-		t.Fatalf("second purge = %+v, want the one used state", again)
+	if again.OAuthStates != 1 || again.LoginLinks != 1 || again.Sessions != 0 || again.WebhookDeliveries != 0 || again.TenantsAudited != 2 {
+		t.Fatalf("second purge = %+v, want the one used state and the one used link", again)
 	}
 	last, err := st.PurgeExpired(ctx, now, now.Add(-72*time.Hour))
 	must(err)

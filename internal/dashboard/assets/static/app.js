@@ -483,7 +483,7 @@
         h('dt', {}, 'Visibility'), h('dd', {}, r.is_private ? 'private' : 'public'),
         h('dt', {}, 'Main branch'), h('dd', {}, r.main_branch || '—'),
         h('dt', {}, 'Included'), h('dd', {}, r.included ? 'yes' : 'no (backups paused; snapshots kept)'),
-        h('dt', {}, 'Last backup'), h('dd', {}, backupCell(r).childNodes.length ? Array.from(backupCell(r).childNodes) : '—'),
+        h('dt', {}, 'Last backup'), h('dd', {}, Array.from(backupCell(r).childNodes)),
         h('dt', {}, 'Last restore drill'), h('dd', {}, r.last_drill ? [badge(statusKind(r.last_drill.status), r.last_drill.status), ' ', when(r.last_drill.finished_at || r.last_drill.started_at), r.last_drill.reason ? ' — ' + r.last_drill.reason : ''] : 'none yet')),
       status, h('h2', {}, 'Snapshots'), snapBox);
 
