@@ -148,7 +148,7 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 	hb.step("fetching")
 	// Fresh credentials for the fetch: each git operation spends its own unit of the budget.
 	err = client.WithGitAuth(ctx, func(auth *githttp.BasicAuth) error {
-		_, err := mirror.Fetch(ctx, check.Remote, auth, func(p gitmirror.Progress) {
+		_, err := mirror.FetchListed(ctx, check.Listing, auth, func(p gitmirror.Progress) {
 			hb.report(BackupProgress{Step: "fetching", Fetch: &p})
 		})
 		return err
@@ -162,7 +162,9 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 		Repository: archive.Repository{Provider: "bitbucket", UUID: repo.ProviderUUID, FullName: repo.FullName},
 		Trigger:    archive.Trigger{Kind: in.Trigger, DeliveryID: in.DeliveryID},
 		Started:    started,
-		Progress:   func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
+		// Change detection loaded it a moment ago, under the same mirror hold.
+		Latest: latest, LatestLoaded: true,
+		Progress: func(ev archive.TransferEvent) { hb.report(BackupProgress{Step: "uploading", Transfer: &ev}) },
 		PinCandidates: func(refs gitmirror.RefMap) gitmirror.RefMap {
 			return a.pinCandidates(ctx, latest, refs)
 		},
@@ -245,7 +247,10 @@ type upstreamCheck struct {
 	Key      archive.RepoKey
 	Latest   *archive.Manifest
 	Refs     gitmirror.RefMap
-	Changed  bool
+	// Listing is the ls-remote itself, handed on to the fetch so that a changed repository is
+	// listed once per run.
+	Listing *gitmirror.Listing
+	Changed bool
 }
 
 // checkUpstream compares the remote's refs (one ls-remote, spending one unit of the git budget)
@@ -269,11 +274,10 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 		return c, fmt.Errorf("load latest manifest of %s: %w", fullName, err)
 	}
 	c.Latest = latest
-	var refs gitmirror.RefMap
-	var head string
+	var listing *gitmirror.Listing
 	lsRemote := func(remote string) error {
 		return client.WithGitAuth(ctx, func(auth *githttp.BasicAuth) (err error) {
-			refs, head, err = gitmirror.LsRemote(ctx, remote, auth)
+			listing, err = gitmirror.ListRemote(ctx, remote, auth)
 			return err
 		})
 	}
@@ -300,8 +304,8 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 	if err != nil {
 		return c, classifyGit("ls-remote "+c.FullName, err)
 	}
-	c.Refs = refs
-	c.Changed = latest == nil || !refs.Equal(latest.Refs) || (head != "" && head != latest.Head)
+	c.Refs, c.Listing = listing.Refs, listing
+	c.Changed = latest == nil || !listing.Refs.Equal(latest.Refs) || (listing.Head != "" && listing.Head != latest.Head)
 	return c, nil
 }
 

@@ -17,7 +17,11 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	endProfile, err := startProfile()
+	if err == nil {
+		err = newRootCmd().ExecuteContext(ctx)
+		endProfile()
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gitsec:", err)
@@ -46,6 +50,7 @@ func newRootCmd() *cobra.Command {
 		newMigrateCmd(),
 		newAdminCmd(),
 		newDevCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

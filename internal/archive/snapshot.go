@@ -34,6 +34,13 @@ type SnapshotRequest struct {
 	// Progress, when set, follows every file hashed and uploaded (Index and
 	// Count number the packs to store).
 	Progress func(TransferEvent)
+	// Latest, when set, is the repository's latest snapshot as the caller
+	// loaded it for change detection in the same run (LatestLoaded true, Latest
+	// nil: there is none yet); it saves listing and reading it again. A stale
+	// value cannot fork the history: CommitStaged refuses a draft whose parent
+	// is no longer the latest snapshot.
+	Latest       *Manifest
+	LatestLoaded bool
 }
 
 // StageResult tells what StageSnapshot did.
@@ -113,11 +120,17 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 		req.Started = now
 	}
 
-	parent, err := s.LoadManifest(ctx, repo, "latest")
-	if errors.Is(err, ErrNotFound) {
-		parent = nil
-	} else if err != nil {
-		return StageResult{}, err
+	parent := req.Latest
+	if !req.LatestLoaded {
+		parent, err = s.LoadManifest(ctx, repo, "latest")
+		if errors.Is(err, ErrNotFound) {
+			parent = nil
+		} else if err != nil {
+			return StageResult{}, err
+		}
+	}
+	if parent != nil && (parent.Tenant != repo.Tenant || parent.Repository.UUID != repo.UUID) {
+		return StageResult{}, fmt.Errorf("stage snapshot of %s: the latest snapshot handed in belongs to %s/%s", repo, parent.Tenant, parent.Repository.UUID)
 	}
 	refs, head, err := mirror.Refs()
 	if err != nil {

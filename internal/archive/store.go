@@ -242,6 +242,27 @@ func (s *Store) ListSnapshots(ctx context.Context, repo RepoKey) ([]string, erro
 	return ids, nil
 }
 
+// RepositoryBytes is the size of everything stored under a repository's prefix: packs, idx
+// files, manifests, drafts and exports.
+func (s *Store) RepositoryBytes(ctx context.Context, tenant, repoUUID string) (int64, error) {
+	repo, err := NewRepoKey(tenant, repoUUID)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	iter := s.bucket.List(&blob.ListOptions{Prefix: repo.prefix()})
+	for {
+		obj, err := iter.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("list objects of %s: %w", repo, err)
+		}
+		total += obj.Size
+	}
+}
+
 // LoadManifest reads one snapshot's manifest; id "latest" (or "") means the
 // newest one. It returns ErrNotFound when there is no such snapshot.
 func (s *Store) LoadManifest(ctx context.Context, repo RepoKey, id string) (*Manifest, error) {

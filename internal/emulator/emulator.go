@@ -30,6 +30,9 @@ type Options struct {
 	Logger         *slog.Logger
 	Faults         []FaultRule // fault rules active from the start
 	RateLimits     *RateLimits // per-user hourly budgets; nil disables them (the default)
+	// OnRequest, when set, sees every request before it is served (the benchmark counts git
+	// and REST requests with it).
+	OnRequest func(*http.Request)
 }
 
 // Server is a running emulator.
@@ -120,7 +123,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.ln = ln
 	s.base = "http://" + ln.Addr().String()
-	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	handler := s.routes()
+	if opts.OnRequest != nil {
+		inner := handler
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			opts.OnRequest(r)
+			inner.ServeHTTP(w, r)
+		})
+	}
+	s.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.served)
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -46,45 +45,28 @@ func (r FetchResult) Changed() bool {
 
 // Fetch brings the mirror up to date with remoteURL: on an empty mirror that
 // is a full mirror clone, later it is an incremental fetch that also mirrors
-// force-pushes and deleted references. progress may be nil.
+// force-pushes and deleted references. progress may be nil. It is ListRemote
+// followed by FetchListed.
 func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.AuthMethod, progress func(Progress)) (FetchResult, error) {
-	unlock, err := m.lock()
+	l, err := ListRemote(ctx, remoteURL, auth)
 	if err != nil {
 		return FetchResult{}, err
 	}
-	defer unlock()
-	if err := removeTempPacks(m.dir); err != nil {
-		return FetchResult{}, err
-	}
+	return m.FetchListed(ctx, l, auth, progress)
+}
 
-	before, _, err := m.Refs()
-	if err != nil {
-		return FetchResult{}, err
-	}
+// clone fills an empty mirror from a remote that has references, with the git
+// CLI when it can (see CloneEngine) and go-git otherwise. The caller holds the
+// mirror lock.
+func (m *Mirror) clone(ctx context.Context, l *Listing, auth transport.AuthMethod, progress func(Progress)) (FetchResult, error) {
 	packsBefore, err := m.Packs()
 	if err != nil {
 		return FetchResult{}, err
 	}
-
 	reporter := newProgressReporter(progress)
-	remote := git.NewRemote(countingStorage{Storage: m.storage, count: reporter.addBytes}, &config.RemoteConfig{
-		Name:  "origin",
-		URLs:  []string{remoteURL},
-		Fetch: []config.RefSpec{mirrorRefSpec},
-	})
-
-	// The advertisement that the fetch itself reads is not exposed by go-git,
-	// so the symbolic HEAD comes from one extra info/refs request.
-	listed, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
-	emptyRemote := errors.Is(err, transport.ErrEmptyRemoteRepository)
-	if err != nil && !emptyRemote {
-		return FetchResult{}, fmt.Errorf("list %s: %w", redactURL(remoteURL), err)
-	}
-	head := headTarget(listed)
-
 	fetched := false
-	if !emptyRemote && len(before) == 0 && m.cloneEngine != CloneGoGit {
-		err := m.cliFetch(ctx, remoteURL, auth, reporter)
+	if m.cloneEngine != CloneGoGit {
+		err := m.cliFetch(ctx, l.URL, auth, reporter)
 		switch {
 		case err == nil:
 			fetched = true
@@ -93,7 +75,12 @@ func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.Aut
 			return FetchResult{}, err
 		}
 	}
-	if !emptyRemote && !fetched {
+	if !fetched {
+		remote := git.NewRemote(countingStorage{Storage: m.storage, count: reporter.addBytes}, &config.RemoteConfig{
+			Name:  "origin",
+			URLs:  []string{l.URL},
+			Fetch: []config.RefSpec{mirrorRefSpec},
+		})
 		err = remote.FetchContext(ctx, &git.FetchOptions{
 			RefSpecs: []config.RefSpec{mirrorRefSpec},
 			Auth:     auth,
@@ -104,25 +91,15 @@ func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.Aut
 			Force: true,
 			Prune: true,
 		})
-		switch {
-		case errors.Is(err, transport.ErrEmptyRemoteRepository):
-			emptyRemote = true
-		case err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate):
-			return FetchResult{}, fmt.Errorf("fetch %s: %w", redactURL(remoteURL), err)
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+			return FetchResult{}, fmt.Errorf("fetch %s: %w", redactURL(l.URL), err)
 		}
 	}
-	if emptyRemote {
-		// Every branch was deleted (or there never was one): mirror that.
-		if err := m.removeAllRefs(); err != nil {
-			return FetchResult{}, err
+	if l.Head != "" {
+		if err := m.storage.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, plumbing.ReferenceName(l.Head))); err != nil {
+			return FetchResult{}, fmt.Errorf("set HEAD to %s: %w", l.Head, err)
 		}
 	}
-	if head != "" {
-		if err := m.storage.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, plumbing.ReferenceName(head))); err != nil {
-			return FetchResult{}, fmt.Errorf("set HEAD to %s: %w", head, err)
-		}
-	}
-
 	after, localHead, err := m.Refs()
 	if err != nil {
 		return FetchResult{}, err
@@ -131,41 +108,36 @@ func (m *Mirror) Fetch(ctx context.Context, remoteURL string, auth transport.Aut
 	if err != nil {
 		return FetchResult{}, err
 	}
-	result := FetchResult{Refs: after, Head: head, NewPacks: newPacks(packsBefore, packsAfter)}
-	if head == "" {
+	result := FetchResult{Refs: after, Head: l.Head, NewPacks: newPacks(packsBefore, packsAfter)}
+	if result.Head == "" {
 		result.Head = localHead
 	}
-	result.RefsAdded, result.RefsUpdated, result.RefsDeleted = before.Diff(after)
-	for _, p := range result.NewPacks {
-		result.Objects += p.Objects
+	result.RefsAdded = len(after)
+	return result, result.countNewPacks(reporter)
+}
+
+// countNewPacks adds up the objects and bytes of the new packs and reports the end of the fetch.
+func (r *FetchResult) countNewPacks(reporter *progressReporter) error {
+	for _, p := range r.NewPacks {
+		r.Objects += p.Objects
 		info, err := os.Stat(p.PackPath)
 		if err != nil {
-			return FetchResult{}, fmt.Errorf("stat new pack: %w", err)
+			return fmt.Errorf("stat new pack: %w", err)
 		}
-		result.Bytes += info.Size()
+		r.Bytes += info.Size()
 	}
-	reporter.finish(result.Bytes)
-	return result, nil
+	reporter.finish(r.Bytes)
+	return nil
 }
 
 // LsRemote lists the remote's references with a single info/refs request, for
 // change detection without a fetch. An empty remote yields an empty map.
 func LsRemote(ctx context.Context, remoteURL string, auth transport.AuthMethod) (RefMap, string, error) {
-	remote := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{remoteURL}})
-	listed, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
-	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return RefMap{}, "", nil
-	}
+	l, err := ListRemote(ctx, remoteURL, auth)
 	if err != nil {
-		return nil, "", fmt.Errorf("ls-remote %s: %w", redactURL(remoteURL), err)
+		return nil, "", err
 	}
-	refs := RefMap{}
-	for _, ref := range listed {
-		if ref.Type() == plumbing.HashReference && strings.HasPrefix(ref.Name().String(), "refs/") {
-			refs[ref.Name().String()] = ref.Hash().String()
-		}
-	}
-	return refs, headTarget(listed), nil
+	return l.Refs, l.Head, nil
 }
 
 func headTarget(refs []*plumbing.Reference) string {
@@ -175,19 +147,6 @@ func headTarget(refs []*plumbing.Reference) string {
 		}
 	}
 	return ""
-}
-
-func (m *Mirror) removeAllRefs() error {
-	refs, _, err := m.Refs()
-	if err != nil {
-		return err
-	}
-	for name := range refs {
-		if err := m.storage.RemoveReference(plumbing.ReferenceName(name)); err != nil {
-			return fmt.Errorf("remove %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 func newPacks(before, after []PackFiles) []PackFiles {

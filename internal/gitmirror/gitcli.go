@@ -85,8 +85,12 @@ func gitBinary() (string, error) {
 	return gitBinaryPath, gitBinaryErr
 }
 
-// cliFetch runs `git fetch` into the mirror directory. The caller holds the
-// mirror lock and has checked that the remote is not empty.
+// cloneScratchDir is where cliFetch lets git clone, inside the mirror so that
+// the results move into place with a rename.
+const cloneScratchDir = "gitsec-clone.tmp"
+
+// cliFetch clones the remote with the git CLI into the empty mirror. The caller
+// holds the mirror lock and has checked that the remote is not empty.
 func (m *Mirror) cliFetch(ctx context.Context, remoteURL string, auth transport.AuthMethod, reporter *progressReporter) error {
 	gitPath, err := gitBinary()
 	if err != nil {
@@ -116,17 +120,21 @@ func (m *Mirror) cliFetch(ctx context.Context, remoteURL string, auth transport.
 		return fmt.Errorf("%w: auth method %s", errCLIUnsupported, auth.Name())
 	}
 
-	packsBefore, err := m.Packs()
-	if err != nil {
-		return err
+	// `git clone --mirror` into a scratch directory inside the mirror, then the pack and
+	// packed-refs moved into place: clone writes all references into one packed-refs file,
+	// whereas `git fetch` into the empty mirror wrote one loose file per reference (285 ms
+	// against 64 ms for 2,800 refs), which go-git then had to read back one by one.
+	scratch := filepath.Join(m.dir, cloneScratchDir)
+	if err := os.RemoveAll(scratch); err != nil {
+		return fmt.Errorf("remove leftover clone: %w", err)
 	}
+	defer os.RemoveAll(scratch)
 	reporter.mu.Lock()
 	reporter.bytesFromText = true
 	reporter.mu.Unlock()
 	args := []string{
-		"-C", m.dir,
-		// Always one pack with its idx, never loose objects: the pack is the
-		// backup increment.
+		// Always one pack with its idx, never loose objects (clone too unpacks a
+		// small pack): the pack is the backup increment.
 		"-c", "transfer.unpackLimit=1", "-c", "fetch.unpackLimit=1",
 		// Nothing may rewrite the pack behind the backup's back.
 		"-c", "gc.auto=0", "-c", "maintenance.auto=false",
@@ -136,9 +144,8 @@ func (m *Mirror) cliFetch(ctx context.Context, remoteURL string, auth transport.
 		// by the first GET, so both engines snapshot the remote at the same
 		// moment; v2 would list them in a later POST.
 		"-c", "protocol.version=0",
-		"fetch", "--progress", "--prune", "--no-tags", "--no-write-fetch-head",
-		"--no-recurse-submodules", "--no-auto-maintenance",
-		remoteURL, string(mirrorRefSpec),
+		"clone", "--mirror", "--progress", "--no-local", "--template=",
+		remoteURL, scratch,
 	}
 	cmd := exec.CommandContext(ctx, gitPath, args...)
 	cmd.Env = env
@@ -156,22 +163,29 @@ func (m *Mirror) cliFetch(ctx context.Context, remoteURL string, auth transport.
 	runErr := cmd.Run()
 	if runErr != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("git fetch %s: %w", redactURL(remoteURL), ctxErr)
+			return fmt.Errorf("git clone %s: %w", redactURL(remoteURL), ctxErr)
 		}
-		return classifyCLIError("fetch", remoteURL, stderr.tail(secrets), runErr)
+		return classifyCLIError("clone", remoteURL, stderr.tail(secrets), runErr)
 	}
-	packsAfter, err := m.Packs()
+	cloned, err := listPacks(scratch)
 	if err != nil {
 		return err
 	}
-	for _, p := range newPacks(packsBefore, packsAfter) {
-		// index-pack's side files mean nothing to go-git or to the backup,
-		// and a leftover .keep would only stop a later repack.
-		for _, ext := range []string{".keep", ".rev", ".bitmap", ".promisor"} {
-			if err := os.Remove(filepath.Join(packDir(m.dir), p.Name+ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("remove %s%s: %w", p.Name, ext, err)
-			}
+	if len(cloned) > 1 {
+		return fmt.Errorf("git clone %s wrote %d packs, want one", redactURL(remoteURL), len(cloned))
+	}
+	for _, p := range cloned {
+		// The idx last: a pack without its idx is ignored by every reader.
+		if err := os.Rename(p.PackPath, filepath.Join(packDir(m.dir), p.Name+".pack")); err != nil {
+			return fmt.Errorf("move cloned pack: %w", err)
 		}
+		if err := os.Rename(p.IdxPath, filepath.Join(packDir(m.dir), p.Name+".idx")); err != nil {
+			return fmt.Errorf("move cloned pack index: %w", err)
+		}
+	}
+	// The remote has references (the caller checked), so clone wrote packed-refs.
+	if err := os.Rename(filepath.Join(scratch, "packed-refs"), filepath.Join(m.dir, "packed-refs")); err != nil {
+		return fmt.Errorf("move cloned references: %w", err)
 	}
 	// go-git caches the pack list and indexes it has loaded; a fresh storage
 	// sees what git wrote behind its back.
