@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: all build tools dev test lint vet fmt-check workflow-purity bench clean
+.PHONY: all build tools dev test lint vet fmt-check workflow-purity bench bench-go clean
 
 all: build
 
@@ -37,7 +37,16 @@ lint: fmt-check vet workflow-purity
 test: tools lint
 	$(GO) test -race -timeout 25m ./...
 
-bench: tools
+# The benchmark driver: every workload beside its stock-git baseline on the real local stack;
+# writes docs/benchmarks.md and bench-results.json. QUICK=1 scales it down to a few minutes,
+# PROFILE=1 writes CPU and heap profiles of the GitSec side to .bench-profiles/, and
+# GITSEC_BENCH_REPO=/path/to/bare.git imports a real repository as the medium one.
+bench: tools build
+	./bin/gitsec bench $(if $(QUICK),--quick) $(if $(PROFILE),--profile .bench-profiles)
+
+# The Go benchmarks of single components (webhook receiver burst, push to snapshot through
+# the webhook path).
+bench-go: tools
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
 
 clean:
