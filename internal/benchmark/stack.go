@@ -350,6 +350,17 @@ type backupResult struct {
 	Engine   time.Duration // the snapshot's own duration: staging, exports, commit
 	Changed  bool
 	Uploaded int64
+	// Activities is the execution time of each activity of the run, from the workflow's history.
+	Activities map[string]time.Duration
+}
+
+// activitiesTotal is the time the run spent inside activities.
+func (r backupResult) activitiesTotal() time.Duration {
+	var total time.Duration
+	for _, d := range r.Activities {
+		total += d
+	}
+	return total
 }
 
 // requestBackup asks for a backup the way a webhook or the API does and returns once its
@@ -364,7 +375,42 @@ func (s *stack) requestBackup(ctx context.Context, t workflows.BackupTarget, tri
 	if _, err := backupqueue.Request(ctx, s.tc, s.queue(), t, workflows.BackupRequest{Target: t, Trigger: trigger, RequestedAt: start.UTC()}); err != nil {
 		return backupResult{}, fmt.Errorf("request backup: %w", err)
 	}
-	return s.waitBackup(ctx, t, before, start)
+	res, err := s.waitBackup(ctx, t, before, start)
+	if err != nil {
+		return res, err
+	}
+	res.Activities, err = s.activityTimes(ctx, t, start)
+	return res, err
+}
+
+// activityTimes sums, per activity type, the execution time of the activities of the target's
+// workflow scheduled after since (the run the benchmark just asked for).
+func (s *stack) activityTimes(ctx context.Context, t workflows.BackupTarget, since time.Time) (map[string]time.Duration, error) {
+	iter := s.tc.GetWorkflowHistory(ctx, workflows.BackupWorkflowID(t), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	scheduled := map[int64]string{}
+	started := map[int64]time.Time{}
+	out := map[string]time.Duration{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		if err != nil {
+			return nil, fmt.Errorf("read workflow history: %w", err)
+		}
+		at := ev.GetEventTime().AsTime()
+		switch ev.GetEventType() {
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			if at.After(since) {
+				scheduled[ev.GetEventId()] = ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName()
+			}
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+			started[ev.GetActivityTaskStartedEventAttributes().GetScheduledEventId()] = at
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+			id := ev.GetActivityTaskCompletedEventAttributes().GetScheduledEventId()
+			if name, ok := scheduled[id]; ok && !started[id].IsZero() {
+				out[name] += at.Sub(started[id])
+			}
+		}
+	}
+	return out, nil
 }
 
 func (s *stack) waitBackup(ctx context.Context, t workflows.BackupTarget, before store.Repository, start time.Time) (backupResult, error) {
