@@ -143,7 +143,7 @@ func (m *Manifest) Validate() error {
 		if err := gitref.Check(name); err != nil {
 			return err
 		}
-		if !oidPattern.MatchString(oid) {
+		if !gitref.ValidOID(oid) {
 			return fmt.Errorf("reference %s has invalid object id %q", name, oid)
 		}
 	}
@@ -151,7 +151,7 @@ func (m *Manifest) Validate() error {
 		if err := gitref.Check(name); err != nil || !strings.HasPrefix(name, PinRefPrefix) {
 			return fmt.Errorf("invalid pin %q", name)
 		}
-		if !oidPattern.MatchString(oid) {
+		if !gitref.ValidOID(oid) {
 			return fmt.Errorf("pin %s has invalid object id %q", name, oid)
 		}
 	}
@@ -178,7 +178,7 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("pack %s has invalid snapshot id %q", p.Name, p.Snapshot)
 		}
 		for _, oid := range append(append([]string{}, p.Prerequisites...), p.UnnamedTips...) {
-			if !oidPattern.MatchString(oid) {
+			if !gitref.ValidOID(oid) {
 				return fmt.Errorf("pack %s lists invalid object id %q", p.Name, oid)
 			}
 		}
@@ -187,7 +187,6 @@ func (m *Manifest) Validate() error {
 }
 
 var (
-	oidPattern        = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	snapshotIDPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}$`)
 )
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -270,27 +271,33 @@ func (s *Store) CommitStaged(ctx context.Context, repo RepoKey, id string) (Comm
 	if !ValidSnapshotID(id) {
 		return CommitResult{}, fmt.Errorf("invalid snapshot id %q", id)
 	}
-	if m, err := s.LoadManifest(ctx, repo, id); err == nil {
+	// One listing answers both questions: was this snapshot committed already (a retry), and is
+	// the draft's parent still the latest? Loading the latest manifest (thousands of refs) only
+	// to read its id cost a download and a decode on every backup.
+	ids, err := s.ListSnapshots(ctx, repo)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	if slices.Contains(ids, id) {
+		m, err := s.LoadManifest(ctx, repo, id)
+		if err != nil {
+			return CommitResult{}, err
+		}
 		s.removeDrafts(ctx, repo)
 		return CommitResult{Manifest: m}, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return CommitResult{}, err
 	}
 	draft, err := s.loadDraft(ctx, repo, id)
 	if err != nil {
 		return CommitResult{}, err
 	}
-	latest, err := s.LoadManifest(ctx, repo, "latest")
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case len(ids) == 0:
 		if draft.Parent != "" {
 			return CommitResult{}, fmt.Errorf("commit snapshot %s: its parent %s is gone: %w", id, draft.Parent, ErrStaleDraft)
 		}
-	case err != nil:
-		return CommitResult{}, err
-	case latest.ID != draft.Parent:
+	case ids[0] != draft.Parent:
 		return CommitResult{}, fmt.Errorf("commit snapshot %s: it follows %s, but the latest snapshot is %s: %w",
-			id, orFirst(draft.Parent), latest.ID, ErrStaleDraft)
+			id, orFirst(draft.Parent), ids[0], ErrStaleDraft)
 	}
 	n, err := s.CommitSnapshot(ctx, draft)
 	if errors.Is(err, ErrSnapshotExists) {

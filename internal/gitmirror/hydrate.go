@@ -18,7 +18,6 @@ import (
 
 var (
 	packNamePattern = regexp.MustCompile(`^pack-[0-9a-f]{40}$`)
-	oidPattern      = regexp.MustCompile(`^[0-9a-f]{40}$`)
 )
 
 // ValidPackName reports whether name is a pack base name as git writes it.
@@ -131,7 +130,7 @@ func checkRef(name, oid string) error {
 	if err := gitref.Check(name); err != nil {
 		return err
 	}
-	if !oidPattern.MatchString(oid) {
+	if !gitref.ValidOID(oid) {
 		return fmt.Errorf("reference %s has invalid object id %q", name, oid)
 	}
 	return nil

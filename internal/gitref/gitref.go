@@ -48,3 +48,17 @@ func Check(name string) error {
 	}
 	return nil
 }
+
+// ValidOID reports whether s is a full SHA-1 object id in lower-case hex, as refs, manifests
+// and bundles spell them. A loop, not a regexp: manifests check thousands per load.
+func ValidOID(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -68,3 +68,18 @@ func TestCheckAgreesWithGit(t *testing.T) {
 		}
 	}
 }
+
+func TestValidOID(t *testing.T) {
+	for oid, want := range map[string]bool{
+		"0123456789abcdef0123456789abcdef01234567":  true,
+		"0123456789ABCDEF0123456789abcdef01234567":  false,
+		"0123456789abcdef0123456789abcdef0123456":   false,
+		"0123456789abcdef0123456789abcdef012345678": false,
+		"0123456789abcdef0123456789abcdef0123456g":  false,
+		"": false,
+	} {
+		if got := ValidOID(oid); got != want {
+			t.Errorf("ValidOID(%q) = %v, want %v", oid, got, want)
+		}
+	}
+}
