@@ -20,7 +20,7 @@ import (
 func newBenchCmd() *cobra.Command {
 	var o benchmark.Options
 	var quick bool
-	var workloads string
+	var workloads, render string
 	cmd := &cobra.Command{
 		Use:   "bench [--quick] [--runs N] [--workloads W1,W4] [--profile DIR] [--markdown FILE] [--json FILE]",
 		Short: "Measure GitSec against stock git on the real local stack (what `make bench` runs)",
@@ -29,6 +29,13 @@ func newBenchCmd() *cobra.Command {
 			"imports a real repository as the medium one. See docs/benchmarks.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if render != "" {
+				if err := benchmark.Render(render, o.Markdown); err != nil {
+					return fmt.Errorf("bench --render: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s from %s\n", o.Markdown, render)
+				return nil
+			}
 			if quick {
 				o.Scale = "quick"
 			}
@@ -69,6 +76,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&o.Markdown, "markdown", "docs/benchmarks.md", "Markdown report (\"\" for none)")
 	f.StringVar(&o.JSON, "json", "bench-results.json", "JSON results (\"\" for none)")
 	f.StringVar(&o.ToolsDir, "tools", "", "directory holding the temporal and versitygw binaries (default: beside this executable)")
+	f.StringVar(&render, "render", "", "only rewrite the Markdown report from this bench-results.json (no measuring)")
 	f.StringVar(&o.WorkDir, "work-dir", "", "where the servers and repositories live during the run (default: a temporary directory)")
 	cmd.AddCommand(newGoGitCloneCmd())
 	return cmd

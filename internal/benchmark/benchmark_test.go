@@ -85,6 +85,13 @@ func TestDriverRunsEveryWorkloadOnTinyRepositories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rerendered := filepath.Join(dir, "rerendered.md")
+	if err := benchmark.Render(js, rerendered); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := os.ReadFile(rerendered); err != nil || string(again) != string(text) {
+		t.Errorf("the report rendered from bench-results.json differs from the one the run wrote (%v)", err)
+	}
 	for _, want := range []string{"# Benchmarks", "## W1", "## W4", "## W7", "git clone --mirror", "git fetch --prune", "peak RSS"} {
 		if !strings.Contains(string(text), want) {
 			t.Errorf("benchmarks.md lacks %q", want)

@@ -160,6 +160,19 @@ func (rep *Report) write(markdown, jsonPath string) error {
 	return nil
 }
 
+// Render rewrites the Markdown report from a bench-results.json, without measuring anything.
+func Render(jsonPath, markdown string) error {
+	data, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	return writeFile(markdown, []byte(rep.markdown()))
+}
+
 func writeFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -180,7 +193,8 @@ func (rep *Report) markdown() string {
 	b.WriteString("Postgres, and versitygw as S3 storage. GitSec runs as a separate `gitsec worker` process. Ratios are\n")
 	b.WriteString("GitSec's median over the baseline's median; below 1.00x GitSec is faster. Peak RSS is the largest\n")
 	b.WriteString("resident size of the side's whole process tree (the worker with its git children; git with its helpers),\n")
-	b.WriteString("sampled every 20 ms over all runs.\n\n")
+	b.WriteString("sampled every 20 ms over all runs. What the numbers mean, the profile evidence and why targets are\n")
+	b.WriteString("missed: [performance.md](performance.md).\n\n")
 	fmt.Fprintf(&b, "- Date: %s; scale `%s`; %d runs per side; the whole run took %s.\n", rep.Date, rep.Scale, rep.Runs,
 		(time.Duration(rep.DurationSeconds) * time.Second).String())
 	m := rep.Machine

@@ -438,10 +438,113 @@ func (s *stack) waitBackup(ctx context.Context, t workflows.BackupTarget, before
 		select {
 		case <-ctx.Done():
 			return backupResult{}, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return backupResult{}, fmt.Errorf("backup of %s did not finish within 30 minutes", t.RepositoryID)
+}
+
+// pendingBackup is a backup asked for at Since that a follower waits for.
+type pendingBackup struct {
+	Target workflows.BackupTarget
+	Since  time.Time
+}
+
+// follower waits for many backups at once: one query every 20 ms follows all of them (a poller
+// per backup would load the two cores with the measuring itself). Backups may be added while it
+// runs; each one's wait ends when the outcome of a run that started after its Since is in
+// Postgres.
+type follower struct {
+	s       *stack
+	mu      sync.Mutex
+	pending []pendingBackup
+	waits   []time.Duration
+	done    []bool
+	closed  bool
+	result  chan error
+}
+
+func (s *stack) follow(ctx context.Context) *follower {
+	f := &follower{s: s, result: make(chan error, 1)}
+	go func() { f.result <- f.run(ctx) }()
+	return f
+}
+
+func (f *follower) add(p pendingBackup) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = append(f.pending, p)
+	f.waits = append(f.waits, 0)
+	f.done = append(f.done, false)
+}
+
+// wait returns each added backup's wait, in the order added, once all are done.
+func (f *follower) wait() ([]time.Duration, error) {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	if err := <-f.result; err != nil {
+		return nil, err
+	}
+	return f.waits, nil
+}
+
+func (f *follower) run(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		f.mu.Lock()
+		var ids []uuid.UUID
+		left := 0
+		for i, p := range f.pending {
+			if !f.done[i] {
+				left++
+				ids = append(ids, uuid.MustParse(p.Target.RepositoryID))
+			}
+		}
+		closed := f.closed
+		f.mu.Unlock()
+		if closed && left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d backups did not finish within 30 minutes", left)
+		}
+		if left > 0 {
+			progress, err := f.s.st.BackupProgressOf(ctx, f.s.tenantID, ids)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			f.mu.Lock()
+			for i, p := range f.pending {
+				if f.done[i] {
+					continue
+				}
+				pr := progress[uuid.MustParse(p.Target.RepositoryID)]
+				switch {
+				case pr.BackedUpThrough != nil && pr.BackedUpThrough.After(p.Since):
+					f.waits[i], f.done[i] = now.Sub(p.Since), true
+				case pr.LastStatus == domain.BackupFailed && pr.LastCheckedAt != nil && pr.LastCheckedAt.After(p.Since):
+					f.mu.Unlock()
+					return fmt.Errorf("backup of %s failed: %s", p.Target.RepositoryID, pr.LastError)
+				}
+			}
+			f.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// request asks for a backup without waiting for it.
+func (s *stack) request(ctx context.Context, t workflows.BackupTarget, trigger domain.TriggerKind, at time.Time) error {
+	if _, err := backupqueue.Request(ctx, s.tc, s.queue(), t, workflows.BackupRequest{Target: t, Trigger: trigger, RequestedAt: at.UTC()}); err != nil {
+		return fmt.Errorf("request backup: %w", err)
+	}
+	return nil
 }
 
 // storedBytes is what the bucket holds under a repository (packs, idx, manifests, exports).

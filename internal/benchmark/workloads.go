@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gitsec/gitsec/internal/domain"
@@ -363,23 +362,18 @@ func (r *runner) manySmall(ctx context.Context) error {
 			reqBefore := r.s.counts.snapshot()
 			sampler := samplePeak(r.s.worker.Process.Pid)
 			start := time.Now()
-			var wg sync.WaitGroup
-			errs := make(chan error, n)
-			sem := make(chan struct{}, 16)
+			f := r.s.follow(ctx)
 			for _, t := range targets {
-				wg.Go(func() {
-					sem <- struct{}{}
-					defer func() { <-sem }()
-					if _, err := r.s.requestBackup(ctx, t, domain.TriggerInitial); err != nil {
-						errs <- err
-					}
-				})
+				if err := r.s.request(ctx, t, domain.TriggerInitial, start); err != nil {
+					sampler.stop()
+					return err
+				}
+				f.add(pendingBackup{Target: t, Since: start})
 			}
-			wg.Wait()
+			_, err := f.wait()
 			elapsed := time.Since(start)
 			peak := sampler.stop()
-			close(errs)
-			if err := <-errs; err != nil {
+			if err != nil {
 				return err
 			}
 			var written int64
@@ -570,9 +564,7 @@ func (r *runner) temporalShare(ctx context.Context) error {
 		targets[k] = t
 	}
 	c := r.rep.addCase("W6", fmt.Sprintf("Push to snapshot: %d pushes across %d repositories", n, repos))
-	latencies := make([]float64, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	f := r.s.follow(ctx)
 	start := time.Now()
 	for i := range n {
 		// Ten pushes a second, round robin over the repositories.
@@ -582,19 +574,19 @@ func (r *runner) temporalShare(ctx context.Context) error {
 			return err
 		}
 		pushed := time.Now()
-		wg.Go(func() {
-			// What the webhook receiver does once a delivery is verified.
-			if _, err := r.s.requestBackup(ctx, targets[k], domain.TriggerWebhook); err != nil {
-				errs <- err
-				return
-			}
-			latencies[i] = time.Since(pushed).Seconds()
-		})
+		// What the webhook receiver does once a delivery is verified.
+		if err := r.s.request(ctx, targets[k], domain.TriggerWebhook, pushed); err != nil {
+			return err
+		}
+		f.add(pendingBackup{Target: targets[k], Since: pushed})
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	waits, err := f.wait()
+	if err != nil {
 		return err
+	}
+	latencies := make([]float64, len(waits))
+	for i, d := range waits {
+		latencies[i] = d.Seconds()
 	}
 	slices.Sort(latencies)
 	c.Values = append(c.Values,
