@@ -51,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newAdminCmd(),
 		newDevCmd(),
 		newBenchCmd(),
+		newRetentionCmd(),
 	)
 	return root
 }

@@ -55,15 +55,11 @@ func newRestoreCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			st, err := flags.open(ctx)
+			st, repo, err := flags.openOne(ctx)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			repo, err := flags.findOneRepository(ctx, st)
-			if err != nil {
-				return err
-			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "restoring %s snapshot %s into %s\n", repo.name(), flags.snapshot, flags.to)
 			m, err := st.Restore(ctx, repo.key, flags.snapshot, flags.to, progressPrinter(out, "downloading"))

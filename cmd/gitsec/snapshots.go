@@ -122,6 +122,21 @@ func (f *storageFlags) findOneRepository(ctx context.Context, st *archive.Store)
 	return backedUpRepository{}, fmt.Errorf("--repository %q matches %d repositories (%s): pass --tenant or the UUID", f.repository, len(found), strings.Join(tenants, ", "))
 }
 
+// openOne opens the storage and finds the one repository the flags name; the caller closes
+// the store.
+func (f *storageFlags) openOne(ctx context.Context) (*archive.Store, backedUpRepository, error) {
+	st, err := f.open(ctx)
+	if err != nil {
+		return nil, backedUpRepository{}, err
+	}
+	repo, err := f.findOneRepository(ctx, st)
+	if err != nil {
+		st.Close()
+		return nil, backedUpRepository{}, err
+	}
+	return st, repo, nil
+}
+
 func newSnapshotsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "snapshots", Short: "Inspect the snapshots in backup storage (offline)"}
 	var flags storageFlags

@@ -263,6 +263,21 @@ func (s *Store) RepositoryBytes(ctx context.Context, tenant, repoUUID string) (i
 	}
 }
 
+// ManifestBytes is the stored size of one snapshot's manifest.
+func (s *Store) ManifestBytes(ctx context.Context, repo RepoKey, id string) (int64, error) {
+	if !ValidSnapshotID(id) {
+		return 0, fmt.Errorf("invalid snapshot id %q", id)
+	}
+	attrs, err := s.bucket.Attributes(ctx, repo.ManifestKey(id))
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return 0, fmt.Errorf("snapshot %s of repository %s: %w", id, repo, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat snapshot %s: %w", id, err)
+	}
+	return attrs.Size, nil
+}
+
 // LoadManifest reads one snapshot's manifest; id "latest" (or "") means the
 // newest one. It returns ErrNotFound when there is no such snapshot.
 func (s *Store) LoadManifest(ctx context.Context, repo RepoKey, id string) (*Manifest, error) {

@@ -1,0 +1,111 @@
+package retention
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gitsec/gitsec/internal/archive"
+)
+
+// Plan is what a policy would do to one repository's snapshots.
+type Plan struct {
+	// Forget and Keep are snapshot ids, newest first.
+	Forget []string `json:"forget"`
+	Keep   []string `json:"keep"`
+	// BytesFreed is the size of the manifests forgotten plus every pack, idx and export object
+	// that no kept snapshot lists any more.
+	BytesFreed int64      `json:"bytes_freed"`
+	Decisions  []Decision `json:"-"`
+}
+
+// PlanRepository loads and verifies every manifest of the repository and applies the policy.
+// It refuses to plan when any manifest does not load or verify: deciding from a tampered or
+// unreadable manifest could free a pack that a snapshot still needs. holds maps snapshot ids
+// under legal hold to the reason (nil for none).
+//
+// Bundle exports name the references of an intermediate bundle after the snapshot that
+// introduced its pack, so a snapshot that introduced a pack some kept snapshot lists is kept too
+// (until consolidation gives the chain a fresh full pack). Without consolidation that keeps every
+// snapshot that brought objects, and only the manifests of the others are freed.
+func PlanRepository(ctx context.Context, st *archive.Store, repo archive.RepoKey, p Policy, holds map[string]string) (*Plan, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	ids, err := st.ListSnapshots(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	manifests := map[string]*archive.Manifest{}
+	var snaps []Snapshot
+	for _, id := range ids {
+		m, err := st.LoadManifest(ctx, repo, id)
+		if err != nil {
+			return nil, fmt.Errorf("refusing to plan retention for %s: %w", repo, err)
+		}
+		at, err := archive.SnapshotTime(id)
+		if err != nil {
+			return nil, fmt.Errorf("refusing to plan retention for %s: %w", repo, err)
+		}
+		manifests[id] = m
+		snaps = append(snaps, Snapshot{ID: id, Time: at, Hold: holds[id]})
+	}
+	decisions := Decide(snaps, p)
+	byID := map[string]int{}
+	for i, d := range decisions {
+		byID[d.ID] = i
+	}
+	// Kept snapshots pull in the snapshots that introduced their packs (newest first, so one
+	// pass reaches every such introducer: an introducer is always older than its users).
+	for _, d := range decisions {
+		if !d.Keep {
+			continue
+		}
+		for _, pk := range manifests[d.ID].Packs {
+			if i, ok := byID[pk.Snapshot]; ok && !decisions[i].Keep {
+				decisions[i].Keep = true
+				decisions[i].Reasons = append(decisions[i].Reasons, "introduced "+pk.Name+", which "+d.ID+" needs")
+			}
+		}
+	}
+	plan := &Plan{Forget: []string{}, Keep: []string{}, Decisions: decisions}
+	kept := map[string]bool{}
+	for _, d := range decisions {
+		if !d.Keep {
+			continue
+		}
+		plan.Keep = append(plan.Keep, d.ID)
+		m := manifests[d.ID]
+		for _, pk := range m.Packs {
+			kept["pack:"+pk.Name] = true
+		}
+		for _, e := range m.Exports {
+			kept["export:"+e.Key] = true
+		}
+	}
+	counted := map[string]bool{}
+	for _, d := range decisions {
+		if d.Keep {
+			continue
+		}
+		plan.Forget = append(plan.Forget, d.ID)
+		size, err := st.ManifestBytes(ctx, repo, d.ID)
+		if err != nil {
+			return nil, err
+		}
+		plan.BytesFreed += size
+		m := manifests[d.ID]
+		for _, pk := range m.Packs {
+			if k := "pack:" + pk.Name; !kept[k] && !counted[k] {
+				counted[k] = true
+				plan.BytesFreed += pk.Pack.Size + pk.Idx.Size
+			}
+		}
+		for _, e := range m.Exports {
+			if k := "export:" + e.Key; !kept[k] && !counted[k] {
+				counted[k] = true
+				plan.BytesFreed += e.File.Size
+			}
+		}
+	}
+	return plan, nil
+}
