@@ -133,7 +133,7 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 	if latest != nil && latest.Totals.Bytes > estimate {
 		estimate = latest.Totals.Bytes
 	}
-	have, err := dirSize(dir)
+	have, err := gitmirror.DiskUsage(dir)
 	if err != nil {
 		return res, err
 	}
@@ -246,9 +246,8 @@ type upstreamCheck struct {
 	Remote   string
 	Key      archive.RepoKey
 	Latest   *archive.Manifest
-	Refs     gitmirror.RefMap
-	// Listing is the ls-remote itself, handed on to the fetch so that a changed repository is
-	// listed once per run.
+	// Listing is the ls-remote itself (the remote's refs and HEAD), handed on to the fetch so
+	// that a changed repository is listed once per run.
 	Listing *gitmirror.Listing
 	Changed bool
 }
@@ -304,7 +303,7 @@ func checkUpstream(ctx context.Context, st *store.Store, arc *archive.Store, cli
 	if err != nil {
 		return c, classifyGit("ls-remote "+c.FullName, err)
 	}
-	c.Refs, c.Listing = listing.Refs, listing
+	c.Listing = listing
 	c.Changed = latest == nil || !listing.Refs.Equal(latest.Refs) || (listing.Head != "" && listing.Head != latest.Head)
 	return c, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gitsec/gitsec/internal/archive"
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/gitmirror"
 )
 
 // Mirrors are a per-worker cache under MirrorDir/<tenant>/<repository uuid>: any of them can be
@@ -194,7 +195,7 @@ func listMirrors(root string) ([]mirrorEntry, error) {
 			if err != nil {
 				continue // removed meanwhile
 			}
-			size, err := dirSize(dir)
+			size, err := gitmirror.DiskUsage(dir)
 			if err != nil {
 				return nil, err
 			}
@@ -207,30 +208,6 @@ func listMirrors(root string) ([]mirrorEntry, error) {
 func isUUIDName(name string) bool {
 	_, err := uuid.Parse(name)
 	return err == nil && !strings.HasPrefix(name, "{")
-}
-
-// dirSize sums the sizes of the regular files under dir; files that vanish meanwhile (a
-// concurrent fetch renaming its temporary pack) are skipped.
-func dirSize(dir string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil {
-				n += info.Size()
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("measure %s: %w", dir, err)
-	}
-	return n, nil
 }
 
 // reserveMirrorSpace makes room for dir to grow by need bytes within MirrorMaxBytes, evicting
@@ -251,7 +228,7 @@ func (a *Backups) reserveMirrorSpace(dir string, need int64) error {
 	}
 	a.mirrors.budget.Lock()
 	defer a.mirrors.budget.Unlock()
-	own, err := dirSize(dir)
+	own, err := gitmirror.DiskUsage(dir)
 	if err != nil {
 		return err
 	}

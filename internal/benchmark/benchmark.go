@@ -9,7 +9,6 @@ package benchmark
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -172,7 +171,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer s.stop()
-	rep := newReport(o, sc)
+	rep := newReport(o)
 	rep.Machine = machine(ctx)
 	rep.Settings = []string{
 		fmt.Sprintf("Worker settings: GITSEC_MAX_CONCURRENT_BACKUPS at its default (4), GITSEC_BACKUP_QUIET_PERIOD=%s (the default 5 s would only add a constant wait), storage on versitygw (S3).", quietPeriod),
@@ -260,22 +259,4 @@ func machine(ctx context.Context) Machine {
 		}
 	}
 	return m
-}
-
-// dirBytes is the size of every file below dir.
-func dirBytes(dir string) (int64, error) {
-	var total int64
-	err := filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if info.Mode().IsRegular() {
-			total += info.Size()
-		}
-		return nil
-	})
-	return total, err
 }

@@ -82,7 +82,7 @@ type Value struct {
 	Unit  string  `json:"unit"`
 }
 
-func newReport(o Options, sc scale) *Report {
+func newReport(o Options) *Report {
 	return &Report{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Scale: o.Scale, Runs: o.Runs}
 }
 

@@ -126,18 +126,18 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	var wg sync.WaitGroup
 	var pgErr, tErr, s3Err error
 	wg.Go(func() {
-		s.pg, pgErr = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.Dir, "postgres"), SkipFsync: true, Logger: quiet(o.Log)})
+		s.pg, pgErr = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.Dir, "postgres"), SkipFsync: true, Logger: quiet()})
 	})
 	wg.Go(func() {
 		s.temporal, tErr = temporaldev.Start(ctx, temporaldev.Options{
 			Binary: filepath.Join(o.ToolsDir, "temporal"), UIPort: -1, Namespace: "default",
-			SearchAttributes: workflows.SearchAttributeTypes(), LogFile: filepath.Join(o.Dir, "temporal.log"), Logger: quiet(o.Log),
+			SearchAttributes: workflows.SearchAttributeTypes(), LogFile: filepath.Join(o.Dir, "temporal.log"), Logger: quiet(),
 		})
 	})
 	wg.Go(func() {
 		s.s3, s3Err = s3server.Start(ctx, s3server.Options{
 			Binary: filepath.Join(o.ToolsDir, "versitygw"), Dir: filepath.Join(o.Dir, "s3"),
-			AccessKey: accessKey, SecretKey: secretKey, LogFile: filepath.Join(o.Dir, "s3.log"), Logger: quiet(o.Log),
+			AccessKey: accessKey, SecretKey: secretKey, LogFile: filepath.Join(o.Dir, "s3.log"), Logger: quiet(),
 		})
 	})
 	wg.Wait()
@@ -163,7 +163,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	seed.Users = []emulator.SeedUser{{Username: "bench"}}
 	seed.Consumers = []emulator.Consumer{{Key: consumerKey, Secret: consumerSecret, CallbackURL: "http://127.0.0.1:1/callback"}}
 	s.emu, err = emulator.Start(ctx, emulator.Options{
-		Listen: "127.0.0.1:0", DataDir: filepath.Join(o.Dir, "emulator"), Seed: &seed, Logger: quiet(o.Log),
+		Listen: "127.0.0.1:0", DataDir: filepath.Join(o.Dir, "emulator"), Seed: &seed, Logger: quiet(),
 		AccessTokenTTL: 24 * time.Hour, OnRequest: s.counts.observe,
 	})
 	if err != nil {
@@ -209,7 +209,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	if s.arc, err = archive.Open(ctx, storageURL); err != nil {
 		return nil, err
 	}
-	if s.tc, err = client.DialContext(ctx, client.Options{HostPort: s.temporal.HostPort(), Namespace: "default", Logger: tlog.NewStructuredLogger(quiet(o.Log))}); err != nil {
+	if s.tc, err = client.DialContext(ctx, client.Options{HostPort: s.temporal.HostPort(), Namespace: "default", Logger: tlog.NewStructuredLogger(quiet())}); err != nil {
 		return nil, fmt.Errorf("connect to temporal: %w", err)
 	}
 	s.env = append(os.Environ(),
@@ -414,34 +414,25 @@ func (s *stack) activityTimes(ctx context.Context, t workflows.BackupTarget, sin
 }
 
 func (s *stack) waitBackup(ctx context.Context, t workflows.BackupTarget, before store.Repository, start time.Time) (backupResult, error) {
-	repoID := uuid.MustParse(t.RepositoryID)
-	deadline := time.Now().Add(30 * time.Minute)
-	for time.Now().Before(deadline) {
-		r, err := s.st.GetRepository(ctx, s.tenantID, repoID)
+	f := s.follow(ctx)
+	f.add(pendingBackup{Target: t, Since: start})
+	waits, err := f.wait()
+	if err != nil {
+		return backupResult{}, err
+	}
+	res := backupResult{Wall: waits[0]}
+	r, err := s.st.GetRepository(ctx, s.tenantID, uuid.MustParse(t.RepositoryID))
+	if err != nil {
+		return backupResult{}, err
+	}
+	if r.LastSnapshotID != nil && (before.LastSnapshotID == nil || *before.LastSnapshotID != *r.LastSnapshotID) {
+		snap, err := s.st.GetSnapshot(ctx, s.tenantID, *r.LastSnapshotID)
 		if err != nil {
 			return backupResult{}, err
 		}
-		if r.LastBackupStatus == domain.BackupFailed && r.LastCheckedAt != nil && r.LastCheckedAt.After(start) {
-			return backupResult{}, fmt.Errorf("backup of %s failed: %s", r.FullName, r.LastBackupError)
-		}
-		if r.BackedUpThrough != nil && r.BackedUpThrough.After(start) {
-			res := backupResult{Wall: time.Since(start)}
-			if r.LastSnapshotID != nil && (before.LastSnapshotID == nil || *before.LastSnapshotID != *r.LastSnapshotID) {
-				snap, err := s.st.GetSnapshot(ctx, s.tenantID, *r.LastSnapshotID)
-				if err != nil {
-					return backupResult{}, err
-				}
-				res.Changed, res.Engine, res.Uploaded = true, snap.FinishedAt.Sub(snap.StartedAt), snap.BytesUploaded
-			}
-			return res, nil
-		}
-		select {
-		case <-ctx.Done():
-			return backupResult{}, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		res.Changed, res.Engine, res.Uploaded = true, snap.FinishedAt.Sub(snap.StartedAt), snap.BytesUploaded
 	}
-	return backupResult{}, fmt.Errorf("backup of %s did not finish within 30 minutes", t.RepositoryID)
+	return res, nil
 }
 
 // pendingBackup is a backup asked for at Since that a follower waits for.
@@ -591,6 +582,6 @@ func randomHex(n int) string {
 
 // quiet is the servers' logger: warnings and errors only, so that the driver's progress stays
 // readable.
-func quiet(log *slog.Logger) *slog.Logger {
+func quiet() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gitsec/gitsec/internal/domain"
+	"github.com/gitsec/gitsec/internal/gitmirror"
 	"github.com/gitsec/gitsec/workflows"
 )
 
@@ -78,7 +79,7 @@ func (r *runner) gitsecBackup(ctx context.Context, t workflows.BackupTarget, tri
 
 // baseline runs a stock-git command against the emulator; dir is what it writes to.
 func (r *runner) baseline(ctx context.Context, dir string, args ...string) (measured, int64, countsSnapshot, error) {
-	before, err := dirBytes(dir)
+	before, err := gitmirror.DiskUsage(dir)
 	if err != nil {
 		return measured{}, 0, countsSnapshot{}, err
 	}
@@ -87,7 +88,7 @@ func (r *runner) baseline(ctx context.Context, dir string, args ...string) (meas
 	if err != nil {
 		return m, 0, countsSnapshot{}, err
 	}
-	after, err := dirBytes(dir)
+	after, err := gitmirror.DiskUsage(dir)
 	if err != nil {
 		return m, 0, countsSnapshot{}, err
 	}
@@ -175,7 +176,7 @@ func (r *runner) fullBackup(ctx context.Context, workload string, sh shape, with
 				if err != nil {
 					return err
 				}
-				written, _ := dirBytes(dir)
+				written, _ := gitmirror.DiskUsage(dir)
 				req := r.s.counts.snapshot().minus(reqBefore)
 				gogit.add(m.Seconds, m.PeakRSS, written, &req)
 				os.RemoveAll(dir)
@@ -411,7 +412,7 @@ func (r *runner) manySmall(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				written, _ := dirBytes(dir)
+				written, _ := gitmirror.DiskUsage(dir)
 				req := r.s.counts.snapshot().minus(reqBefore)
 				loop.side.add(m.Seconds, m.PeakRSS, written, &req)
 				os.RemoveAll(dir)
@@ -471,7 +472,7 @@ func (r *runner) restoreChain(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			written, _ := dirBytes(dir)
+			written, _ := gitmirror.DiskUsage(dir)
 			restore.add(m.Seconds, m.PeakRSS, written, nil)
 			if err := sameRefs(ctx, dir, upstream); err != nil {
 				return err
@@ -484,7 +485,7 @@ func (r *runner) restoreChain(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			written, _ := dirBytes(dir)
+			written, _ := gitmirror.DiskUsage(dir)
 			clone.add(m.Seconds, m.PeakRSS, written, nil)
 			return os.RemoveAll(dir)
 		}
@@ -617,7 +618,7 @@ func (r *runner) dailyBytes(ctx context.Context) error {
 	if _, err := r.s.requestBackup(ctx, t, domain.TriggerInitial); err != nil {
 		return err
 	}
-	fullCopies, err := dirBytes(filepath.Join(mirror, "objects"))
+	fullCopies, err := gitmirror.DiskUsage(filepath.Join(mirror, "objects"))
 	if err != nil {
 		return err
 	}
@@ -636,7 +637,7 @@ func (r *runner) dailyBytes(ctx context.Context) error {
 		if _, _, _, err := r.baseline(ctx, day, "clone", "--quiet", "--mirror", r.s.remote(sh.Slug), day); err != nil {
 			return err
 		}
-		b, err := dirBytes(filepath.Join(day, "objects"))
+		b, err := gitmirror.DiskUsage(filepath.Join(day, "objects"))
 		if err != nil {
 			return err
 		}
@@ -647,7 +648,7 @@ func (r *runner) dailyBytes(ctx context.Context) error {
 	if _, _, _, err := r.baseline(ctx, final, "clone", "--quiet", "--mirror", r.s.remote(sh.Slug), final); err != nil {
 		return err
 	}
-	finalBytes, err := dirBytes(filepath.Join(final, "objects"))
+	finalBytes, err := gitmirror.DiskUsage(filepath.Join(final, "objects"))
 	if err != nil {
 		return err
 	}

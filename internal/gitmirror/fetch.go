@@ -66,7 +66,7 @@ func (m *Mirror) clone(ctx context.Context, l *Listing, auth transport.AuthMetho
 	reporter := newProgressReporter(progress)
 	fetched := false
 	if m.cloneEngine != CloneGoGit {
-		err := m.cliFetch(ctx, l.URL, auth, reporter)
+		err := m.cliClone(ctx, l.URL, auth, reporter)
 		switch {
 		case err == nil:
 			fetched = true
@@ -138,15 +138,6 @@ func LsRemote(ctx context.Context, remoteURL string, auth transport.AuthMethod) 
 		return nil, "", err
 	}
 	return l.Refs, l.Head, nil
-}
-
-func headTarget(refs []*plumbing.Reference) string {
-	for _, ref := range refs {
-		if ref.Name() == plumbing.HEAD && ref.Type() == plumbing.SymbolicReference {
-			return ref.Target().String()
-		}
-	}
-	return ""
 }
 
 func newPacks(before, after []PackFiles) []PackFiles {

@@ -85,13 +85,13 @@ func gitBinary() (string, error) {
 	return gitBinaryPath, gitBinaryErr
 }
 
-// cloneScratchDir is where cliFetch lets git clone, inside the mirror so that
+// cloneScratchDir is where cliClone lets git clone, inside the mirror so that
 // the results move into place with a rename.
 const cloneScratchDir = "gitsec-clone.tmp"
 
-// cliFetch clones the remote with the git CLI into the empty mirror. The caller
+// cliClone clones the remote with the git CLI into the empty mirror. The caller
 // holds the mirror lock and has checked that the remote is not empty.
-func (m *Mirror) cliFetch(ctx context.Context, remoteURL string, auth transport.AuthMethod, reporter *progressReporter) error {
+func (m *Mirror) cliClone(ctx context.Context, remoteURL string, auth transport.AuthMethod, reporter *progressReporter) error {
 	gitPath, err := gitBinary()
 	if err != nil {
 		return err

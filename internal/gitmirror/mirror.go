@@ -235,3 +235,27 @@ func (m *Mirror) SetRefs(refs RefMap) error {
 	}
 	return nil
 }
+
+// DiskUsage sums the sizes of the regular files under dir (a missing dir is 0); files that vanish meanwhile (a
+// concurrent fetch renaming its temporary pack) are skipped.
+func DiskUsage(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("measure %s: %w", dir, err)
+	}
+	return n, nil
+}
