@@ -3,10 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,7 +26,7 @@ func newRetentionCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if within != "" {
-				d, err := parseRetentionDuration(within)
+				d, err := retention.ParseWithin(within)
 				if err != nil {
 					return err
 				}
@@ -78,23 +76,8 @@ func newRetentionCmd() *cobra.Command {
 	f.IntVar(&p.KeepMonthly, "keep-monthly", 0, "keep the newest snapshot of each of the newest N months")
 	f.IntVar(&p.KeepYearly, "keep-yearly", 0, "keep the newest snapshot of each of the newest N years")
 	f.StringVar(&within, "keep-within", "", "keep every snapshot taken within this long before the newest one (72h, 7d)")
+	f.BoolVar(&p.KeepBeforeDestructive, "keep-before-destructive", false, "keep every snapshot that is the last before a reference was deleted or force-pushed upstream")
 	f.BoolVar(&asJSON, "json", false, `print {"forget":[ids],"keep":[ids],"bytes_freed":N}`)
 	cmd.AddCommand(plan)
 	return cmd
-}
-
-// parseRetentionDuration reads a Go duration or a number of days ("7d").
-func parseRetentionDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("--keep-within %q: want a positive number of days (7d) or a Go duration (72h)", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("--keep-within %q: want a positive number of days (7d) or a Go duration (72h)", s)
-	}
-	return d, nil
 }

@@ -49,9 +49,17 @@ type Manifest struct {
 	// asked; they never take part in change detection.
 	Pins gitmirror.RefMap `json:"pins,omitempty"`
 	// Packs are every pack a restore needs, in the order to apply them.
-	Packs   []Pack   `json:"packs"`
-	Exports []Export `json:"exports"`
-	Totals  Totals   `json:"totals"`
+	Packs []Pack `json:"packs"`
+	// Consolidated: Packs is one fresh full pack written by this snapshot instead of the
+	// parent's chain (see ConsolidatePolicy).
+	Consolidated bool `json:"consolidated,omitempty"`
+	// Rewritten are references of the parent that this snapshot moved to an object not
+	// descending from the old one (force-pushed branches, moved tags). With the references
+	// missing from Refs (deleted) they make the parent "the last before a destructive change",
+	// which retention can keep.
+	Rewritten []string `json:"rewritten,omitempty"`
+	Exports   []Export `json:"exports"`
+	Totals    Totals   `json:"totals"`
 	// DurationMillis is how long the backup run took, fetch included.
 	DurationMillis int64 `json:"duration_ms"`
 }
@@ -154,6 +162,14 @@ func (m *Manifest) Validate() error {
 		if !gitref.ValidOID(oid) {
 			return fmt.Errorf("pin %s has invalid object id %q", name, oid)
 		}
+	}
+	for _, name := range m.Rewritten {
+		if err := gitref.Check(name); err != nil {
+			return fmt.Errorf("rewritten reference: %w", err)
+		}
+	}
+	if m.Consolidated && (len(m.Packs) != 1 || m.Packs[0].Snapshot != m.ID || len(m.Packs[0].Prerequisites) > 0) {
+		return fmt.Errorf("consolidated snapshot %s must list exactly one pack of its own, without prerequisites", m.ID)
 	}
 	kinds := map[string]bool{}
 	for _, e := range m.Exports {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,46 @@ type SnapshotRequest struct {
 	// is no longer the latest snapshot.
 	Latest       *Manifest
 	LatestLoaded bool
+	// Consolidate says when the snapshot replaces its parent's chain of packs with one fresh
+	// full pack; the zero value never consolidates.
+	Consolidate ConsolidatePolicy
+}
+
+// ConsolidatePolicy bounds a repository's restore chain: a snapshot that would list more than
+// MaxPacks packs, or whose packs after the first would add up to more than MaxIncrementalBytes,
+// is staged with one fresh full pack instead (0 disables a bound).
+type ConsolidatePolicy struct {
+	MaxPacks            int
+	MaxIncrementalBytes int64
+}
+
+// due reports whether a chain of these packs (the parent's plus the new ones) passes a bound.
+func (c ConsolidatePolicy) due(parent []Pack, pending []gitmirror.PackFiles) (bool, string) {
+	n := len(parent) + len(pending)
+	if c.MaxPacks > 0 && n > c.MaxPacks {
+		return true, fmt.Sprintf("%d packs > %d", n, c.MaxPacks)
+	}
+	if c.MaxIncrementalBytes <= 0 || n < 2 {
+		return false, ""
+	}
+	var incremental int64
+	for i, p := range parent {
+		if i > 0 {
+			incremental += p.Pack.Size
+		}
+	}
+	for i, p := range pending {
+		if len(parent) == 0 && i == 0 {
+			continue
+		}
+		if fi, err := os.Stat(p.PackPath); err == nil {
+			incremental += fi.Size()
+		}
+	}
+	if incremental > c.MaxIncrementalBytes {
+		return true, fmt.Sprintf("%d incremental bytes > %d", incremental, c.MaxIncrementalBytes)
+	}
+	return false, ""
 }
 
 // StageResult tells what StageSnapshot did.
@@ -187,6 +228,30 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 	for _, oid := range refs {
 		refTargets[oid] = true
 	}
+	var rewritten []string
+	if parent != nil {
+		rewritten = mirror.Rewritten(parent.Refs, refs)
+		slices.Sort(rewritten)
+	}
+	consolidated := false
+	if due, why := req.Consolidate.due(packs, pending); parent != nil && due && len(refs) > 0 {
+		roots := make([]string, 0, len(refs)+len(pins))
+		for _, oid := range refs {
+			roots = append(roots, oid)
+		}
+		for _, oid := range pins {
+			roots = append(roots, oid)
+		}
+		slices.Sort(roots)
+		roots = slices.Compact(roots)
+		full, err := mirror.Consolidate(ctx, roots)
+		if err != nil {
+			return StageResult{}, fmt.Errorf("consolidate %s: %w", repo, err)
+		}
+		slog.InfoContext(ctx, "consolidating the restore chain", "repository", repo.String(), "reason", why,
+			"packs_before", len(packs)+len(pending), "pack", full.Name, "objects", full.Objects)
+		packs, pending, consolidated = nil, []gitmirror.PackFiles{full}, true
+	}
 	result := StageResult{Staged: true}
 	for i, p := range pending {
 		entry, uploaded, err := s.PutPack(ctx, repo, p, func(ev TransferEvent) {
@@ -201,7 +266,17 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 		entry.Snapshot = id
 		// The first full clone of a repository depends on nothing and every
 		// reference points into it; reading its commits would only cost time.
-		if !(parent == nil && len(pending) == 1) {
+		// A consolidated pack is full too: its only roots besides the
+		// references are the pins.
+		switch {
+		case consolidated:
+			for _, oid := range pins {
+				if !refTargets[oid] && !slices.Contains(entry.UnnamedTips, oid) {
+					entry.UnnamedTips = append(entry.UnnamedTips, oid)
+				}
+			}
+			slices.Sort(entry.UnnamedTips)
+		case !(parent == nil && len(pending) == 1):
 			links, err := mirror.PackLinks(p)
 			if err != nil {
 				return StageResult{}, err
@@ -223,17 +298,19 @@ func (s *Store) StageSnapshot(ctx context.Context, mirror *gitmirror.Mirror, req
 	}
 
 	m := &Manifest{
-		Format:     FormatVersion,
-		ID:         id,
-		Tenant:     repo.Tenant,
-		Repository: req.Repository,
-		Created:    created,
-		Trigger:    req.Trigger,
-		Parent:     parentID,
-		Head:       head,
-		Refs:       refs,
-		Pins:       pins,
-		Packs:      packs,
+		Format:       FormatVersion,
+		ID:           id,
+		Tenant:       repo.Tenant,
+		Repository:   req.Repository,
+		Created:      created,
+		Trigger:      req.Trigger,
+		Parent:       parentID,
+		Head:         head,
+		Refs:         refs,
+		Pins:         pins,
+		Packs:        packs,
+		Rewritten:    rewritten,
+		Consolidated: consolidated,
 		// The exports stay the parent's until the run's export step replaces them.
 		Exports:        exportsOf(parent),
 		DurationMillis: clock().Sub(req.Started).Milliseconds(),

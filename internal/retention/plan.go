@@ -3,6 +3,8 @@ package retention
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/gitsec/gitsec/internal/archive"
 )
@@ -48,6 +50,17 @@ func PlanRepository(ctx context.Context, st *archive.Store, repo archive.RepoKey
 		}
 		manifests[id] = m
 		snaps = append(snaps, Snapshot{ID: id, Time: at, Hold: holds[id]})
+	}
+	children := map[string]*archive.Manifest{}
+	for _, m := range manifests {
+		if m.Parent != "" {
+			children[m.Parent] = m
+		}
+	}
+	for i := range snaps {
+		if child := children[snaps[i].ID]; child != nil {
+			snaps[i].Destructive = destructiveChange(manifests[snaps[i].ID], child)
+		}
 	}
 	decisions := Decide(snaps, p)
 	byID := map[string]int{}
@@ -108,4 +121,34 @@ func PlanRepository(ctx context.Context, st *archive.Store, repo archive.RepoKey
 		}
 	}
 	return plan, nil
+}
+
+// destructiveChange says what the snapshot m deleted or rewrote of its parent's references, or
+// "" when it did neither.
+func destructiveChange(parent, m *archive.Manifest) string {
+	var deleted []string
+	for name := range parent.Refs {
+		if _, ok := m.Refs[name]; !ok {
+			deleted = append(deleted, name)
+		}
+	}
+	slices.Sort(deleted)
+	var parts []string
+	if len(deleted) > 0 {
+		parts = append(parts, "deletion of "+summarize(deleted))
+	}
+	if len(m.Rewritten) > 0 {
+		parts = append(parts, "rewrite of "+summarize(m.Rewritten))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, " and ") + " in " + m.ID
+}
+
+func summarize(names []string) string {
+	if len(names) <= 3 {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:3], ", "), len(names)-3)
 }

@@ -4,8 +4,12 @@
 package retention
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -23,6 +27,17 @@ type Policy struct {
 	// KeepWithin keeps every snapshot taken within this long before the newest one (measured from
 	// the newest snapshot, not the clock, so a repository nobody pushes to keeps its last week).
 	KeepWithin time.Duration `json:"keep_within,omitempty"`
+	// KeepBeforeDestructive keeps every snapshot that is the last one before a reference was
+	// deleted or rewritten (force-pushed) upstream, so that what the change removed stays
+	// recoverable for as long as the repository's backups exist.
+	KeepBeforeDestructive bool `json:"keep_before_destructive,omitempty"`
+}
+
+// DefaultPolicy is what an installation without a policy of its own keeps: every snapshot of
+// the last 7 days, the newest of each of the last 30 days and 12 months, and every snapshot
+// before a destructive upstream change.
+func DefaultPolicy() Policy {
+	return Policy{KeepDaily: 30, KeepMonthly: 12, KeepWithin: 7 * 24 * time.Hour, KeepBeforeDestructive: true}
 }
 
 // Validate rejects negative counts and durations.
@@ -39,12 +54,74 @@ func (p Policy) Validate() error {
 	return nil
 }
 
+// policyDocument is a policy as the API and the database spell it: every field present, and
+// keep_within as text ("168h0m0s"; "7d" is accepted on input).
+type policyDocument struct {
+	KeepLast              int    `json:"keep_last"`
+	KeepDaily             int    `json:"keep_daily"`
+	KeepWeekly            int    `json:"keep_weekly"`
+	KeepMonthly           int    `json:"keep_monthly"`
+	KeepYearly            int    `json:"keep_yearly"`
+	KeepWithin            string `json:"keep_within"`
+	KeepBeforeDestructive bool   `json:"keep_before_destructive"`
+}
+
+// MarshalJSON writes the policy document.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	d := policyDocument{p.KeepLast, p.KeepDaily, p.KeepWeekly, p.KeepMonthly, p.KeepYearly, "", p.KeepBeforeDestructive}
+	if p.KeepWithin > 0 {
+		d.KeepWithin = p.KeepWithin.String()
+	}
+	return json.Marshal(d)
+}
+
+// UnmarshalJSON reads a policy document strictly: an unknown field (a misspelt rule would
+// otherwise keep nothing) or a bad value is an error naming it.
+func (p *Policy) UnmarshalJSON(data []byte) error {
+	var d policyDocument
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return fmt.Errorf("retention policy: %w", err)
+	}
+	q := Policy{KeepLast: d.KeepLast, KeepDaily: d.KeepDaily, KeepWeekly: d.KeepWeekly, KeepMonthly: d.KeepMonthly,
+		KeepYearly: d.KeepYearly, KeepBeforeDestructive: d.KeepBeforeDestructive}
+	if d.KeepWithin != "" {
+		w, err := ParseWithin(d.KeepWithin)
+		if err != nil {
+			return err
+		}
+		q.KeepWithin = w
+	}
+	*p = q
+	return nil
+}
+
+// ParseWithin reads a keep-within duration: a Go duration (72h) or a number of days (7d).
+func ParseWithin(s string) (time.Duration, error) {
+	bad := fmt.Errorf("keep-within %q: want a positive number of days (7d) or a Go duration (72h)", s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 {
+			return 0, bad
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, bad
+	}
+	return d, nil
+}
+
 // Snapshot is what a decision needs to know about one snapshot.
 type Snapshot struct {
 	ID   string
 	Time time.Time
 	// Hold is a reason the snapshot must be kept whatever the policy (a legal hold); "" for none.
 	Hold string
+	// Destructive says what the snapshot after this one deleted or rewrote ("" when nothing).
+	Destructive string
 }
 
 // Decision is the outcome for one snapshot: kept with the reasons, or forgotten.
@@ -74,6 +151,13 @@ func Decide(snaps []Snapshot, p Policy) []Decision {
 		return out
 	}
 	keep(0, "newest")
+	if p.KeepBeforeDestructive {
+		for i, s := range sorted {
+			if s.Destructive != "" {
+				keep(i, "last before "+s.Destructive)
+			}
+		}
+	}
 	for i := range min(p.KeepLast, len(sorted)) {
 		keep(i, "last")
 	}
