@@ -57,6 +57,9 @@ type Backups struct {
 	Logger   *slog.Logger
 	// Metrics records backup runs and snapshot times; nil records nothing.
 	Metrics *metrics.Metrics
+	// Consolidate bounds each repository's restore chain (GITSEC_CONSOLIDATE_MAX_PACKS,
+	// GITSEC_CONSOLIDATE_MAX_INCREMENTAL_BYTES).
+	Consolidate archive.ConsolidatePolicy
 	// mirrors tracks the mirror directories in use on this worker, so that cleanup and
 	// eviction never remove one under a running backup.
 	mirrors mirrorLeases

@@ -156,6 +156,13 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 	if err != nil {
 		return res, classifyGit("fetch "+repo.FullName, err)
 	}
+	// From the first upload (or "already stored") until the draft names the packs, a retention
+	// sweep of this repository must not run.
+	releaseLease, err := holdStagingLease(ctx, a.Store, tenantID, repoID, stagingLeaseTTL, func() { hb.step("waiting for a retention sweep") })
+	if err != nil {
+		return res, err
+	}
+	defer releaseLease()
 	hb.step("uploading")
 	staged, err := a.Archive.StageSnapshot(ctx, mirror, archive.SnapshotRequest{
 		Tenant:     tenantID.String(),
@@ -168,6 +175,7 @@ func (a *Backups) StageBackup(ctx context.Context, in workflows.RunBackupInput) 
 		PinCandidates: func(refs gitmirror.RefMap) gitmirror.RefMap {
 			return a.pinCandidates(ctx, latest, refs)
 		},
+		Consolidate: a.Consolidate,
 	})
 	if err != nil {
 		return res, fmt.Errorf("stage snapshot of %s: %w", repo.FullName, err)
@@ -232,6 +240,9 @@ func (a *Backups) commitStaged(ctx context.Context, target workflows.BackupTarge
 		"packs_uploaded", res.PacksUploaded, "bytes_uploaded", res.BytesUploaded, "duration_ms", res.FinishedAt.Sub(res.StartedAt).Milliseconds())
 	return res, nil
 }
+
+// stagingLeaseTTL outlives any staging (the host activity's start-to-close timeout).
+const stagingLeaseTTL = 6 * time.Hour
 
 // mirrorPath is where this worker keeps a repository's mirror.
 func (a *Backups) mirrorPath(tenantID uuid.UUID, providerUUID string) string {

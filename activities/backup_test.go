@@ -166,6 +166,8 @@ func newBackupEnvWith(t *testing.T, storageURL string, configure func(*worker.Ac
 		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: e.archive, Logger: log},
 		Drills:       &activities.Drills{Store: e.store, Archive: e.archive, Temporal: e.temporal, TaskQueue: tenv.TaskQueue, Logger: log},
 		Restores:     &activities.Restores{Store: e.store, Clients: clients, Archive: e.archive, ScratchDir: t.TempDir(), Logger: log},
+		Retention: &activities.Retention{Store: e.store, Archive: e.archive, Temporal: e.temporal, Logger: log,
+			Settings: activities.RetentionSettings{TaskQueue: tenv.TaskQueue}},
 	}
 	if configure != nil {
 		configure(acts)

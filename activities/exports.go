@@ -29,6 +29,9 @@ type Exports struct {
 	Logger   *slog.Logger
 }
 
+// exportLeaseTTL outlives an export step (the activity's start-to-close timeout).
+const exportLeaseTTL = time.Hour
+
 // ExportRepositoryData exports the repository's pull requests and metadata and adds them to
 // the run's snapshot: to the staged draft when the code changed, else to a new draft over the
 // latest snapshot's code when an export object changed (a PR was commented on while nobody
@@ -79,6 +82,13 @@ func (a *Exports) ExportRepositoryData(ctx context.Context, in workflows.ExportI
 
 	hb := startHeartbeat(ctx)
 	defer hb.stop()
+	// Export objects are written (or found already stored) before the draft names them: no
+	// retention sweep of this repository meanwhile.
+	releaseLease, err := holdStagingLease(ctx, a.Store, tenantID, repoID, exportLeaseTTL, func() { hb.step("waiting for a retention sweep") })
+	if err != nil {
+		return res, err
+	}
+	defer releaseLease()
 	hb.step("exporting pull requests and metadata")
 	exp := &repoexport.Exporter{Client: client, Archive: a.Archive, Settings: a.Settings, Logger: a.logger()}
 	out, err := exp.Run(ctx, repoexport.Request{

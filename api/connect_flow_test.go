@@ -287,6 +287,8 @@ func (e *connectEnv) startWorker() {
 		Exports:      &activities.Exports{Store: e.store, Clients: clients, Archive: arch, Logger: e.log},
 		Drills:       &activities.Drills{Store: e.store, Archive: arch, Temporal: e.temporal, TaskQueue: e.taskQueue, Logger: e.log},
 		Restores:     &activities.Restores{Store: e.store, Clients: clients, Archive: arch, ScratchDir: e.t.TempDir(), Logger: e.log},
+		Retention: &activities.Retention{Store: e.store, Archive: arch, Temporal: e.temporal, Logger: e.log,
+			Settings: activities.RetentionSettings{TaskQueue: e.taskQueue}},
 	}
 	var w sdkworker.Worker
 	if e.opts.retryInterval > 0 {

@@ -32,7 +32,7 @@ func (a *archiveFixture) withDrillWorker(t *testing.T) {
 		Onboarding: &activities.Onboarding{}, Backups: &activities.Backups{}, Sweeps: &activities.Sweeps{},
 		Housekeeping: &activities.Housekeeping{}, Uninstall: &activities.Uninstall{}, Exports: &activities.Exports{},
 		Drills:   &activities.Drills{Store: a.store, Archive: a.deps.Archive, ScratchDir: t.TempDir(), Logger: log},
-		Restores: &activities.Restores{},
+		Restores: &activities.Restores{}, Retention: &activities.Retention{},
 	}})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

@@ -133,6 +133,7 @@ func TestWorkflowsCallExactlyTheRegisteredNames(t *testing.T) {
 		Exports:      &activities.Exports{},
 		Drills:       &activities.Drills{},
 		Restores:     &activities.Restores{},
+		Retention:    &activities.Retention{},
 	})
 	// The host worker is a worker of its own: it may register names the shared one has too.
 	host := newRecordingRegistry()

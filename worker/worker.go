@@ -49,6 +49,7 @@ type Activities struct {
 	Exports      *activities.Exports
 	Drills       *activities.Drills
 	Restores     *activities.Restores
+	Retention    *activities.Retention
 }
 
 // New creates a worker with every workflow and activity registered.
@@ -80,7 +81,7 @@ func RegisterHost(w sdkworker.ActivityRegistry, b *activities.Backups) {
 // Each struct's exported methods are registered under their names.
 func Register(w sdkworker.Registry, acts Activities) {
 	if acts.Onboarding == nil || acts.Backups == nil || acts.Sweeps == nil || acts.Housekeeping == nil || acts.Uninstall == nil || acts.Exports == nil ||
-		acts.Drills == nil || acts.Restores == nil {
+		acts.Drills == nil || acts.Restores == nil || acts.Retention == nil {
 		// Registering a nil struct would fail each of its activities at run time instead.
 		panic(fmt.Sprintf("worker.Register: every activity struct is needed, got %+v", acts))
 	}
@@ -93,6 +94,7 @@ func Register(w sdkworker.Registry, acts Activities) {
 	w.RegisterActivity(acts.Exports)
 	w.RegisterActivity(acts.Drills)
 	w.RegisterActivity(acts.Restores)
+	w.RegisterActivity(acts.Retention)
 }
 
 // workflowRegistry is what workers and the replayer share for registering workflows.
@@ -111,6 +113,7 @@ func registerWorkflows(r workflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.DrillRestore, workflow.RegisterOptions{Name: workflows.DrillRestoreWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.DrillInstallation, workflow.RegisterOptions{Name: workflows.DrillInstallationWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.Restore, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.Retention, workflow.RegisterOptions{Name: workflows.RetentionWorkflowName})
 }
 
 // EnsureSchedules creates the housekeeping schedule, or updates its interval and arguments when

@@ -61,6 +61,7 @@ func TestHousekeepingOnRealServers(t *testing.T) {
 			Exports:      &activities.Exports{},
 			Drills:       &activities.Drills{},
 			Restores:     &activities.Restores{},
+			Retention:    &activities.Retention{},
 		},
 		HousekeepingEvery:  time.Hour,
 		WebhookDedupWindow: 72 * time.Hour,

@@ -231,6 +231,10 @@ func onboard(ctx workflow.Context, ref InstallationRef, p *OnboardingProgress, p
 	if err := ensureDrillSchedule(ctx, ref); err != nil {
 		return OnboardResult{}, err
 	}
+	// And the retention schedule ages the snapshots out by each repository's policy.
+	if err := ensureRetentionSchedule(ctx, ref); err != nil {
+		return OnboardResult{}, err
+	}
 
 	res := OnboardResult{Status: domain.InstallationActive, Message: fmt.Sprintf("%d workspaces, %d repositories, %d webhooks", len(workspaces), p.RepositoriesFound, p.WebhooksRegistered)}
 	if len(p.WorkspaceReasons) > 0 {

@@ -54,6 +54,9 @@ func UninstallInstallation(ctx workflow.Context, ref InstallationRef) (Uninstall
 	if err := deleteDrillSchedule(ctx, ref); err != nil {
 		return res, err
 	}
+	if err := deleteRetentionSchedule(ctx, ref); err != nil {
+		return res, err
+	}
 	var hooks []RegisteredWebhook
 	if err := workflow.ExecuteActivity(db, ListRegisteredWebhooksActivity, ref).Get(ctx, &hooks); err != nil {
 		return res, err

@@ -254,6 +254,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 				Store: st, Clients: clients, Archive: arch,
 				MirrorDir: mirrorDir, HostQueue: cfg.HostQueue, MirrorMaxBytes: cfg.MirrorMaxBytes,
 				Temporal: tc, Queue: queue, Logger: log, Metrics: m,
+				Consolidate: archive.ConsolidatePolicy{MaxPacks: cfg.ConsolidateMaxPacks, MaxIncrementalBytes: cfg.ConsolidateMaxBytes},
 			},
 			Sweeps: &activities.Sweeps{
 				Store: st, Clients: clients, Archive: arch, Temporal: tc, Queue: queue, Logger: log,
@@ -267,7 +268,9 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, st *sto
 			Uninstall:    &activities.Uninstall{Store: st, Clients: clients},
 			Exports:      &activities.Exports{Store: st, Clients: clients, Archive: arch, Settings: exportSettings(cfg), Logger: log},
 			Drills:       &activities.Drills{Store: st, Archive: arch, Temporal: tc, TaskQueue: cfg.TaskQueue, Every: cfg.DrillEvery, Logger: log, Metrics: m},
-			Restores:     &activities.Restores{Store: st, Clients: clients, Archive: arch, ScratchDir: restoreDir, PublicURL: cfg.PublicURL, Logger: log},
+			Retention: &activities.Retention{Store: st, Archive: arch, Temporal: tc, Logger: log,
+				Settings: activities.RetentionSettings{Every: cfg.RetentionEvery, Grace: cfg.RetentionGrace, TaskQueue: cfg.TaskQueue}},
+			Restores: &activities.Restores{Store: st, Clients: clients, Archive: arch, ScratchDir: restoreDir, PublicURL: cfg.PublicURL, Logger: log},
 		},
 		HostQueue:            cfg.HostQueue,
 		MaxConcurrentBackups: cfg.MaxConcurrentBackups,

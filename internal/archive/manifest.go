@@ -302,6 +302,9 @@ var (
 	// ErrStaleDraft: a staged snapshot no longer follows the latest one, so
 	// committing it would fork the history.
 	ErrStaleDraft = errors.New("staged snapshot no longer follows the latest snapshot")
+	// ErrInvalidManifest: a stored manifest does not decode or verify (bad
+	// format, names or ids, or it contradicts the manifests around it).
+	ErrInvalidManifest = errors.New("manifest does not verify")
 	// ErrCorrupt: a stored object does not match the size or SHA-256 the
 	// manifest records.
 	ErrCorrupt = errors.New("stored object does not match the manifest")

@@ -304,13 +304,13 @@ func (s *Store) LoadManifest(ctx context.Context, repo RepoKey, id string) (*Man
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("decode snapshot %s: %w", id, err)
+		return nil, fmt.Errorf("decode snapshot %s: %w: %v", id, ErrInvalidManifest, err)
 	}
 	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+		return nil, fmt.Errorf("snapshot %s: %w: %v", id, ErrInvalidManifest, err)
 	}
 	if m.ID != id || m.Tenant != repo.Tenant || m.Repository.UUID != repo.UUID {
-		return nil, fmt.Errorf("snapshot %s is stored under %s but describes %s/%s", id, repo, m.Tenant, m.ID)
+		return nil, fmt.Errorf("snapshot %s is stored under %s but describes %s/%s: %w", id, repo, m.Tenant, m.ID, ErrInvalidManifest)
 	}
 	return &m, nil
 }

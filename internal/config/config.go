@@ -55,6 +55,10 @@ var Variables = []Variable{
 	{Name: "GITSEC_BACKUP_HOST_TIMEOUT", Default: "2m", Help: "How long a backup waits for the worker that keeps the repository's mirror before another worker takes over (and rebuilds the mirror from storage)."},
 	{Name: "GITSEC_BACKUP_MAX_WAIT", Default: "1m", Help: "Longest a backup request waits for the quiet period."},
 	{Name: "GITSEC_DRILL_EVERY", Default: "168h", Help: "How often each installation's restore drill schedule restores the latest snapshot of every included repository into a scratch repository on a worker and checks it (refs, git fsck --strict, exports); Go duration, applied when onboarding or a re-sync runs."},
+	{Name: "GITSEC_RETENTION_EVERY", Default: "24h", Help: "How often each installation's retention schedule applies the retention policies of its repositories and deletes what no snapshot needs any more (Go duration; applied when onboarding or a re-sync runs)."},
+	{Name: "GITSEC_RETENTION_GRACE", Default: "6h", Help: "How long a pack or export object must have stayed unreferenced, across retention runs, before it is deleted (Go duration; 0s deletes at once and relies on the storage leases alone)."},
+	{Name: "GITSEC_CONSOLIDATE_MAX_PACKS", Default: "50", Help: "A backup whose snapshot would list more packs than this writes one fresh full pack instead, so that restores stay short (0: never by count)."},
+	{Name: "GITSEC_CONSOLIDATE_MAX_INCREMENTAL_BYTES", Default: "0", Help: "A backup whose incremental packs (all but the first of the chain) would add up to more bytes than this consolidates too (0: never by size)."},
 	{Name: "GITSEC_SWEEP_INTERVAL", Default: "24h", Help: "How often each installation's sweep schedule checks every included repository with ls-remote and backs up the changed ones (Go duration; applied when onboarding or a re-sync runs)."},
 	{Name: "GITSEC_SWEEP_CONCURRENCY", Default: "8", Help: "ls-remote checks one sweep runs at once (the account's git rate limit paces them further)."},
 	{Name: "GITSEC_EXPORT_FULL_EVERY", Default: "24", Help: "Every Nth pull request export re-lists every pull request (a reconciliation that reports drift and PRs deleted upstream); the others list only PRs updated since the previous export."},
@@ -97,6 +101,10 @@ type Config struct {
 	ExportMaxDuration    time.Duration
 	ExportCatchUpDelay   time.Duration
 	DrillEvery           time.Duration
+	RetentionEvery       time.Duration
+	RetentionGrace       time.Duration
+	ConsolidateMaxPacks  int
+	ConsolidateMaxBytes  int64
 }
 
 // Bitbucket holds the Bitbucket Cloud endpoints and the backup app's OAuth consumer.
@@ -164,6 +172,10 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		ExportMaxDuration:    r.duration("GITSEC_EXPORT_MAX_DURATION"),
 		ExportCatchUpDelay:   r.duration("GITSEC_EXPORT_CATCH_UP_DELAY"),
 		DrillEvery:           r.duration("GITSEC_DRILL_EVERY"),
+		RetentionEvery:       r.duration("GITSEC_RETENTION_EVERY"),
+		RetentionGrace:       r.nonNegativeDuration("GITSEC_RETENTION_GRACE"),
+		ConsolidateMaxPacks:  int(r.nonNegativeInt64("GITSEC_CONSOLIDATE_MAX_PACKS")),
+		ConsolidateMaxBytes:  r.nonNegativeInt64("GITSEC_CONSOLIDATE_MAX_INCREMENTAL_BYTES"),
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, err
@@ -391,6 +403,15 @@ func (r *reader) nonNegativeInt64(name string) int64 {
 		r.fail(name, fmt.Sprintf("must be a whole number of bytes, 0 or more, got %q", val))
 	}
 	return n
+}
+
+func (r *reader) nonNegativeDuration(name string) time.Duration {
+	val, _ := r.raw(name)
+	d, err := time.ParseDuration(val)
+	if err != nil || d < 0 {
+		r.fail(name, fmt.Sprintf("must be a duration such as 0s, 30m or 24h, got %q", val))
+	}
+	return d
 }
 
 func (r *reader) duration(name string) time.Duration {

@@ -221,3 +221,24 @@ const (
 	// ErrTypeSnapshotCorrupt: a pack or export of the snapshot fails its checksum.
 	ErrTypeSnapshotCorrupt = "SnapshotCorrupt"
 )
+
+// Outcomes of a retention run on one repository.
+const (
+	// RetentionApplied: the policy was applied (snapshots forgotten, unreferenced objects swept).
+	RetentionApplied = "applied"
+	// RetentionDryRun: what the policy would forget and free was reported; nothing changed.
+	RetentionDryRun = "dry_run"
+	// RetentionRefused: nothing was done, because a manifest does not verify or the stored
+	// policy is invalid (the reason says which).
+	RetentionRefused = "refused"
+)
+
+// Audit actions of retention and legal holds.
+const (
+	AuditSnapshotForgotten     = "snapshot.forgotten"
+	AuditBackupObjectDeleted   = "backup_object.deleted"
+	AuditBackupObjectLocked    = "backup_object.delete_refused"
+	AuditLegalHoldSet          = "snapshot.legal_hold_set"
+	AuditLegalHoldReleased     = "snapshot.legal_hold_released"
+	AuditRetentionPolicyChange = "retention_policy.changed"
+)

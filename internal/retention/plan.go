@@ -51,6 +51,9 @@ func PlanRepository(ctx context.Context, st *archive.Store, repo archive.RepoKey
 		manifests[id] = m
 		snaps = append(snaps, Snapshot{ID: id, Time: at, Hold: holds[id]})
 	}
+	if err := checkChain(manifests); err != nil {
+		return nil, fmt.Errorf("refusing to plan retention for %s: %w", repo, err)
+	}
 	children := map[string]*archive.Manifest{}
 	for _, m := range manifests {
 		if m.Parent != "" {
@@ -151,4 +154,33 @@ func summarize(names []string) string {
 		return strings.Join(names, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:3], ", "), len(names)-3)
+}
+
+// checkChain cross-checks the manifests: a snapshot lists its parent's packs and then only packs
+// it introduced (a consolidated one just its own), and every manifest that lists a pack agrees
+// on its size and checksum. A manifest edited on its own breaks one of these, and retention
+// must not decide what is unreferenced from it.
+func checkChain(manifests map[string]*archive.Manifest) error {
+	files := map[string]archive.Pack{}
+	for _, m := range manifests {
+		for _, p := range m.Packs {
+			if seen, ok := files[p.Name]; ok && (seen.Pack != p.Pack || seen.Idx != p.Idx || seen.Snapshot != p.Snapshot) {
+				return fmt.Errorf("snapshot %s and another snapshot disagree about pack %s: %w", m.ID, p.Name, archive.ErrInvalidManifest)
+			}
+			files[p.Name] = p
+		}
+		parent, ok := manifests[m.Parent]
+		if !ok || m.Consolidated {
+			continue
+		}
+		if len(m.Packs) < len(parent.Packs) {
+			return fmt.Errorf("snapshot %s lists fewer packs than its parent %s: %w", m.ID, parent.ID, archive.ErrInvalidManifest)
+		}
+		for i, p := range m.Packs {
+			if i < len(parent.Packs) && p.Name != parent.Packs[i].Name || i >= len(parent.Packs) && p.Snapshot != m.ID {
+				return fmt.Errorf("snapshot %s does not list its parent %s's packs followed by its own: %w", m.ID, parent.ID, archive.ErrInvalidManifest)
+			}
+		}
+	}
+	return nil
 }

@@ -194,3 +194,29 @@ func Decide(snaps []Snapshot, p Policy) []Decision {
 	}
 	return out
 }
+
+// Where an effective policy comes from.
+const (
+	SourceRepository   = "repository"
+	SourceInstallation = "installation"
+	SourceDefault      = "default"
+)
+
+// Effective resolves a repository's policy from its own stored document, else its
+// installation's, else DefaultPolicy (nil or empty documents inherit).
+func Effective(repository, installation json.RawMessage) (Policy, string, error) {
+	for _, c := range []struct {
+		doc    json.RawMessage
+		source string
+	}{{repository, SourceRepository}, {installation, SourceInstallation}} {
+		if len(c.doc) == 0 || string(c.doc) == "null" {
+			continue
+		}
+		var p Policy
+		if err := json.Unmarshal(c.doc, &p); err != nil {
+			return Policy{}, c.source, fmt.Errorf("stored %s policy: %w", c.source, err)
+		}
+		return p, c.source, p.Validate()
+	}
+	return DefaultPolicy(), SourceDefault, nil
+}

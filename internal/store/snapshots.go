@@ -29,6 +29,15 @@ type Snapshot struct {
 	DurationMS    int64
 	// PushedAt is when the oldest push this webhook-triggered snapshot covers was received.
 	PushedAt *time.Time
+	// LegalHold is set while the snapshot is under legal hold: retention never forgets it.
+	LegalHold *LegalHold
+}
+
+// LegalHold says who put a snapshot under legal hold, when and why.
+type LegalHold struct {
+	Reason string
+	By     string
+	At     time.Time
 }
 
 // RecordSnapshot stores a snapshot row and marks the repository backed up, in one
@@ -99,13 +108,21 @@ func (s *Store) MarkRepositoryDeletedUpstream(ctx context.Context, tenantID, rep
 }
 
 const snapshotColumns = `id, tenant_id, repository_id, manifest_key, trigger, parent_id, refs_count, packs_count,
-	bytes_uploaded, total_bytes, started_at, finished_at, pushed_at`
+	bytes_uploaded, total_bytes, started_at, finished_at, pushed_at, legal_hold_reason, legal_hold_by, legal_hold_at`
 
 // scanSnapshot scans snapshotColumns and then extra, the columns a query adds after them.
 func scanSnapshot(row pgx.Row, extra ...any) (Snapshot, error) {
 	var sn Snapshot
+	var holdReason, holdBy *string
+	var holdAt *time.Time
 	err := row.Scan(append([]any{&sn.ID, &sn.TenantID, &sn.RepositoryID, &sn.ManifestKey, &sn.Trigger, &sn.ParentID, &sn.RefsCount,
-		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt, &sn.PushedAt}, extra...)...)
+		&sn.PacksCount, &sn.BytesUploaded, &sn.TotalBytes, &sn.StartedAt, &sn.FinishedAt, &sn.PushedAt, &holdReason, &holdBy, &holdAt}, extra...)...)
+	if holdReason != nil && holdAt != nil {
+		sn.LegalHold = &LegalHold{Reason: *holdReason, At: *holdAt}
+		if holdBy != nil {
+			sn.LegalHold.By = *holdBy
+		}
+	}
 	sn.DurationMS = sn.FinishedAt.Sub(sn.StartedAt).Milliseconds()
 	return sn, err
 }
