@@ -32,7 +32,8 @@ func (a *archiveFixture) withDrillWorker(t *testing.T) {
 		Onboarding: &activities.Onboarding{}, Backups: &activities.Backups{}, Sweeps: &activities.Sweeps{},
 		Housekeeping: &activities.Housekeeping{}, Uninstall: &activities.Uninstall{}, Exports: &activities.Exports{},
 		Drills:   &activities.Drills{Store: a.store, Archive: a.deps.Archive, ScratchDir: t.TempDir(), Logger: log},
-		Restores: &activities.Restores{}, Retention: &activities.Retention{},
+		Restores:  &activities.Restores{},
+		Retention: &activities.Retention{Store: a.store, Archive: a.deps.Archive, Temporal: tc, Logger: log},
 	}})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

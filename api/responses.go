@@ -295,6 +295,16 @@ type Snapshot struct {
 	PullRequests *ExportStatus `json:"pull_requests,omitempty"`
 	// LastDrill is the snapshot's latest restore drill; null when it was never drilled.
 	LastDrill *DrillStatus `json:"last_drill"`
+	// LegalHold is set while the snapshot is under legal hold (retention never forgets it);
+	// null otherwise.
+	LegalHold *LegalHold `json:"legal_hold"`
+}
+
+// LegalHold says who put a snapshot under legal hold, when and why.
+type LegalHold struct {
+	Reason string    `json:"reason"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
 }
 
 // DrillStatus says how a restore drill went (docs/restore.md#restore-drills): status running,
@@ -671,7 +681,15 @@ func snapshotView(s store.Snapshot) Snapshot {
 		ID: s.ID, RepositoryID: s.RepositoryID, ManifestKey: s.ManifestKey, Trigger: string(s.Trigger), ParentID: s.ParentID,
 		Refs: s.RefsCount, Packs: s.PacksCount, BytesUploaded: s.BytesUploaded, TotalBytes: s.TotalBytes,
 		StartedAt: s.StartedAt, FinishedAt: s.FinishedAt, DurationMS: s.DurationMS, PushedAt: s.PushedAt,
+		LegalHold: legalHoldView(s.LegalHold),
 	}
+}
+
+func legalHoldView(h *store.LegalHold) *LegalHold {
+	if h == nil {
+		return nil
+	}
+	return &LegalHold{Reason: h.Reason, By: h.By, At: h.At}
 }
 
 func failingView(f store.FailingRepository) FailingRepository {

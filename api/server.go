@@ -133,6 +133,10 @@ func NewHandler(d Deps) http.Handler {
 	v1.POST("/installations/:id/sync", h.handle(h.syncInstallation))
 	v1.GET("/installations/:id/webhook-deliveries", h.handle(h.listWebhookDeliveries))
 	v1.POST(`/installations/:id/repositories\:bulk`, h.handle(h.bulkSetIncluded))
+	v1.GET("/installations/:id/retention-policy", h.handle(h.getInstallationRetention))
+	v1.PUT("/installations/:id/retention-policy", h.handle(h.putInstallationRetention))
+	v1.DELETE("/installations/:id/retention-policy", h.handle(h.deleteInstallationRetention))
+	v1.POST("/installations/:id/retention-runs", h.handle(h.startRetentionRun))
 	v1.POST("/installations/:id/restore-app/connect", h.handle(h.connectRestoreApp))
 	v1.GET("/installations/:id/restore-app", h.handle(h.getRestoreApp))
 	v1.DELETE("/installations/:id/restore-app", h.handle(h.deleteRestoreApp))
@@ -147,6 +151,10 @@ func NewHandler(d Deps) http.Handler {
 	v1.POST("/repositories/:id/backups", h.handle(h.requestBackup))
 	v1.GET("/repositories/:id/snapshots", h.handle(h.listSnapshots))
 	v1.GET("/repositories/:id/backup-status", h.handle(h.backupStatus))
+	v1.GET("/repositories/:id/retention", h.handle(h.getRepositoryRetention))
+	v1.PUT("/repositories/:id/retention-policy", h.handle(h.putRepositoryRetention))
+	v1.DELETE("/repositories/:id/retention-policy", h.handle(h.deleteRepositoryRetention))
+	v1.GET("/repositories/:id/retention-plan", h.handle(h.getRetentionPlan))
 	v1.POST("/repositories/:id/drills", h.handle(h.requestDrill))
 	v1.GET("/repositories/:id/drills", h.handle(h.listDrills))
 	v1.GET("/drills/:id", h.handle(h.getDrill))
@@ -157,6 +165,8 @@ func NewHandler(d Deps) http.Handler {
 	v1.GET("/snapshots/:id/pull-requests/:number", h.handle(h.getPullRequest))
 	v1.GET("/snapshots/:id/metadata", h.handle(h.getMetadata))
 	v1.GET("/snapshots/:id/archive", h.handle(h.downloadArchive))
+	v1.PUT("/snapshots/:id/legal-hold", h.handle(h.setLegalHold))
+	v1.DELETE("/snapshots/:id/legal-hold", h.handle(h.releaseLegalHold))
 	return r
 }
 

@@ -102,11 +102,11 @@ func TestResponseShapesArePinned(t *testing.T) {
 		repo = "{behind:b,created_at:s,full_name:s,id:s,included:b,installation_id:s,is_private:b,last_backup_at:s,last_backup_error:s,last_backup_status:s," +
 			"last_checked_at:s,last_drill:null,last_push_at:null,last_snapshot_at:s,last_snapshot_id:s,main_branch:s,project:{key:s,name:s},size_bytes:n," +
 			"snapshot_count:n,status:s,stored_bytes:n,updated_at:s,uuid:s,workspace:s}"
-		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
+		snap = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,legal_hold:null,manifest_key:s,packs:n,parent_id:null,pushed_at:null,refs:n,repository_id:s," +
 			"started_at:s,total_bytes:n,trigger:s}"
 		exportStatus = "{complete:b,reason:s,records:n,states:{DECLINED:n,MERGED:n,OPEN:n,SUPERSEDED:n}}"
 		// GET /api/v1/snapshots/{id} adds the pull request export's counts when it has one.
-		snapWithExport = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,manifest_key:s,packs:n,parent_id:null," +
+		snapWithExport = "{bytes_uploaded:n,duration_ms:n,finished_at:s,id:s,last_drill:null,legal_hold:null,manifest_key:s,packs:n,parent_id:null," +
 			"pull_requests:" + exportStatus + ",pushed_at:null,refs:n,repository_id:s,started_at:s,total_bytes:n,trigger:s}"
 		drillStatus = "{duration_ms:n,finished_at:null,id:s,reason:s,snapshot_id:s,started_at:s,status:s,trigger:s}"
 		drill       = "{duration_ms:n,finished_at:null,full_name:s,id:s,reason:s,repository_id:s,snapshot_id:s,started_at:s,status:s,steps:[],trigger:s,workflow_id:s}"

@@ -32,6 +32,10 @@ const (
 // runs it starts; one at a time).
 func RetentionScheduleID(installationID string) string { return "retention-" + installationID }
 
+// RetentionManualWorkflowID is the ID of an installation's retention run started through the
+// API (one at a time; the schedule's runs have their own IDs).
+func RetentionManualWorkflowID(installationID string) string { return "retention-manual-" + installationID }
+
 // RetentionInput starts a retention run over an installation's repositories; DryRun reports
 // and deletes nothing. After and Totals carry progress across continue-as-new.
 type RetentionInput struct {

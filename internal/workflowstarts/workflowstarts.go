@@ -99,6 +99,25 @@ func (s *Starter) StartDrill(ctx context.Context, target workflows.BackupTarget,
 	return id, nil
 }
 
+// StartRetention starts a retention run over the installation's repositories now (the
+// schedule runs it too); ErrAlreadyRunning while a manual run is under way.
+func (s *Starter) StartRetention(ctx context.Context, tenantID, instID uuid.UUID, dryRun bool) (string, error) {
+	id := workflows.RetentionManualWorkflowID(instID.String())
+	_, err := s.Temporal.ExecuteWorkflow(ctx, s.installationOptions(id, tenantID, instID, enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL),
+		workflows.RetentionWorkflowName, workflows.RetentionInput{
+			InstallationRef: workflows.InstallationRef{TenantID: tenantID.String(), InstallationID: instID.String()},
+			DryRun:          dryRun,
+		})
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) {
+		return id, fmt.Errorf("start retention of installation %s: %w", instID, ErrAlreadyRunning)
+	}
+	if err != nil {
+		return id, fmt.Errorf("start retention of installation %s: %w", instID, err)
+	}
+	return id, nil
+}
+
 // installationOptions start a per-installation workflow: a finished one may run again under
 // the same ID; conflict decides what a start does while one still runs.
 func (s *Starter) installationOptions(id string, tenantID, instID uuid.UUID, conflict enumspb.WorkflowIdConflictPolicy) client.StartWorkflowOptions {
