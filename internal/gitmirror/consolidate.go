@@ -22,7 +22,8 @@ import (
 // that one pack instead of the whole chain of incremental packs. Objects only older packs held
 // (history that a force-push dropped) leave the mirror; the stored packs of older snapshots keep
 // them. The git CLI's pack-objects does the work when git 2.32 or later is installed (it reuses
-// the deltas of the existing packs and runs on every core); go-git's encoder otherwise.
+// the deltas of the existing packs and runs on every core); go-git's encoder otherwise, or when
+// the mirror's engine is CloneGoGit.
 func (m *Mirror) Consolidate(ctx context.Context, roots []string) (PackFiles, error) {
 	if len(roots) == 0 {
 		return PackFiles{}, errors.New("consolidate: no references to pack")
@@ -42,7 +43,7 @@ func (m *Mirror) Consolidate(ctx context.Context, roots []string) (PackFiles, er
 		return PackFiles{}, err
 	}
 	var name string
-	if gitPath, cliErr := gitBinary(); cliErr == nil {
+	if gitPath, cliErr := gitBinary(); cliErr == nil && m.cloneEngine != CloneGoGit {
 		name, err = m.packObjectsCLI(ctx, gitPath, roots)
 	} else {
 		name, err = m.packObjectsGoGit(roots)
