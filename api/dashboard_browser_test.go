@@ -164,6 +164,28 @@ func TestDashboardWalksTheSeedInABrowser(t *testing.T) {
 	p.waitFor("the new snapshot", fmt.Sprintf(`document.querySelectorAll("tr[data-snapshot]").length === %d && document.querySelector("tr[data-snapshot] td:nth-child(2)").textContent === "manual"`, before+1), 60*time.Second)
 	p.shot("repository")
 
+	// Retention on the same page: GitSec's default is shown; keep-last 1 saved from the form
+	// reaches the API; the preview tells what it would forget; the newest snapshot is put under
+	// legal hold through the dialog.
+	p.waitFor("the retention section", `!!document.querySelector("#retention-source") && document.querySelector("#retention-source").textContent.includes("GitSec's default") && document.querySelector("#ret-keep_daily").value === "30"`, 10*time.Second)
+	p.do("set keep-last 1", chromedp.SetValue("#ret-keep_last", "1"), chromedp.Click("#retention-save"))
+	e.waitFor("the API to show the repository's own policy", 10*time.Second, func() bool {
+		_, body := e.call("GET", "/api/v1/repositories/"+web["id"].(string)+"/retention", "acme-corp", "")
+		policy, _ := body["policy"].(map[string]any)
+		return body["source"] == "repository" && policy["keep_last"] == 1.0 && policy["keep_daily"] == 30.0
+	})
+	p.waitFor("the saved policy", `document.querySelector("#retention-source").textContent.includes("this repository")`, 10*time.Second)
+	p.do("preview the policy", chromedp.Click("#retention-preview"))
+	p.waitFor("the preview", `!!document.querySelector("#retention-plan") && /would forget \d+ of \d+ snapshots/.test(document.querySelector("#retention-plan").textContent)`, 15*time.Second)
+	p.do("open the legal hold dialog", chromedp.Click(`tr[data-snapshot] button[data-hold]`))
+	p.waitFor("the legal hold dialog", `!!document.querySelector("#hold-reason")`, 5*time.Second)
+	p.do("hold with a reason", chromedp.SendKeys("#hold-reason", "case 2026-17"), chromedp.Click("#hold-confirm"))
+	p.waitFor("the hold badge", `document.querySelector("tr[data-snapshot]").innerText.includes("legal hold") && document.querySelector("tr[data-snapshot]").innerText.includes("case 2026-17")`, 10*time.Second)
+	if snaps := e.snapshots("acme-corp", web); len(snaps) == 0 || snaps[0]["legal_hold"] == nil || snaps[0]["legal_hold"].(map[string]any)["reason"] != "case 2026-17" {
+		t.Fatalf("the newest snapshot after the dashboard's hold: %v", snaps[0])
+	}
+	p.shot("repository-retention")
+
 	// The other screens render their data.
 	p.do("open Activity", chromedp.Click(`a[data-nav="activity"]`))
 	p.waitFor("recent backups", `document.querySelector("h1").textContent === "Activity" && document.body.innerText.includes("acme/web")`, 15*time.Second)

@@ -476,6 +476,7 @@
     const status = h('div', { class: 'live', 'aria-live': 'polite' });
     const backupNow = h('button', { type: 'button', id: 'backup-now', disabled: !r.included }, 'Back up now');
     const snapBox = h('div', {});
+    const retentionBox = h('div', { id: 'retention' });
     view.append(pageHeader(r.full_name, backupNow),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Workspace'), h('dd', {}, r.workspace),
@@ -485,7 +486,8 @@
         h('dt', {}, 'Included'), h('dd', {}, r.included ? 'yes' : 'no (backups paused; snapshots kept)'),
         h('dt', {}, 'Last backup'), h('dd', {}, Array.from(backupCell(r).childNodes)),
         h('dt', {}, 'Last restore drill'), h('dd', {}, r.last_drill ? [badge(statusKind(r.last_drill.status), r.last_drill.status), ' ', when(r.last_drill.finished_at || r.last_drill.started_at), r.last_drill.reason ? ' — ' + r.last_drill.reason : ''] : 'none yet')),
-      status, h('h2', {}, 'Snapshots'), snapBox);
+      status, h('h2', {}, 'Retention'), retentionBox, h('h2', {}, 'Snapshots'), snapBox);
+    await retentionSection(r, retentionBox);
 
     let lastSeen = null;
     async function loadSnapshots() {
@@ -494,7 +496,7 @@
       if (newest === lastSeen && snapBox.childNodes.length) return;
       lastSeen = newest;
       snapBox.replaceChildren(snapshots.length
-        ? table(['Time', 'Trigger', 'Refs', 'Size', 'Uploaded', 'Duration', 'Pull requests', ''], snapshots.map((s) => snapshotRow(r, s)), 'Snapshots')
+        ? table(['Time', 'Trigger', 'Refs', 'Size', 'Uploaded', 'Duration', 'Pull requests', 'Hold', ''], snapshots.map((s) => snapshotRow(r, s)), 'Snapshots')
         : emptyState(r.included ? 'No snapshot yet. The first backup runs shortly after discovery, or click Back up now.' : 'No snapshot yet, and the repository is excluded from backups.'));
     }
     async function loadStatus() {
@@ -516,6 +518,114 @@
     });
   }
 
+  const RETENTION_COUNTS = [['keep_last', 'Keep last'], ['keep_daily', 'Daily'], ['keep_weekly', 'Weekly'], ['keep_monthly', 'Monthly'], ['keep_yearly', 'Yearly']];
+  const RETENTION_SOURCE = { repository: 'this repository', installation: 'its installation', default: 'GitSec\'s default' };
+
+  // withinText shows a Go duration such as 168h0m0s in days (7d) when it is whole days.
+  function withinText(d) {
+    const m = /^(\d+)h0m0s$/.exec(d || '');
+    return m && Number(m[1]) % 24 === 0 ? Number(m[1]) / 24 + 'd' : (d || '');
+  }
+
+  // The repository's retention policy: shown, editable (its own, or inherit), and previewed as
+  // the dry run the API computes from storage.
+  async function retentionSection(r, box) {
+    const base = '/repositories/' + r.id;
+    const ret = await api('GET', base + '/retention');
+    const p = ret.policy;
+    const counts = RETENTION_COUNTS.map(([k, label]) =>
+      h('label', { for: 'ret-' + k }, label, h('input', { type: 'number', min: '0', step: '1', id: 'ret-' + k, value: String(p[k]) })));
+    const within = h('input', { type: 'text', id: 'ret-keep_within', value: withinText(p.keep_within), placeholder: '7d', spellcheck: 'false' });
+    const destructive = h('input', { type: 'checkbox', id: 'ret-keep_before_destructive', checked: !!p.keep_before_destructive });
+    const msg = h('div', { id: 'retention-msg', 'aria-live': 'polite' });
+    const save = h('button', { type: 'submit', id: 'retention-save' }, 'Save policy');
+    const inherit = h('button', { type: 'button', class: 'secondary', id: 'retention-inherit', disabled: ret.source !== 'repository' }, 'Use the installation\'s');
+    const preview = h('button', { type: 'button', class: 'secondary', id: 'retention-preview' }, 'Preview');
+    const last = ret.last_run;
+    const form = h('form', { class: 'inline-form retention-form', id: 'retention-form' },
+      h('p', { id: 'retention-source' }, 'Policy of ' + RETENTION_SOURCE[ret.source] + '. The newest snapshot and snapshots under legal hold are always kept.'),
+      counts, h('label', { for: 'ret-keep_within' }, 'Keep all within', within),
+      h('label', { for: 'ret-keep_before_destructive', class: 'check' }, destructive, ' keep the last snapshot before a deleted or force-pushed reference'),
+      h('div', { class: 'actions' }, save, inherit, preview),
+      h('p', { class: 'reason', id: 'retention-last-run' }, last
+        ? ['Last run ', when(last.at), ': ', last.status, ', ', String(last.forgotten), ' forgotten, ', fmtBytes(last.bytes_freed), ' freed',
+          last.objects_locked ? ', ' + last.objects_locked + ' locked' : '', last.reason ? ' — ' + last.reason : '']
+        : 'Retention has not run on this repository yet.'),
+      msg);
+    form.addEventListener('submit', busy(save, async () => {
+      const body = { keep_within: within.value.trim(), keep_before_destructive: destructive.checked };
+      for (const [k] of RETENTION_COUNTS) body[k] = Number(document.getElementById('ret-' + k).value || 0);
+      try {
+        await api('PUT', base + '/retention-policy', body);
+        await retentionSection(r, box);
+        document.getElementById('retention-msg').replaceChildren(h('span', { class: 'notice' }, 'Saved.'));
+      } catch (e) { msg.replaceChildren(errorBox(e)); }
+    }));
+    inherit.addEventListener('click', busy(inherit, async () => {
+      try { await api('DELETE', base + '/retention-policy'); await retentionSection(r, box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    }));
+    preview.addEventListener('click', busy(preview, async () => {
+      try {
+        const plan = await api('GET', base + '/retention-plan');
+        msg.replaceChildren(h('p', { class: 'notice', id: 'retention-plan' }, 'This policy would forget ' + plan.forget.length + ' of ' +
+          plan.decisions.length + ' snapshots and free ' + fmtBytes(plan.bytes_freed) + ' (a preview: nothing was deleted).'));
+      } catch (e) { msg.replaceChildren(errorBox(e)); }
+    }));
+    box.replaceChildren(form);
+  }
+
+  function holdCell(s) {
+    const cell = h('div', { class: 'hold' });
+    const render = (snap) => {
+      const held = snap.legal_hold;
+      const btn = h('button', { type: 'button', class: 'link', dataset: { hold: snap.id } }, held ? 'Release hold' : 'Legal hold…');
+      btn.addEventListener('click', busy(btn, async () => {
+        try {
+          if (held) {
+            if (!await confirmDialog('Release the legal hold?', 'Retention may then forget snapshot ' + snap.id + ' by its policy.', 'Release')) return;
+            render((await api('DELETE', '/snapshots/' + encodeURIComponent(snap.id) + '/legal-hold')).snapshot);
+          } else {
+            const held = await legalHoldDialog(snap);
+            if (held) render(held);
+          }
+        } catch (e) { cell.append(errorBox(e)); }
+      }));
+      cell.replaceChildren(...(held ? [badge('busy', 'legal hold'), h('div', { class: 'reason' }, held.reason + ' (' + held.by + ')')] : []), btn);
+    };
+    render(s);
+    return cell;
+  }
+
+  // legalHoldDialog asks for the hold's reason and sets it; it resolves to the updated snapshot,
+  // or null when cancelled.
+  function legalHoldDialog(snap) {
+    return new Promise((resolve) => {
+      const reason = h('input', { type: 'text', id: 'hold-reason', required: true, maxlength: '500', spellcheck: 'false' });
+      const errorArea = h('div', { 'aria-live': 'assertive' });
+      const dlg = h('dialog', { class: 'confirm', 'aria-labelledby': 'hold-title' });
+      let result = null;
+      const form = h('form', { method: 'dialog' },
+        h('h2', { id: 'hold-title' }, 'Put snapshot under legal hold'),
+        h('p', {}, 'Retention never forgets snapshot ' + snap.id + ' while it is held. The reason is kept in the audit log.'),
+        h('label', { for: 'hold-reason' }, 'Reason', reason),
+        errorArea,
+        h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'secondary', onclick: () => dlg.close() }, 'Cancel'),
+          h('button', { type: 'submit', id: 'hold-confirm' }, 'Hold')));
+      form.addEventListener('submit', async (e) => {
+        e.preventDefault();
+        try {
+          result = (await api('PUT', '/snapshots/' + encodeURIComponent(snap.id) + '/legal-hold', { reason: reason.value.trim() })).snapshot;
+          dlg.close();
+        } catch (err) { errorArea.replaceChildren(errorBox(err)); }
+      });
+      dlg.addEventListener('close', () => { dlg.remove(); resolve(result); });
+      dlg.append(form);
+      document.body.append(dlg);
+      dlg.showModal();
+    });
+  }
+
   function snapshotRow(repo, s) {
     const restoreMsg = h('div', { 'aria-live': 'polite' });
     const restore = h('button', { type: 'button', class: 'secondary' }, 'Restore…');
@@ -529,6 +639,7 @@
       h('td', { class: 'num' }, fmtBytes(s.bytes_uploaded)),
       h('td', { class: 'num' }, fmtDuration(s.duration_ms)),
       h('td', {}, prs),
+      h('td', {}, holdCell(s)),
       h('td', { class: 'actions' },
         h('a', { href: '/api/v1/snapshots/' + encodeURIComponent(s.id) + '/archive?format=bundle', download: '' }, 'Download bundle'), ' ',
         h('a', { href: '/api/v1/snapshots/' + encodeURIComponent(s.id) + '/archive?format=tar', download: '' }, 'tar'), ' ',
