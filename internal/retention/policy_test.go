@@ -1,8 +1,10 @@
 package retention
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -77,5 +79,53 @@ func TestPolicyRejectsNegativeValues(t *testing.T) {
 	}
 	if err := (Policy{KeepLast: -1}).Validate(); err == nil || err.Error() != fmt.Sprintf("--keep-last %d: want 0 or more", -1) {
 		t.Errorf("error %v does not name --keep-last", err)
+	}
+}
+
+func TestPolicyDocumentsAreStrictAndInheritInOrder(t *testing.T) {
+	p, source, err := Effective(nil, nil)
+	if err != nil || source != SourceDefault || p != DefaultPolicy() {
+		t.Fatalf("no documents: %+v from %s, %v", p, source, err)
+	}
+	inst := []byte(`{"keep_last":0,"keep_daily":7,"keep_weekly":0,"keep_monthly":0,"keep_yearly":0,"keep_within":"2d","keep_before_destructive":false}`)
+	p, source, err = Effective([]byte("null"), inst)
+	if err != nil || source != SourceInstallation || p.KeepDaily != 7 || p.KeepWithin != 48*time.Hour {
+		t.Fatalf("installation document: %+v from %s, %v", p, source, err)
+	}
+	p, source, err = Effective([]byte(`{"keep_last":3}`), inst)
+	if err != nil || source != SourceRepository || p.KeepLast != 3 || p.KeepDaily != 0 {
+		t.Fatalf("repository document: %+v from %s, %v", p, source, err)
+	}
+	round, err := json.Marshal(DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Policy
+	if err := json.Unmarshal(round, &back); err != nil || back != DefaultPolicy() {
+		t.Fatalf("round trip of %s: %+v, %v", round, back, err)
+	}
+	for doc, want := range map[string]string{
+		`{"keep_dayly":7}`:       "keep_dayly",
+		`{"keep_within":"soon"}`: `"soon"`,
+		`{"keep_last":"3"}`:      "keep_last",
+	} {
+		if _, _, err := Effective([]byte(doc), nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Effective(%s) = %v, want an error naming %s", doc, err, want)
+		}
+	}
+	if _, _, err := Effective([]byte(`{"keep_daily":-2}`), nil); err == nil {
+		t.Error("a negative count was accepted")
+	}
+}
+
+func TestSnapshotBeforeADestructiveChangeIsKept(t *testing.T) {
+	snaps := simulatedDays()
+	snaps[5].Destructive = "deletion of refs/heads/feature in the next snapshot"
+	ds := Decide(snaps, Policy{KeepLast: 1, KeepBeforeDestructive: true})
+	if got := kept(ds); len(got) != 2 || !slices.Contains(got, snaps[5].ID) {
+		t.Fatalf("kept %v, want the newest and %s", got, snaps[5].ID)
+	}
+	if got := kept(Decide(snaps, Policy{KeepLast: 1})); len(got) != 1 {
+		t.Fatalf("without the rule kept %v", got)
 	}
 }

@@ -313,3 +313,73 @@ func TestBackupCommittedDuringRetentionStaysRestorable(t *testing.T) {
 	restoreAndCheck(t, h, latest)
 	checkBundleChain(t, h, latest)
 }
+
+// A retention run killed midway (after some manifests, or after some deletes) is finished by
+// the next one, and nothing a kept snapshot needs is deleted on the way.
+func TestRetentionRunKilledMidwayIsFinishedByTheNextOne(t *testing.T) {
+	ctx := context.Background()
+	h := newHistory(t)
+	for d := range 20 {
+		h.src.Commit("main", fmt.Sprintf("day-%02d.txt", d), strings.Repeat(fmt.Sprintf("day %d\n", d), 50))
+		h.ids = append(h.ids, h.backup(ctx, d).ID)
+	}
+	p := retention.Policy{KeepLast: 3}
+	plan, err := retention.PlanRepository(ctx, h.store, h.repo, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := fmt.Errorf("worker killed")
+	n := 0
+	_, err = retention.Forget(ctx, h.store, h.repo, plan, func(string) error {
+		if n++; n > 4 {
+			return killed
+		}
+		return nil
+	})
+	if err != killed {
+		t.Fatalf("forget = %v, want the kill", err)
+	}
+	// The rerun plans again from what is left and forgets the rest; its sweep dies after two
+	// deletes, and a third run finishes.
+	plan2, err := retention.PlanRepository(ctx, h.store, h.repo, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(plan2.Keep, plan.Keep) || len(plan2.Forget) != len(plan.Forget)-4 {
+		t.Fatalf("rerun plan keeps %v forgets %d; first plan kept %v forgot %d", plan2.Keep, len(plan2.Forget), plan.Keep, len(plan.Forget))
+	}
+	if _, err := retention.Forget(ctx, h.store, h.repo, plan2, nil); err != nil {
+		t.Fatal(err)
+	}
+	deletes := 0
+	res, err := retention.Sweep(ctx, h.store, h.repo, retention.SweepOptions{Now: time.Now(), BeforeDelete: func(archive.StoredObject) error {
+		if deletes++; deletes > 2 {
+			return killed
+		}
+		return nil
+	}})
+	if err != killed || len(res.Deleted) != 2 {
+		t.Fatalf("sweep = %v after %d deletes, want the kill after 2", err, len(res.Deleted))
+	}
+	final, err := retention.Sweep(ctx, h.store, h.repo, retention.SweepOptions{Now: time.Now(), Marked: res.Marked})
+	if err != nil || len(final.Deleted) == 0 {
+		t.Fatalf("final sweep: %v, deleted %d", err, len(final.Deleted))
+	}
+	stored, err := h.store.ListSnapshots(ctx, h.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(stored)
+	want := slices.Clone(plan.Keep)
+	slices.Sort(want)
+	if !slices.Equal(stored, want) {
+		t.Fatalf("snapshots left %v, want %v", stored, want)
+	}
+	for _, id := range stored {
+		restoreAndCheck(t, h, id)
+		checkBundleChain(t, h, id)
+	}
+	if again, _ := retention.Sweep(ctx, h.store, h.repo, retention.SweepOptions{Now: time.Now()}); len(again.Deleted) != 0 {
+		t.Fatalf("a further sweep deleted %d objects", len(again.Deleted))
+	}
+}
