@@ -31,7 +31,7 @@ func (a *archiveFixture) withDrillWorker(t *testing.T) {
 	w := worker.New(worker.Options{Client: tc, TaskQueue: tenv.TaskQueue, Logger: log, Activities: worker.Activities{
 		Onboarding: &activities.Onboarding{}, Backups: &activities.Backups{}, Sweeps: &activities.Sweeps{},
 		Housekeeping: &activities.Housekeeping{}, Uninstall: &activities.Uninstall{}, Exports: &activities.Exports{},
-		Drills:   &activities.Drills{Store: a.store, Archive: a.deps.Archive, ScratchDir: t.TempDir(), Logger: log},
+		Drills:    &activities.Drills{Store: a.store, Archive: a.deps.Archive, ScratchDir: t.TempDir(), Logger: log},
 		Restores:  &activities.Restores{},
 		Retention: &activities.Retention{Store: a.store, Archive: a.deps.Archive, Temporal: tc, Logger: log},
 	}})

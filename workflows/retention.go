@@ -34,7 +34,9 @@ func RetentionScheduleID(installationID string) string { return "retention-" + i
 
 // RetentionManualWorkflowID is the ID of an installation's retention run started through the
 // API (one at a time; the schedule's runs have their own IDs).
-func RetentionManualWorkflowID(installationID string) string { return "retention-manual-" + installationID }
+func RetentionManualWorkflowID(installationID string) string {
+	return "retention-manual-" + installationID
+}
 
 // RetentionInput starts a retention run over an installation's repositories; DryRun reports
 // and deletes nothing. After and Totals carry progress across continue-as-new.
